@@ -1,0 +1,43 @@
+# SarcoFed: `make demo` (federated simulation of synthetic hospitals) and `make test` (the suite).
+# Both create the virtual environment in .venv on first use. Nothing here needs a GPU or the internet
+# beyond the package index.
+#
+# TORCH_SPEC picks the torch build installed before the project: the default is the CPU build that these
+# machines take from local disk in seconds. A GPU site installs CUDA torch instead, e.g.
+#   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+PRESET ?= demo
+
+# Hospital networks: nothing leaves unless we say so. Runs use this environment, not a fresh one per run.
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export FLWR_HOME := $(CURDIR)/.flwr_home
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "SarcoFed needs Python >= 3.11; set PYTHON=python3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: install
+	$(PY) -m simulations.demo --preset $(PRESET)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) simulations/bench_phantom.py
+
+clean:
+	rm -rf .cache runs .flwr_home .pytest_cache

@@ -1,0 +1,94 @@
+"""Clinical quantities at L3: SMA, SMI and the named sarcopenia cutoffs of DESIGN.md section 4.
+
+Every verdict names the rule that made it, because published cutoffs disagree by up to 10 cm2/m2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.errors import ConfigError
+
+# Alberta protocol window for skeletal muscle (HU), inclusive.
+MUSCLE_HU_RANGE: tuple[float, float] = (-29.0, 150.0)
+FAT_HU_RANGE: tuple[float, float] = (-190.0, -30.0)
+VISCERAL_FAT_HU_RANGE: tuple[float, float] = (-150.0, -50.0)
+
+
+def area_cm2(mask: np.ndarray, spacing_mm: tuple[float, float]) -> float:
+    """Area of a binary mask in cm2: pixel count x native pixel area (mm2 / 100)."""
+    return float(np.count_nonzero(mask)) * float(spacing_mm[0]) * float(spacing_mm[1]) / 100.0
+
+
+def smi(sma_cm2: float, height_m: float | None) -> float | None:
+    """Skeletal muscle index SMA / height^2 (cm2/m2); None when height is unknown or implausible."""
+    if height_m is None or not math.isfinite(height_m) or not 0.5 <= height_m <= 2.6:
+        return None
+    return float(sma_cm2) / (float(height_m) ** 2)
+
+
+def bmi(weight_kg: float | None, height_m: float | None) -> float | None:
+    """Body-mass index (kg/m2), None when either value is missing."""
+    if weight_kg is None or height_m is None or not (height_m > 0) or not math.isfinite(weight_kg):
+        return None
+    return float(weight_kg) / float(height_m) ** 2
+
+
+@dataclass(frozen=True)
+class CutoffRule:
+    """A published SMI threshold: sarcopenic when SMI is strictly below it.
+
+    ``men_bmi25`` is the threshold for men with BMI >= 25 where the rule distinguishes (Martin 2013).
+    """
+
+    name: str
+    citation: str
+    men: float
+    women: float
+    men_bmi25: float | None = None
+
+    def threshold(self, sex: str, bmi_value: float | None = None) -> float:
+        """SMI threshold (cm2/m2) for a patient."""
+        sex = normalise_sex(sex)
+        if sex == "F":
+            return self.women
+        if self.men_bmi25 is not None and bmi_value is not None and bmi_value >= 25.0:
+            return self.men_bmi25
+        return self.men
+
+    def is_sarcopenic(self, smi_value: float | None, sex: str | None, bmi_value: float | None = None) -> bool | None:
+        """Verdict, or None when SMI or sex is unknown (never guessed)."""
+        if smi_value is None or sex is None or normalise_sex(sex, strict=False) is None:
+            return None
+        return bool(smi_value < self.threshold(sex, bmi_value))
+
+
+CUTOFFS: dict[str, CutoffRule] = {
+    "prado2008": CutoffRule("prado2008", "Prado et al., Lancet Oncol 2008", men=52.4, women=38.5),
+    "martin2013": CutoffRule("martin2013", "Martin et al., J Clin Oncol 2013", men=43.0, women=41.0, men_bmi25=53.0),
+    "derstine2018": CutoffRule("derstine2018", "Derstine et al., Sci Rep 2018", men=45.4, women=34.4),
+}
+DEFAULT_CUTOFF = "prado2008"
+
+
+def get_cutoff(name: str) -> CutoffRule:
+    """Look a rule up by name; the error lists the names that exist."""
+    key = name.strip().lower().replace("-", "").replace("_", "").replace(" ", "")
+    if key not in CUTOFFS:
+        raise ConfigError(f"unknown sarcopenia cutoff {name!r}; choose one of {', '.join(CUTOFFS)}")
+    return CUTOFFS[key]
+
+
+def normalise_sex(value: object, strict: bool = True) -> str | None:
+    """'M' or 'F' from the spellings found in manifests and DICOM (M, male, F, female, case-insensitive)."""
+    text = str(value).strip().upper() if value is not None else ""
+    if text in {"M", "MALE"}:
+        return "M"
+    if text in {"F", "FEMALE"}:
+        return "F"
+    if strict:
+        raise ConfigError(f"sex must be M or F, got {value!r}")
+    return None
