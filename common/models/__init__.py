@@ -1,0 +1,1 @@
+"""Networks and model files: presets, ViT encoder, SMIT heads, UNETR-style decoder, classifiers, checkpoints."""

@@ -1,0 +1,112 @@
+"""Self-describing model files: one ``torch.save`` dict that rebuilds the model from the file alone.
+
+Contents: ``format`` marker and version, ``state_dict``, ``preset`` (plain dict), ``classifier``,
+``phase`` (the last phase trained), the HU window and network spacing the model expects, library
+versions, creation time (UTC ISO 8601) and a free ``extra`` dict (plain values: round, metrics, site).
+Loading uses ``weights_only=True``: nothing but tensors and plain Python values is unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from common.errors import CheckpointError
+from common.models.presets import Preset, check_phase
+from common.models.sarco import SarcoModel
+
+FORMAT = "sarcofed-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model: SarcoModel, *, preset: Preset | None = None, phase: str,
+                    extra: dict | None = None) -> Path:
+    """Write ``model`` to ``path`` (parents created); return the path.
+
+    Parameters
+    ----------
+    preset : Preset (default: ``model.preset``)
+    phase : "ssl" | "seg" | "cls", the phase the weights were last trained in
+    extra : dict of plain values (str, int, float, bool, None, lists/dicts of them)
+    """
+    import monai
+
+    from sarcofed import __version__
+
+    check_phase(phase)
+    preset = preset or model.preset
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "preset": preset.to_dict(),
+        "classifier": model.classifier,
+        "phase": phase,
+        "hu_window": [float(preset.hu_min), float(preset.hu_max)],
+        "spacing_mm": float(preset.spacing_mm),
+        "image_size": int(preset.image_size),
+        "versions": {"sarcofed": __version__, "torch": str(torch.__version__), "monai": str(monai.__version__)},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "extra": dict(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    phases: Iterable[str] | None = None) -> tuple[SarcoModel, dict]:
+    """Rebuild the model stored in ``path``.
+
+    Parameters
+    ----------
+    phases : if given, the phases acceptable to the caller (e.g. ("seg",) for segmentation);
+        a checkpoint from another phase raises CheckpointError.
+
+    Returns
+    -------
+    (model in eval mode on ``map_location``, info dict: everything in the file except the weights,
+    with ``preset`` as a Preset)
+
+    Raises
+    ------
+    CheckpointError
+        Missing file, not a SarcoFed checkpoint, incompatible weights, or the wrong phase.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("model file not found; train one with `sarcofed train-local` or a federated run", path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"not a readable SarcoFed checkpoint ({type(error).__name__}: {str(error)[:200]})",
+                              path) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"not a SarcoFed checkpoint (expected format {FORMAT!r})", path)
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format {payload['format_version']} is newer than this SarcoFed reads ({FORMAT_VERSION}); "
+            "upgrade sarcofed", path)
+    phase = payload.get("phase")
+    allowed = tuple(phases) if phases is not None else None
+    if allowed is not None and phase not in allowed:
+        raise CheckpointError(
+            f"model was trained for phase {phase!r}, expected {' or '.join(allowed)}; "
+            f"train it with `sarcofed train-local --phase {allowed[0]}`", path)
+    try:
+        preset = Preset.from_dict(payload["preset"])
+        model = SarcoModel(preset, classifier=payload.get("classifier", "vit"))
+        model.load_state_dict(payload["state_dict"])
+    except Exception as error:
+        raise CheckpointError(f"weights do not fit the stored preset ({type(error).__name__}: {str(error)[:300]})",
+                              path) from None
+    info = {k: v for k, v in payload.items() if k != "state_dict"}
+    info["preset"] = preset
+    info["path"] = str(path)
+    return model.to(map_location).eval(), info

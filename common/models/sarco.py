@@ -1,0 +1,129 @@
+"""SarcoModel: one module holding every part the three phases train, and the per-phase weight exchange.
+
+Parts (state_dict prefixes):
+
+- ``encoder.``          ViT student encoder (all phases)
+- ``ssl_head.``         DINO/iBOT projection head (ssl)
+- ``pixel_head.``       masked-pixel L1 head (ssl)
+- ``teacher_encoder.``, ``teacher_head.``, ``center_cls``, ``center_patch``: EMA teacher and centres (ssl)
+- ``decoder.``          UNETR-style decoder (seg)
+- ``cls_head.``         linear head on [global token, mean patch token] (cls, classifier="vit")
+- ``densenet.``         MONAI DenseNet121 from scratch (cls, classifier="densenet")
+
+Federation of the teacher (decision): in the ssl phase the teacher and the centres are exchanged and
+averaged together with the student. Both update linearly (an EMA of student weights; a running mean
+of teacher logits), so with equal local step counts the FedAvg of site teachers *is* the EMA of the
+averaged student trajectory, and every site starts the next round with the same teacher and centre.
+Keeping them local instead would let each site's teacher drift from the global student, and in a
+stateless simulated client the teacher would be lost every round. The cost is about 2x the ssl payload.
+Integer buffers (BatchNorm ``num_batches_tracked``) are never exchanged: secure aggregation clips and
+quantises values, which would corrupt counters.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.errors import ConfigError
+from common.models.decoder import UnetrDecoder
+from common.models.encoder import Encoder
+from common.models.presets import Preset, check_phase
+from common.models.ssl import DistillHead, PixelHead
+
+CLASSIFIERS: tuple[str, ...] = ("vit", "densenet")
+
+_PHASE_PREFIXES: dict[str, tuple[str, ...]] = {
+    "ssl": ("encoder.", "ssl_head.", "pixel_head.", "teacher_encoder.", "teacher_head.", "center_cls", "center_patch"),
+    "seg": ("encoder.", "decoder."),
+    "cls": ("encoder.", "cls_head."),
+}
+
+
+class SarcoModel(nn.Module):
+    """Encoder + SSL heads/teacher + segmentation decoder + classifier head(s).
+
+    Parameters
+    ----------
+    preset : Preset
+    classifier : "vit" (head on the encoder, default) or "densenet" (MONAI DenseNet121 baseline)
+    """
+
+    def __init__(self, preset: Preset, classifier: str = "vit") -> None:
+        super().__init__()
+        if classifier not in CLASSIFIERS:
+            raise ConfigError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
+        self.preset = preset
+        self.classifier = classifier
+        d = preset.hidden_size
+        self.encoder = Encoder(preset)
+        self.ssl_head = DistillHead(d, preset.head_hidden, preset.proto_dim)
+        self.pixel_head = PixelHead(d, preset.patch_size)
+        self.teacher_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.teacher_head = copy.deepcopy(self.ssl_head).requires_grad_(False)
+        self.register_buffer("center_cls", torch.zeros(1, preset.proto_dim))
+        self.register_buffer("center_patch", torch.zeros(1, preset.proto_dim))
+        self.decoder = UnetrDecoder(preset, out_channels=2)
+        self.cls_head = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, 2))
+        if classifier == "densenet":
+            from monai.networks.nets import DenseNet121
+
+            self.densenet = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
+
+    def segment_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) normalised -> (B, 2, S, S) logits (background, muscle)."""
+        tokens, _, hidden = self.encoder(x)
+        return self.decoder(x, tokens, hidden)
+
+    def classify_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) normalised -> (B, 2) logits (not sarcopenic, sarcopenic)."""
+        if self.classifier == "densenet":
+            return self.densenet(x)
+        tokens, glob, _ = self.encoder(x)
+        return self.cls_head(torch.cat([glob, tokens.mean(dim=1)], dim=-1))
+
+    def reset_teacher(self) -> None:
+        """Teacher := student (start of SSL from a fresh or seg/cls-trained encoder)."""
+        self.teacher_encoder.load_state_dict(self.encoder.state_dict())
+        self.teacher_head.load_state_dict(self.ssl_head.state_dict())
+
+
+def exchange_keys(model: SarcoModel, phase: str) -> list[str]:
+    """state_dict keys a phase trains and the federation exchanges, in state_dict order.
+
+    ssl: student encoder + heads + EMA teacher + centres; seg: encoder + decoder; cls: encoder + head
+    (or the DenseNet121 alone for classifier="densenet"). Integer buffers are left out.
+    """
+    check_phase(phase)
+    prefixes = ("densenet.",) if phase == "cls" and model.classifier == "densenet" else _PHASE_PREFIXES[phase]
+    state = model.state_dict()
+    return [k for k, v in state.items() if k.startswith(prefixes) and v.is_floating_point()]
+
+
+def trainable_parameters(model: SarcoModel, phase: str) -> list[nn.Parameter]:
+    """Parameters the optimiser updates in a phase (exchange keys minus the teacher and buffers)."""
+    keys = set(exchange_keys(model, phase))
+    return [p for n, p in model.named_parameters() if n in keys and not n.startswith(("teacher_", "center_"))]
+
+
+def get_weights(model: SarcoModel, phase: str) -> list[np.ndarray]:
+    """The phase's exchanged tensors as float32 numpy arrays, in ``exchange_keys`` order."""
+    state = model.state_dict()
+    return [state[k].detach().cpu().float().numpy().copy() for k in exchange_keys(model, phase)]
+
+
+def set_weights(model: SarcoModel, phase: str, arrays: list[np.ndarray]) -> None:
+    """Load arrays made by :func:`get_weights` (same phase, same preset) into ``model`` in place."""
+    keys = exchange_keys(model, phase)
+    if len(arrays) != len(keys):
+        raise ConfigError(f"set_weights({phase!r}): expected {len(keys)} arrays, got {len(arrays)}")
+    state = model.state_dict()
+    update = {}
+    for k, a in zip(keys, arrays, strict=True):
+        if tuple(a.shape) != tuple(state[k].shape):
+            raise ConfigError(f"set_weights({phase!r}): {k} expects shape {tuple(state[k].shape)}, got {tuple(a.shape)}")
+        update[k] = torch.as_tensor(np.asarray(a), dtype=state[k].dtype)
+    model.load_state_dict(update, strict=False)

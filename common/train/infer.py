@@ -1,0 +1,80 @@
+"""Inference on native slices: segment (mask on the slice's own grid) and classify (probability of sarcopenia).
+
+The network runs on the preset grid; the foreground probability is resampled back to the native grid
+(bilinear) and thresholded at 0.5 there, so areas are measured at the image's own spacing.
+C2's evaluation and ``sarcofed predict`` call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from common.models.presets import Preset
+from common.models.sarco import SarcoModel
+from common.train.data import image_to_net, net_geometry, normaliser, to_native
+
+
+def _device(model: SarcoModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _net_batch(cts: Sequence, preset: Preset) -> tuple[torch.Tensor, list]:
+    """Native CTSlices -> (B, 1, S, S) normalised tensor and their NetGeometry list."""
+    norm = normaliser(preset)
+    geoms = [net_geometry(ct.shape, ct.spacing_mm, preset) for ct in cts]
+    images = [torch.as_tensor(norm(torch.from_numpy(image_to_net(ct.hu, g))[None])).float()
+              for ct, g in zip(cts, geoms, strict=True)]
+    return torch.stack(images), geoms
+
+
+@torch.no_grad()
+def segment_prob_batch(model: SarcoModel, cts: Sequence, preset: Preset | None = None,
+                       batch_size: int = 16) -> list[np.ndarray]:
+    """Muscle probability per slice, each (H, W) float32 in 0..1 on that slice's native grid."""
+    preset = preset or model.preset
+    model.eval()
+    dev = _device(model)
+    out: list[np.ndarray] = []
+    for start in range(0, len(cts), batch_size):
+        chunk = cts[start:start + batch_size]
+        x, geoms = _net_batch(chunk, preset)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = model.segment_logits(x.to(dev))
+        prob = torch.softmax(logits.float(), dim=1)[:, 1].cpu()
+        out.extend(to_native(p, ct, geom=g) for p, ct, g in zip(prob, chunk, geoms, strict=True))
+    return out
+
+
+def segment_batch(model: SarcoModel, cts: Sequence, preset: Preset | None = None,
+                  batch_size: int = 16) -> list[np.ndarray]:
+    """Binary muscle masks, each (H, W) uint8 {0, 1} on the slice's native grid."""
+    return [(p >= 0.5).astype(np.uint8) for p in segment_prob_batch(model, cts, preset, batch_size)]
+
+
+def segment(model: SarcoModel, ct, preset: Preset | None = None) -> np.ndarray:
+    """One slice -> (H, W) uint8 muscle mask on ``ct``'s native grid (``ct.hu`` shape)."""
+    return segment_batch(model, [ct], preset)[0]
+
+
+@torch.no_grad()
+def classify_batch(model: SarcoModel, cts: Sequence, preset: Preset | None = None,
+                   batch_size: int = 16) -> list[float]:
+    """Probability of sarcopenia per slice (softmax of the classifier's 'sarcopenic' logit)."""
+    preset = preset or model.preset
+    model.eval()
+    dev = _device(model)
+    out: list[float] = []
+    for start in range(0, len(cts), batch_size):
+        x, _ = _net_batch(cts[start:start + batch_size], preset)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = model.classify_logits(x.to(dev))
+        out.extend(torch.softmax(logits.float(), dim=1)[:, 1].cpu().tolist())
+    return out
+
+
+def classify(model: SarcoModel, ct, preset: Preset | None = None) -> float:
+    """One slice -> probability (0..1) that the image shows sarcopenia."""
+    return classify_batch(model, [ct], preset)[0]
