@@ -1,0 +1,80 @@
+"""`sarcofed predict`: one CT slice in, the muscle mask and the clinical numbers out.
+
+Thin glue: reading is common.data, the network is common.train.infer, the numbers, picture and
+DICOM SEG are common.export. Heavy imports stay inside the function so `sarcofed --help` is fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def predict(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="One axial CT slice: a DICOM file (CT Image Storage) or a single-slice NIfTI (.nii/.nii.gz, values in HU).", show_default=False)],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Checkpoint (.pt) from `sarcofed train-local` or a federated run, trained at least through the seg phase.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created): result.json, mask.nii.gz, overlay.png, seg.dcm (DICOM input only).")],
+    height_m: Annotated[float | None, typer.Option("--height-m", help="Patient height in metres (default: DICOM (0010,1020) PatientSize). Without it SMI and the verdict are not given.")] = None,
+    sex: Annotated[str | None, typer.Option("--sex", help="M or F (default: DICOM (0010,0040) PatientSex). Without it the verdict is not given.")] = None,
+    weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Weight in kg (default: DICOM (0010,1030) PatientWeight); only martin2013 uses it (BMI, men).")] = None,
+    cutoff: Annotated[str, typer.Option("--cutoff", help="Sarcopenia rule: prado2008, martin2013 or derstine2018.")] = "prado2008",
+    hu_window: Annotated[bool, typer.Option("--hu-window/--no-hu-window", help="Keep only mask pixels in the Alberta muscle window -29..+150 HU, as reference L3 masks are drawn (default); --no-hu-window measures the network's mask as is.")] = True,
+    format: Annotated[str, typer.Option("--format", help="Console output: 'table' (human) or 'json' (the result.json record).")] = "table",
+) -> None:
+    """Segment skeletal muscle on one L3 slice and report SMA, SMI, muscle HU and the sarcopenia verdict.
+
+    Cost: one forward pass (well under a second for tiny/demo on a CPU, a few seconds for full).
+    """
+    import json
+
+    from common.clinical import get_cutoff, normalise_sex
+    from common.errors import ConfigError, InputDataError
+
+    rule = get_cutoff(cutoff)
+    if format not in ("table", "json"):
+        raise ConfigError(f"--format must be 'table' or 'json', got {format!r}")
+    sex_opt = normalise_sex(sex) if sex is not None else None
+    if height_m is not None and not 0.5 <= height_m <= 2.6:
+        hint = " (that looks like centimetres: give metres, e.g. 1.72)" if 50 <= height_m <= 260 else ""
+        raise ConfigError(f"--height-m {height_m} is not a plausible height in metres (0.5-2.6){hint}")
+    if weight_kg is not None and not 2 <= weight_kg <= 400:
+        raise ConfigError(f"--weight-kg {weight_kg} is not a plausible weight in kg (2-400)")
+    if not input_path.is_file():
+        raise InputDataError("no such file; give one CT slice (DICOM or NIfTI)", input_path)
+
+    from common.export.predict import predict_slice
+
+    record = predict_slice(input_path, model, out, height_m=height_m, sex=sex_opt, weight_kg=weight_kg, cutoff=rule,
+                           hu_window=hu_window)
+    if format == "json":
+        typer.echo(json.dumps(record, indent=2))
+    else:
+        _print_table(record, out)
+
+
+def _print_table(record: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"SarcoFed predict: {Path(record['input']['path']).name}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("SMA", f"{record['sma_cm2']:.1f} cm2")
+    smi = record["smi_cm2_m2"]
+    table.add_row("SMI", f"{smi:.1f} cm2/m2" if smi is not None else f"unavailable ({record['unavailable_reason']})")
+    hu = record["muscle_hu_mean"]
+    table.add_row("Muscle HU", f"{hu:.1f} HU" if hu is not None else "n/a (empty mask)")
+    c = record["cutoff"]
+    threshold = f" (< {c['threshold_cm2_m2']} cm2/m2)" if c["threshold_cm2_m2"] is not None else ""
+    table.add_row("Cutoff", f"{c['name']}{threshold}: {c['citation']}")
+    verdict = record["sarcopenic"]
+    table.add_row("Verdict", "unavailable" if verdict is None else ("[red]sarcopenic[/]" if verdict else "not sarcopenic"))
+    if record.get("image_classifier"):
+        table.add_row("Image classifier", f"p(sarcopenic) = {record['image_classifier']['probability']:.2f}")
+    table.add_row("Model", f"{record['model']['preset']} / {record['model']['phase']}  sha256 {record['model']['sha256'][:12]}")
+    table.add_row("Written", ", ".join(sorted(record["files"].values())) + f"  in {out}")
+    if record["files"].get("seg") is None and record.get("seg_skipped"):
+        table.add_row("DICOM SEG", record["seg_skipped"])
+    Console().print(table)

@@ -1,0 +1,1 @@
+"""What a clinician receives for one slice: result.json, an overlay picture and the mask as DICOM SEG."""

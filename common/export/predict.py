@@ -1,0 +1,162 @@
+"""Everything `sarcofed predict` does for one slice, as a library call: read, segment, measure, write.
+
+Outputs (all in ``out_dir``): ``mask.nii.gz`` on the input's own grid (NIfTI affine from the CT's
+geometry, so any viewer overlays it), ``overlay.png``, ``seg.dcm`` (DICOM input only) and
+``result.json``. Height, sex and weight given by the caller win over the DICOM header; anything still
+unknown leaves SMI and the verdict null with the reason, never a guess.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from common.clinical import MUSCLE_HU_RANGE, CutoffRule
+from common.export.result import file_sha256, measurements, versions, write_result_json
+from common.metrics import apply_hu_window
+
+
+def predict_slice(
+    input_path: str | Path,
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    cutoff: CutoffRule,
+    height_m: float | None = None,
+    sex: str | None = None,
+    weight_kg: float | None = None,
+    hu_window: bool = True,
+) -> dict[str, Any]:
+    """Segment one CT slice with a checkpoint and write the four outputs; returns the result record.
+
+    With ``hu_window`` (default) the network's mask keeps only pixels in the Alberta muscle window
+    (-29..+150 HU), the way reference L3 masks are drawn; the record says so and keeps the raw
+    pixel count.
+
+    Raises
+    ------
+    InputDataError
+        The input is not a usable CT slice (MR, no PixelSpacing, not an image, oblique ...).
+    CheckpointError
+        The model file cannot be loaded.
+    """
+    import numpy as np
+    import torch
+
+    from common.data.dicom_io import read_ct_slice
+    from common.data.mask_io import write_mask_nifti
+    from common.export.dicom_seg import write_muscle_seg
+    from common.export.overlay import write_overlay_png
+
+    input_path, model_path, out_dir = Path(input_path), Path(model_path), Path(out_dir)
+    ct = read_ct_slice(input_path)  # fails first: a bad input should not wait for a model to load
+    from common.models.checkpoint import load_checkpoint
+    from common.train.infer import classify, segment
+
+    model, info = load_checkpoint(model_path, phases=("seg", "cls"))
+    preset = model_preset(model, info)
+    model.eval()
+    with torch.inference_mode():
+        raw = np.asarray(segment(model, ct, preset)).astype(np.uint8)
+        cls_prob = float(classify(model, ct, preset)) if has_trained_classifier(info) else None
+    if raw.shape != ct.shape:
+        raise ValueError(f"segment returned {raw.shape} for a {ct.shape} image")
+    mask = apply_hu_window(raw, ct.hu) if hu_window else raw
+
+    height = height_m if height_m is not None else ct.height_m
+    patient_sex = sex if sex is not None else ct.sex
+    weight = weight_kg if weight_kg is not None else ct.weight_kg
+    record: dict[str, Any] = measurements(
+        ct.hu, mask, ct.spacing_mm, height_m=height, sex=patient_sex, weight_kg=weight, cutoff=cutoff,
+    )
+    record["patient"]["source"] = {
+        "height_m": _source(height_m, ct.height_m, "(0010,1020) PatientSize"),
+        "sex": _source(sex, ct.sex, "(0010,0040) PatientSex"),
+        "weight_kg": _source(weight_kg, ct.weight_kg, "(0010,1030) PatientWeight"),
+    }
+    record["mask_postprocess"] = {
+        "hu_window": list(MUSCLE_HU_RANGE) if hu_window else None,
+        "network_pixels": int(np.count_nonzero(raw)),
+        "note": "pixels of the network's mask outside the Alberta muscle window are not muscle area"
+        if hu_window else "network mask used as is (--no-hu-window)",
+    }
+    sha = file_sha256(model_path)
+    phase = info.get("phase")
+    record["model"] = {"path": str(model_path.resolve()), "sha256": sha, "preset": preset.name, "phase": phase}
+    if cls_prob is not None:
+        record["image_classifier"] = {
+            "probability": round(cls_prob, 4),
+            "sarcopenic": cls_prob >= 0.5,
+            "note": "image classifier (qualitative approach); the verdict above is the quantitative one",
+        }
+    record["input"] = {
+        "path": str(input_path.resolve()),
+        "format": "dicom" if ct.dataset is not None else "nifti",
+        "shape": list(ct.shape),
+        "spacing_mm": [round(s, 6) for s in ct.spacing_mm],
+        "sop_instance_uid": ct.sop_instance_uid,
+    }
+    record["spacing"] = record["input"]["spacing_mm"]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str | None] = {}
+    write_mask_nifti(out_dir / "mask.nii.gz", mask, ct.geometry)
+    files["mask"] = "mask.nii.gz"
+    write_overlay_png(out_dir / "overlay.png", ct.hu, mask, ct.spacing_mm, _overlay_lines(record),
+                      title=f"SarcoFed {preset.name}: {input_path.name}")
+    files["overlay"] = "overlay.png"
+    if ct.dataset is not None:
+        write_muscle_seg(
+            out_dir / "seg.dcm", mask, ct,
+            model_name=f"SarcoFed {preset.name} {phase or ''}".strip(),
+            model_version=f"{_sarcofed_version()} sha256:{sha[:16]}",
+            parameters={"preset": preset.name, "phase": str(phase), "model_sha256": sha, "cutoff": cutoff.name},
+        )
+        files["seg"] = "seg.dcm"
+    else:
+        files["seg"] = None
+        record["seg_skipped"] = "input is NIfTI: a DICOM SEG must reference a DICOM image, so none was written"
+    files["result"] = "result.json"
+    record["files"] = files
+    record["versions"] = versions()
+    write_result_json(out_dir / "result.json", record)
+    return record
+
+
+def _overlay_lines(record: dict[str, Any]) -> list[str]:
+    c = record["cutoff"]
+    smi = record["smi_cm2_m2"]
+    hu = record["muscle_hu_mean"]
+    line1 = f"SMA {record['sma_cm2']:.1f} cm2   muscle {hu:.0f} HU" if hu is not None else f"SMA {record['sma_cm2']:.1f} cm2"
+    if smi is None:
+        line2 = f"SMI unavailable: {record['unavailable_reason']}"
+    else:
+        line2 = f"SMI {smi:.1f} cm2/m2"
+    threshold = f"SMI < {c['threshold_cm2_m2']}" if c["threshold_cm2_m2"] is not None else "threshold n/a"
+    verdict = {True: "SARCOPENIC", False: "not sarcopenic", None: "verdict unavailable"}[record["sarcopenic"]]
+    line3 = f"{c['name']} ({threshold}): {verdict}"
+    return [line1, line2, line3, "research use only: not for diagnosis"]
+
+
+def model_preset(model: Any, info: dict[str, Any]) -> Any:
+    """The checkpoint's Preset (``load_checkpoint`` puts it in ``info``; the model carries it too)."""
+    return info.get("preset") or model.preset
+
+
+def has_trained_classifier(info: dict[str, Any]) -> bool:
+    """True when the checkpoint's last phase is ``cls`` (phases run ssl -> seg -> cls)."""
+    return info.get("phase") == "cls"
+
+
+def _source(option: object, header: object, tag: str) -> str | None:
+    if option is not None:
+        return "command line"
+    if header is not None:
+        return f"DICOM {tag}"
+    return None
+
+
+def _sarcofed_version() -> str:
+    import sarcofed
+
+    return sarcofed.__version__

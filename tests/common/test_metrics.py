@@ -1,0 +1,233 @@
+"""Metrics against hand-computed cases and MONAI's own implementations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.metrics import DiceMetric, compute_dice
+
+from common import metrics
+from common.clinical import MUSCLE_HU_RANGE
+
+
+def _square(shape: tuple[int, int], top: int, left: int, size: int = 10) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[top : top + size, left : left + size] = 1
+    return mask
+
+
+def test_dice_hand_computed_overlap():
+    # Two 10x10 squares shifted by 5 columns overlap in 10x5 = 50 pixels: Dice = 2*50 / 200 = 0.5.
+    ref = _square((32, 32), 5, 5)
+    pred = _square((32, 32), 5, 10)
+    assert metrics.dice(pred, ref) == pytest.approx(0.5)
+    assert metrics.dice(ref, ref) == 1.0
+    assert metrics.dice(_square((32, 32), 20, 20), ref) == 0.0
+
+
+def test_dice_empty_policy():
+    empty = np.zeros((8, 8), np.uint8)
+    assert math.isnan(metrics.dice(empty, empty))
+    assert metrics.dice(_square((8, 8), 0, 0, 2), empty) == 0.0
+    assert metrics.dice(empty, _square((8, 8), 0, 0, 2)) == 0.0
+    acc = metrics.DiceAccumulator()
+    acc.add(empty, empty)
+    acc.add(_square((32, 32), 5, 5), _square((32, 32), 5, 10))
+    acc.add(_square((32, 32), 5, 5), _square((32, 32), 5, 5))
+    mean, n = acc.aggregate()
+    assert (mean, n, acc.n_empty) == (pytest.approx(0.75), 2, 1)
+    acc.reset()
+    assert math.isnan(acc.aggregate()[0])
+
+
+def test_dice_matches_monai():
+    rng = np.random.default_rng(0)
+    preds = (rng.random((6, 40, 40)) > 0.6).astype(np.uint8)
+    refs = (rng.random((6, 40, 40)) > 0.5).astype(np.uint8)
+    ours = [metrics.dice(p, r) for p, r in zip(preds, refs)]
+    y_pred = torch.as_tensor(preds[:, None].astype(np.float32))
+    y = torch.as_tensor(refs[:, None].astype(np.float32))
+    theirs = compute_dice(y_pred, y, include_background=True).flatten().numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    metric = DiceMetric(include_background=True, reduction="mean")
+    metric(y_pred=y_pred, y=y)
+    assert float(metric.aggregate()) == pytest.approx(np.mean(ours), rel=1e-6)
+
+
+def test_sma_from_native_pixel_area():
+    # 10x10 pixels at 0.8 x 0.7 mm = 100 * 0.56 mm2 = 56 mm2 = 0.56 cm2.
+    assert metrics.sma_cm2(_square((20, 20), 0, 0), (0.8, 0.7)) == pytest.approx(0.56)
+    # A 150 x 200 block at 0.78 mm: 30000 * 0.6084 / 100 = 182.52 cm2.
+    big = np.zeros((512, 512), np.uint8)
+    big[100:250, 100:300] = 1
+    assert metrics.sma_cm2(big, (0.78, 0.78)) == pytest.approx(182.52)
+
+
+def test_muscle_hu_mean_uses_alberta_window():
+    hu = np.array([[40.0, 60.0, -100.0], [200.0, -29.0, 150.0]], np.float32)
+    mask = np.ones_like(hu, dtype=np.uint8)
+    mask[0, 1] = 0  # 60 HU outside the mask
+    # In the mask and in -29..150: 40, -29, 150 -> mean 161/3.
+    assert metrics.muscle_hu_mean(hu, mask) == pytest.approx((40 - 29 + 150) / 3)
+    assert MUSCLE_HU_RANGE == (-29.0, 150.0)
+    assert math.isnan(metrics.muscle_hu_mean(hu, np.zeros_like(mask)))
+
+
+def test_abs_pct_error():
+    assert metrics.abs_pct_error(110.0, 100.0) == pytest.approx(10.0)
+    assert metrics.abs_pct_error(90.0, 100.0) == pytest.approx(10.0)
+    assert math.isnan(metrics.abs_pct_error(5.0, 0.0))
+    assert math.isnan(metrics.abs_pct_error(float("nan"), 10.0))
+
+
+def test_bland_altman_by_hand():
+    # differences 2, -1, 3, 0 -> mean 1, sample SD sqrt((1+4+4+1)/3) = sqrt(10/3)
+    ba = metrics.bland_altman([102, 99, 103, 100, np.nan], [100, 100, 100, 100, 100])
+    sd = math.sqrt(10 / 3)
+    assert ba.n == 4
+    assert ba.bias == pytest.approx(1.0)
+    assert ba.sd == pytest.approx(sd)
+    assert ba.loa_low == pytest.approx(1 - 1.96 * sd)
+    assert ba.loa_high == pytest.approx(1 + 1.96 * sd)
+    one = metrics.bland_altman([5.0], [3.0])
+    assert one.bias == 2.0 and math.isnan(one.sd) and one.n == 1
+
+
+def test_binary_counts_by_hand():
+    #            tp   tp   fn     fp    tn    tn    tn   skipped
+    pred = [True, 1, False, True, False, 0, False, None]
+    ref = [True, True, True, False, False, False, 0, True]
+    c = metrics.binary_counts(pred, ref)
+    assert (c.tp, c.fn, c.fp, c.tn, c.n_skipped) == (2, 1, 1, 3, 1)
+    assert c.accuracy == pytest.approx(5 / 7)
+    assert c.sensitivity == pytest.approx(2 / 3)
+    assert c.specificity == pytest.approx(3 / 4)
+    assert c.balanced_accuracy == pytest.approx((2 / 3 + 3 / 4) / 2)
+    no_pos = metrics.binary_counts([False, True], [False, False])
+    assert math.isnan(no_pos.sensitivity) and no_pos.specificity == 0.5 and math.isnan(no_pos.balanced_accuracy)
+
+
+def _auroc_by_pairs(scores, labels) -> float:
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_auroc_hand_values_and_ties():
+    assert metrics.auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert metrics.auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    # One tie between a positive and a negative: 3.5 of 4 pairs won.
+    assert metrics.auroc([0.1, 0.5, 0.5, 0.9], [0, 0, 1, 1]) == pytest.approx(0.875)
+    assert metrics.auroc([0.5] * 4, [0, 1, 0, 1]) == pytest.approx(0.5)
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, 40) / 4.0  # many ties
+    labels = rng.integers(0, 2, 40)
+    assert metrics.auroc(scores, labels) == pytest.approx(_auroc_by_pairs(scores, labels))
+    assert math.isnan(metrics.auroc([0.2, 0.3], [1, 1]))
+    assert metrics.auroc([0.2, np.nan, 0.9], [0, 1, 1]) == 1.0
+
+
+def _table(n: int, n_pos: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ref = rng.uniform(90, 180, n)
+    pred = ref + rng.normal(2, 3, n)
+    sarc = np.array([True] * n_pos + [False] * (n - n_pos))
+    return pd.DataFrame({
+        "patient_id": [f"p{i}" for i in range(n)],
+        "dice": rng.uniform(0.85, 0.95, n),
+        "sma_ref_cm2": ref, "sma_pred_cm2": pred,
+        "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
+        "muscle_hu_mean": rng.uniform(30, 50, n),
+        "sarcopenic_ref": sarc, "sarcopenic_pred": sarc,
+        "cls_prob": np.where(sarc, 0.8, 0.3),
+    })
+
+
+def test_site_summary_values_and_n():
+    df = _table(12, 6)
+    s = metrics.site_summary(df)
+    assert s["n"] == 12 and s["dice_mean_n"] == 12
+    assert s["dice_mean"] == pytest.approx(df["dice"].mean())
+    ba = metrics.bland_altman(df["sma_pred_cm2"], df["sma_ref_cm2"])
+    assert s["sma_bias_cm2"] == pytest.approx(ba.bias) and s["sma_loa_high"] == pytest.approx(ba.loa_high)
+    assert s["sensitivity"] == 1.0 and s["sensitivity_n"] == 6 and s["specificity_n"] == 6
+    assert s["cls_auroc"] == 1.0 and s["cls_accuracy"] == 1.0
+    assert s["suppressed"] is False and s["suppressed_metrics"] == []
+
+
+def test_site_summary_suppresses_below_five():
+    small = metrics.site_summary(_table(4, 2))
+    assert small["n"] == 4 and small["dice_mean_n"] == 4
+    for key in ("dice_mean", "sma_bias_cm2", "sma_loa_low", "sensitivity", "sarcopenia_accuracy", "cls_auroc"):
+        assert math.isnan(small[key]), key
+    assert small["suppressed"] is True and "dice_mean" in small["suppressed_metrics"]
+    # Nine patients but only three sarcopenic: sensitivity (over 3) is hidden, accuracy (over 9) is shown.
+    mixed = metrics.site_summary(_table(9, 3))
+    assert math.isnan(mixed["sensitivity"]) and mixed["sensitivity_n"] == 3
+    assert math.isnan(mixed["balanced_accuracy"])
+    assert mixed["sarcopenia_accuracy"] == 1.0 and mixed["specificity"] == 1.0
+    assert metrics.site_summary(_table(5, 5))["dice_mean_n"] == 5
+    assert not math.isnan(metrics.site_summary(_table(5, 0))["dice_mean"])
+
+
+def test_pooled_summary_equals_pooled_data():
+    a, b = _table(10, 5, seed=1), _table(15, 7, seed=2)
+    a.loc[0, "sarcopenic_pred"] = False  # one miss at site a
+    pooled = metrics.pooled_summary([metrics.site_summary(a), metrics.site_summary(b)])
+    everyone = metrics.site_summary(pd.concat([a, b], ignore_index=True))
+    for key in ("dice_mean", "sma_abs_pct_err_mean", "sma_bias_cm2", "sma_sd_diff_cm2", "sma_loa_low",
+                "sma_loa_high", "sarcopenia_accuracy", "sensitivity", "specificity", "balanced_accuracy"):
+        assert pooled[key] == pytest.approx(everyone[key]), key
+    assert pooled["n"] == 25 and pooled["n_sites"] == 2 and pooled["sensitivity_n"] == 12
+
+
+def test_pooled_summary_skips_suppressed_sites():
+    big, small = metrics.site_summary(_table(10, 5, seed=3)), metrics.site_summary(_table(3, 1, seed=4))
+    pooled = metrics.pooled_summary([big, small])
+    assert pooled["dice_mean"] == pytest.approx(big["dice_mean"]) and pooled["dice_mean_n"] == 10
+    assert pooled["n"] == 13
+    alone = metrics.pooled_summary([small])
+    assert math.isnan(alone["dice_mean"]) and alone["dice_mean_n"] == 0
+
+
+def test_sarcopenia_verdict_rules():
+    from common.clinical import get_cutoff
+
+    prado = get_cutoff("prado2008")
+    # SMA 150 cm2, 1.75 m -> SMI 48.98 < 52.4 for a man: sarcopenic.
+    v = metrics.sarcopenia_verdict(150.0, 1.75, "M", prado)
+    assert v.smi_cm2_m2 == pytest.approx(150 / 1.75**2) and v.threshold == 52.4 and v.sarcopenic is True
+    assert metrics.sarcopenia_verdict(150.0, 1.75, "F", prado).sarcopenic is False
+    none = metrics.sarcopenia_verdict(150.0, None, "M", prado)
+    assert none.smi_cm2_m2 is None and none.sarcopenic is None and none.reason == "height unknown"
+    assert metrics.sarcopenia_verdict(150.0, float("nan"), "M", prado).reason == "height unknown"
+    assert metrics.sarcopenia_verdict(150.0, 1.75, None, prado).reason == "sex unknown"
+    assert "plausible" in metrics.sarcopenia_verdict(150.0, 175.0, "M", prado).reason
+    martin = get_cutoff("martin2013")
+    # A man with BMI >= 25 has threshold 53, below it 43: SMI 48.98 flips the verdict.
+    assert metrics.sarcopenia_verdict(150.0, 1.75, "M", martin, weight_kg=90).sarcopenic is True
+    assert metrics.sarcopenia_verdict(150.0, 1.75, "M", martin, weight_kg=60).sarcopenic is False
+    unknown_bmi = metrics.sarcopenia_verdict(150.0, 1.75, "M", martin)
+    assert unknown_bmi.sarcopenic is None and "BMI" in unknown_bmi.reason
+
+
+def test_numeric_summary_round_trips_through_pooling():
+    s = metrics.site_summary(_table(8, 5))
+    flat = metrics.numeric_summary(s)
+    assert all(isinstance(v, float) for v in flat.values()) and "suppressed_metrics" not in flat
+    assert flat["suppressed"] == 1.0  # specificity over 3 patients is hidden
+    assert math.isnan(flat["specificity"]) and flat["specificity_n"] == 3.0
+    pooled = metrics.pooled_summary([flat, metrics.numeric_summary(metrics.site_summary(_table(9, 4, seed=5)))])
+    assert pooled["specificity_n"] == 5 and pooled["specificity"] == 1.0  # only the second site's 5 count
+    assert pooled["dice_mean_n"] == 17
+
+
+def test_apply_hu_window():
+    hu = np.array([[-30.0, -29.0, 150.0, 151.0], [40.0, 40.0, -100.0, 300.0]])
+    mask = np.array([[1, 1, 1, 1], [1, 0, 1, 1]])
+    np.testing.assert_array_equal(metrics.apply_hu_window(mask, hu), [[0, 1, 1, 0], [1, 0, 0, 0]])
