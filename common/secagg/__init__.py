@@ -1,0 +1,11 @@
+"""Secure-aggregation helpers shared by the ClientApp and the ServerApp (pure numpy + cryptography, no Flower).
+
+- ``mask_prg``: a cryptographic replacement for Flower's SecAgg+ mask generator (32-bit seed hole,
+  flwr issue #7522) and the one function that installs it into Flower modules handed to it.
+- ``delta``: what crosses SecAgg+: float weight deltas (local - global), never integer counters.
+"""
+
+from common.secagg.delta import apply_delta, float_positions, weight_delta
+from common.secagg.mask_prg import MASK_PRG_INFO, mask_arrays, override_flower_prg
+
+__all__ = ["MASK_PRG_INFO", "apply_delta", "float_positions", "mask_arrays", "override_flower_prg", "weight_delta"]

@@ -1,0 +1,111 @@
+"""One federated run from the server's side, independent of how a phase's rounds are carried out.
+
+``run_phases`` builds (or resumes) the union model, opens the run folder, and for each phase still to
+run hands a strategy to ``run_span`` (the ServerApp passes a function that runs Flower's legacy
+workflow with or without SecAgg+). At the end it writes summary.json and the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from server.plan import RunPlan
+from server.recorder import Recorder
+from server.run_folder import POOLED, RunFolder
+from server.strategy import make_strategy
+
+
+def _save_checkpoint(model: Any, path: Path, phase: str, phase_round: int) -> None:
+    from common.models.checkpoint import save_checkpoint
+
+    save_checkpoint(path, model, phase=phase, extra={"round": phase_round})
+
+
+def build_model(plan: RunPlan) -> Any:
+    """The union model: fresh from the preset (seeded), or loaded from ``resume-from``."""
+    import torch
+
+    from common.models.checkpoint import load_checkpoint
+    from common.models.presets import get_preset
+    from common.models.sarco import SarcoModel
+
+    if plan.resume_from is not None:
+        return load_checkpoint(plan.resume_from)[0]
+    torch.manual_seed(plan.seed)
+    return SarcoModel(get_preset(plan.preset))
+
+
+def _eval_arrays(model: Any, phase: str) -> Callable[[], list[Any]]:
+    from common.models.sarco import get_weights
+    from server.strategy import EVAL_PHASES
+
+    phases = [p for p in EVAL_PHASES[phase].split(",") if p]
+    return lambda: [a for p in phases for a in get_weights(model, p)]
+
+
+def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: float | None = None) -> Path:
+    """Run every phase span of ``plan``; returns the run folder.
+
+    Parameters
+    ----------
+    plan : RunPlan
+    run_span : callable (strategy, num_rounds) -> None
+        Runs ``num_rounds`` rounds of the given strategy (the strategy reports each round itself).
+    started : float, optional
+        ``time.perf_counter()`` when the ServerApp started (for the summary's wall time).
+    """
+    from common.models.sarco import get_weights
+
+    started = time.perf_counter() if started is None else started
+    model = build_model(plan)
+    folder = RunFolder.create(plan.run_dir, model.preset.name)
+    done_before = 0
+    if plan.resume_from is not None:
+        phases = ("ssl", "seg", "cls")
+        done_before = sum(plan.rounds[p] for p in phases[: phases.index(plan.resume_phase)]) + plan.resume_round
+    recorder = Recorder(folder, model, _save_checkpoint, start_global_round=done_before)
+    timings: dict[str, float] = {}
+    for span in plan.spans():
+        t0 = time.perf_counter()
+        strategy = make_strategy(
+            plan.strategy, phase=span.phase, first_round=span.first_round, local_epochs=span.local_epochs,
+            seed=plan.seed, arrays=get_weights(model, span.phase), recorder=recorder, min_sites=plan.min_sites,
+            proximal_mu=plan.proximal_mu, eval_arrays=_eval_arrays(model, span.phase),
+        )
+        run_span(strategy, span.num_rounds)
+        timings[span.phase] = round(time.perf_counter() - t0, 2)
+    final = [r for r in recorder.last_rows if r["site"] != POOLED]
+    pooled = next((r for r in recorder.last_rows if r["site"] == POOLED), {})
+    summary = {
+        "preset": model.preset.name,
+        "rounds": plan.rounds,
+        "local_epochs": plan.local_epochs,
+        "strategy": plan.strategy,
+        "proximal_mu": plan.proximal_mu if plan.strategy == "fedprox" else None,
+        "secure_aggregation": plan.secure_aggregation,
+        "secagg": {
+            "num_shares": plan.secagg_num_shares, "reconstruction_threshold": plan.secagg_reconstruction_threshold,
+            "clipping_range": plan.secagg_clipping_range, "quantization_range": plan.secagg_quantization_range,
+            "max_weight": plan.secagg_max_weight, "mask_prg": "HKDF-SHA256 -> ChaCha20 (common/secagg/mask_prg.py)",
+        } if plan.secure_aggregation else None,
+        "resumed_from": None if plan.resume_from is None else {
+            "checkpoint": str(plan.resume_from), "phase": plan.resume_phase, "round": plan.resume_round},
+        "cutoff": plan.cutoff,
+        "phase_seconds": timings,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "final_round": {"sites": final, "pooled": pooled},
+    }
+    folder.write_summary(summary)
+    try:
+        from server.report import write_report
+
+        write_report(folder.path)
+    except Exception as error:  # the report is a view of files already written: never lose the run over it
+        from flwr.common import log
+        from logging import WARNING
+
+        log(WARNING, "report not written: %s", error)
+    return folder.path

@@ -1,0 +1,166 @@
+"""FedAvg / FedProx over weight deltas, phase-aware, reporting each round to the run recorder.
+
+Sites send ``local - global`` for the phase's arrays (see ``common.secagg.delta``), so the
+aggregate of a round (plain weighted mean, or the SecAgg+ sum the server can only see in total) is a
+mean *delta*: this strategy adds it to the global arrays it sent. Evaluation goes to every
+available site each round (seg and cls phases; the ssl phase has no holdout metric and records the
+training loss only). Per-site numbers reach the recorder; the strategy itself stays thin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from logging import INFO, WARNING
+from typing import Any, Protocol
+
+import numpy as np
+from flwr.common import EvaluateRes, FitRes, Parameters, Scalar, log, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg, FedProx
+
+from common.secagg.delta import apply_delta
+
+
+# What a site needs to evaluate after each phase, as phases whose arrays are sent one after another:
+# segmentation metrics need the decoder (trained in seg) on the current encoder; ssl has no holdout metric.
+EVAL_PHASES: dict[str, str] = {"ssl": "", "seg": "seg", "cls": "seg,cls"}
+
+
+class RoundRecorder(Protocol):
+    """What the strategy reports to (server.recorder.Recorder implements it)."""
+
+    def after_fit(self, phase: str, phase_round: int, arrays: list[np.ndarray], fits: list[dict[str, Any]],
+                  failures: list[str]) -> None: ...
+
+    def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]], failures: list[str]) -> None: ...
+
+
+class _PhaseDeltaMixin:
+    """Phase bookkeeping + delta aggregation; mixed into a flwr.server.strategy class (FedAvg, FedProx)."""
+
+    def _setup_phase(self, phase: str, first_round: int, local_epochs: int, seed: int, arrays: list[np.ndarray],
+                     recorder: RoundRecorder, eval_arrays: Callable[[], list[np.ndarray]] | None) -> None:
+        self.phase = phase
+        self.eval_arrays = eval_arrays
+        self.first_round = first_round
+        self.local_epochs = local_epochs
+        self.seed = seed
+        self.global_arrays = [np.asarray(a) for a in arrays]
+        self.recorder = recorder
+
+    def phase_round(self, server_round: int) -> int:
+        """Workflow rounds restart at 1 for each phase (and after a resume); this is the round within the phase."""
+        return self.first_round + server_round - 1
+
+    def _config(self, server_round: int) -> dict[str, Scalar]:
+        r = self.phase_round(server_round)
+        return {"phase": self.phase, "round": r, "local-epochs": self.local_epochs, "seed": self.seed * 10_000 + r,
+                "eval-phases": EVAL_PHASES.get(self.phase, "")}
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return ndarrays_to_parameters(self.global_arrays)
+
+    def configure_evaluate(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+        if not EVAL_PHASES.get(self.phase):
+            return []
+        if self.eval_arrays is not None:  # the union the holdout needs (cls: the seg decoder too)
+            parameters = ndarrays_to_parameters(self.eval_arrays())
+        return super().configure_evaluate(server_round, parameters, client_manager)  # type: ignore[misc]
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        r = self.phase_round(server_round)
+        reasons = [_failure_text(f) for f in failures]
+        log(INFO, "[%s round %d] received %d results and %d failures", self.phase, r, len(results), len(failures))
+        for reason in reasons:
+            log(WARNING, "[%s round %d] a site failed and was left out: %s", self.phase, r, reason)
+        mean_delta, metrics = super().aggregate_fit(server_round, results, failures)  # type: ignore[misc]
+        fits = [{"site": str(res.metrics.get("site", proxy.node_id)), "n_train": int(res.num_examples),
+                 "loss": float(res.metrics.get("loss", math.nan))} for proxy, res in results]
+        if mean_delta is None:
+            self.recorder.after_fit(self.phase, r, self.global_arrays, fits, reasons)
+            return None, {}
+        self.global_arrays = apply_delta(self.global_arrays, parameters_to_ndarrays(mean_delta))
+        self.recorder.after_fit(self.phase, r, self.global_arrays, fits, reasons)
+        return ndarrays_to_parameters(self.global_arrays), metrics
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        r = self.phase_round(server_round)
+        summaries = [{**res.metrics, "site": str(res.metrics.get("site", proxy.node_id))} for proxy, res in results]
+        reasons = [_failure_text(f) for f in failures]
+        for reason in reasons:
+            log(WARNING, "[%s round %d] a site failed to evaluate: %s", self.phase, r, reason)
+        self.recorder.after_evaluate(self.phase, r, summaries, reasons)
+        return super().aggregate_evaluate(server_round, results, failures)  # type: ignore[misc]
+
+
+def _failure_text(failure: tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException) -> str:
+    if isinstance(failure, BaseException):
+        return str(failure).strip() or type(failure).__name__
+    proxy, res = failure
+    return f"node {proxy.node_id}: {res.status.message}"
+
+
+class DeltaFedAvg(_PhaseDeltaMixin, FedAvg):
+    """FedAvg on deltas (see module docstring)."""
+
+
+class DeltaFedProx(_PhaseDeltaMixin, FedProx):
+    """FedProx on deltas: FedAvg aggregation, plus ``proximal_mu`` sent to sites for their local loss."""
+
+
+def make_strategy(
+    name: str,
+    *,
+    phase: str,
+    first_round: int,
+    local_epochs: int,
+    seed: int,
+    arrays: list[np.ndarray],
+    recorder: RoundRecorder,
+    min_sites: int,
+    proximal_mu: float,
+    eval_arrays: Callable[[], list[np.ndarray]] | None = None,
+) -> FedAvg:
+    """Build the phase's strategy: every available site trains and evaluates; failures are accepted.
+
+    Parameters
+    ----------
+    name : "fedavg" | "fedprox"
+    phase, first_round, local_epochs, seed : the phase span being run (rounds restart per phase)
+    arrays : the phase's global arrays (``common.models.get_weights`` order)
+    recorder : receives the new global arrays and per-site numbers each round
+    min_sites : int
+        Sites that must be connected before a round starts (and the smallest round that still
+        aggregates, since failures are accepted).
+    proximal_mu : float
+        FedProx proximal term weight (ignored by FedAvg).
+    eval_arrays : callable, optional
+        Returns the arrays sent for evaluation: the concatenation of ``get_weights(model, p)`` for p in
+        ``EVAL_PHASES[phase]`` (the sites split it by phase); None sends the phase's arrays.
+    """
+    common: dict[str, Any] = dict(
+        fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=min_sites, min_evaluate_clients=min_sites,
+        min_available_clients=min_sites, accept_failures=True,
+    )
+    strategy: FedAvg
+    if name == "fedprox":
+        strategy = DeltaFedProx(proximal_mu=proximal_mu, **common)
+    else:
+        strategy = DeltaFedAvg(**common)
+    strategy._setup_phase(phase, first_round, local_epochs, seed, arrays, recorder, eval_arrays)  # type: ignore[attr-defined]
+    config: Callable[[int], dict[str, Scalar]] = strategy._config  # type: ignore[attr-defined]
+    strategy.on_fit_config_fn = config
+    strategy.on_evaluate_config_fn = config
+    return strategy

@@ -1,0 +1,167 @@
+"""Run the Flower app as a local simulation with processes we own: FLWR_HOME, SuperLink, `flwr run`.
+
+Why not plain ``flwr run .`` with the default ``:local:`` connection: that starts a *detached*
+SuperLink on fixed ports (39091/39093) that outlives the command. Here the SuperLink is our child
+(its own process group, a free port, in-memory state), ``$FLWR_HOME/config.toml`` names it
+(``[tool.flwr.federations]`` in pyproject.toml is legacy and would be rewritten by ``flwr run``),
+and ``LocalSuperLink.stop`` ends it and everything it started (SuperExec, ServerApp, Ray).
+Telemetry, the update check and runtime dependency installation are off: runs use this venv.
+
+``python -m simulations.flower_home`` writes ``<checkout>/.flwr_home/config.toml`` (connection
+``sarcofed-sim`` = Flower's own ``:local:`` simulation with 3 supernodes) for people who type
+``FLWR_HOME=.flwr_home flwr run .`` themselves; Flower then leaves its detached SuperLink running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONNECTION = "sarcofed-sim"
+
+QUIET_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """The environment for Flower processes: this venv's bin first on PATH, our FLWR_HOME, no telemetry."""
+    env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PYTHONPATH", str(PROJECT_ROOT))
+    return env
+
+
+def write_config(flwr_home: Path, port: int | None, num_supernodes: int, cpus_per_client: int = 2) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` with one connection, ``sarcofed-sim``, to a simulation SuperLink.
+
+    ``cpus_per_client`` is Ray's reservation per simulated site (an integer): with 2 on a 2-core
+    machine the sites train one after another, which is what keeps memory flat. ``port=None`` writes
+    Flower's ``:local:`` address: ``flwr run`` then starts its own detached SuperLink (stop it with
+    ``kill`` on the ``flower-superlink`` process, see README).
+    """
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    path.write_text(
+        "[superlink]\n"
+        f'default = "{CONNECTION}"\n\n'
+        f"[superlink.{CONNECTION}]\n"
+        + (f'address = "127.0.0.1:{port}"\ninsecure = true\n' if port is not None else 'address = ":local:"\n')
+        + f"options.num-supernodes = {int(num_supernodes)}\n"
+        f"options.backend.client-resources.num-cpus = {int(cpus_per_client)}\n"
+        "options.backend.client-resources.num-gpus = 0.0\n"
+    )
+    return path
+
+
+class LocalSuperLink:
+    """A simulation SuperLink on 127.0.0.1 owned by this process; use as a context manager.
+
+    Parameters
+    ----------
+    flwr_home : Path
+        FLWR_HOME for the SuperLink and the CLI (apps are installed under it).
+    num_supernodes : int
+        Simulated sites (one partition-id each).
+    log_path : Path, optional
+        SuperLink log (default ``<flwr_home>/superlink.log``).
+    """
+
+    def __init__(self, flwr_home: Path, num_supernodes: int, log_path: Path | None = None) -> None:
+        self.flwr_home = Path(flwr_home).absolute()
+        self.port = free_port()
+        self.num_supernodes = num_supernodes
+        self.log_path = log_path or self.flwr_home / "superlink.log"
+        self.env = flower_env(self.flwr_home)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> LocalSuperLink:
+        write_config(self.flwr_home, self.port, self.num_supernodes)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(self.port),
+             "--disable-runtime-dependency-installation"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"flower-superlink exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"flower-superlink did not answer /health within {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the SuperLink's process group (SuperExec, ServerApp, Ray workers), SIGKILL what is left."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        pgid = os.getpgid(self.process.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=grace_s)
+
+    def __enter__(self) -> LocalSuperLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run(self, run_config: Mapping[str, Any], *, app_dir: Path = PROJECT_ROOT, timeout_s: float = 3600.0,
+            log_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """``flwr run <app_dir> sarcofed-sim --stream --run-config ...``; returns when the run ends.
+
+        ``run_config`` values are written as TOML literals (strings quoted, booleans lower-case).
+        """
+        overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
+        cmd = ["flwr", "run", str(app_dir), CONNECTION, "--stream"]
+        if overrides:
+            cmd += ["--run-config", overrides]
+        result = subprocess.run(cmd, env=self.env, cwd=app_dir, capture_output=True, text=True, timeout=timeout_s)
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(result.stdout + "\n" + result.stderr)
+        return result
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+if __name__ == "__main__":
+    home = PROJECT_ROOT / ".flwr_home"
+    print(write_config(home, port=None, num_supernodes=int(os.environ.get("SARCOFED_NUM_SITES", "3"))))

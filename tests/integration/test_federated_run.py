@@ -1,0 +1,78 @@
+"""A federated run through `flwr run` (real SuperLink, SuperExec, ServerApp, Ray clients on loopback):
+3 sites, SecAgg+, one round per phase; then a resume from its seg checkpoint with a 4th, broken site."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROUNDS = {"rounds-ssl": 1, "rounds-seg": 1, "rounds-cls": 1,
+          "local-epochs-ssl": 1, "local-epochs-seg": 1, "local-epochs-cls": 1}
+
+
+@pytest.fixture(scope="module")
+def first_run(three_sites, superlink_factory, tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    link = superlink_factory(3)
+    result = link.run({"preset": "tiny", "site-manifests": ",".join(map(str, three_sites)), "run-dir": str(runs),
+                       **ROUNDS}, timeout_s=300, log_path=runs / "flwr-run.log")
+    link.stop()
+    assert result.returncode == 0, (runs / "flwr-run.log").read_text()[-3000:]
+    return runs
+
+
+def test_run_folder_has_metrics_checkpoints_report(first_run: Path) -> None:
+    latest = first_run / "latest"
+    assert latest.is_symlink() and (latest / "summary.json").is_file()
+    metrics = pd.read_csv(latest / "metrics.csv")
+    assert list(metrics["phase"].unique()) == ["ssl", "seg", "cls"]
+    for phase in ("ssl", "seg", "cls"):
+        assert set(metrics.loc[metrics["phase"] == phase, "site"]) == {"site0", "site1", "site2", "pooled"}
+    seg = metrics[(metrics["phase"] == "seg")].set_index("site")
+    assert (seg.loc[["site0", "site1", "site2"], "n"] == 5).all()
+    assert seg.loc["pooled", "n"] == 15
+    site_dice = seg.loc[["site0", "site1", "site2"], "dice"]
+    assert site_dice.between(0, 1).all()
+    want = float((site_dice * 5).sum() / 15)  # pooled = n-weighted mean
+    assert math.isclose(seg.loc["pooled", "dice"], want, rel_tol=1e-6)
+    ckpts = sorted(p.name for p in (latest / "checkpoints").iterdir())
+    assert ckpts == ["best.pt", "round-001-ssl-01.pt", "round-002-seg-01.pt", "round-003-cls-01.pt"]
+    summary = json.loads((latest / "summary.json").read_text())
+    assert summary["secure_aggregation"] is True and summary["failures"] == []
+    assert summary["best"]["phase"] in ("seg", "cls")
+    assert (latest / "report.html").is_file() and (latest / "dice_by_round.png").stat().st_size > 1000
+    assert (latest / "bland_altman.png").is_file()
+
+
+def test_checkpoint_is_self_describing(first_run: Path) -> None:
+    from common.models.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(first_run / "latest" / "checkpoints" / "round-002-seg-01.pt")
+    assert info["phase"] == "seg" and model.preset.name == "tiny"
+
+
+def test_resume_with_a_broken_site_continues(first_run, three_sites, superlink_factory, tmp_path) -> None:
+    broken = tmp_path / "broken_site" / "manifest.csv"
+    broken.parent.mkdir()
+    broken.write_text("this,is,not\na,manifest,\n")
+    runs = tmp_path / "runs"
+    checkpoint = first_run / "latest" / "checkpoints" / "round-002-seg-01.pt"
+    link = superlink_factory(4)
+    result = link.run({"preset": "tiny", "site-manifests": ",".join(map(str, [*three_sites, broken])),
+                       "run-dir": str(runs), "resume-from": str(checkpoint), "resume-phase": "seg",
+                       "resume-round": 1, **ROUNDS}, timeout_s=300, log_path=runs / "flwr-run.log")
+    link.stop()
+    assert result.returncode == 0, (runs / "flwr-run.log").read_text()[-3000:]
+    metrics = pd.read_csv(runs / "latest" / "metrics.csv")
+    assert list(metrics["phase"].unique()) == ["cls"]  # ssl and seg round 1 came from the checkpoint
+    assert metrics["global_round"].unique().tolist() == [3]
+    assert set(metrics["site"]) == {"site0", "site1", "site2", "pooled"}  # the broken site left out, round done
+    summary = json.loads((runs / "latest" / "summary.json").read_text())
+    assert summary["resumed_from"]["phase"] == "seg"
+    stages = {f["stage"] for f in summary["failures"]}
+    assert stages == {"fit", "evaluate"}
+    assert (runs / "latest" / "checkpoints" / "round-003-cls-01.pt").is_file()
