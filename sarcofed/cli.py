@@ -54,6 +54,11 @@ for _name, _target in COMMANDS.items():
     _module, _func = _target.split(":")
     app.command(_name)(getattr(importlib.import_module(_module), _func))
 
+# Command groups: `sarcofed pki ...` (credentials) and `sarcofed deploy ...` (SuperLink, SuperNode, proxy).
+for _name, _target in {"pki": "deploy.commands.pki:pki_app", "deploy": "deploy.commands.launch:deploy_app"}.items():
+    _module, _attr = _target.split(":")
+    app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
+
 
 def main() -> None:
     """Console entry point: run the app, turning known errors into one clear line and an exit code."""

@@ -1,0 +1,1 @@
+"""`sarcofed` sub-commands for the deployment: credentials (`pki`) and launchers (`deploy`)."""

@@ -1,0 +1,116 @@
+"""`sarcofed deploy`: start the SuperLink, a hospital's SuperNode, the control-route proxy, and write
+the coordinator's connection file, each with the hardened flags of ``deploy/launch.py``.
+
+The start commands replace themselves with the real process (exec), so a service manager or a
+container runtime signals Flower/nginx directly. Also runnable as ``python -m deploy.commands.launch``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+deploy_app = typer.Typer(
+    name="deploy",
+    help="Run a real consortium: SuperLink (coordinator), SuperNode (hospital), control-route proxy.",
+    no_args_is_help=True,
+)
+
+FlwrHome = Annotated[Path, typer.Option("--flwr-home", envvar="FLWR_HOME", help="Flower's home (apps, config.toml); default $FLWR_HOME or ~/.flwr.")]
+
+
+def _exec(command: list[str], flwr_home: Path, dry_run: bool) -> None:
+    from deploy.launch import flower_env
+
+    if dry_run:
+        import shlex
+
+        typer.echo(shlex.join(command))
+        return
+    os.execvpe(command[0], command, flower_env(flwr_home))
+
+
+@deploy_app.command("superlink")
+def superlink(
+    pki_dir: Annotated[Path, typer.Argument(help="PKI folder (ca.crt, superlink.crt, superlink.key).")],
+    database: Annotated[Path, typer.Option(help="SQLite state file: registered nodes and run history survive restarts.")] = Path("superlink-state.db"),
+    host: Annotated[str, typer.Option(help="Bind address. Keep 127.0.0.1 and expose the proxy instead.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The SuperLink's one HTTPS port (fleet, control, runtime).")] = 9091,
+    flwr_home: FlwrHome = Path.home() / ".flwr",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it.")] = False,
+) -> None:
+    """Start flower-superlink with TLS, SuperNode authentication and a database; telemetry and installs off."""
+    from deploy.launch import superlink_command
+    from deploy.pki import PkiPaths
+
+    _exec(superlink_command(PkiPaths(pki_dir), database.absolute(), host=host, port=port), flwr_home, dry_run)
+
+
+@deploy_app.command("supernode")
+def supernode(
+    superlink_address: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the consortium proxy (or SuperLink).")],
+    ca: Annotated[Path, typer.Option(help="The consortium CA certificate (ca.crt).")],
+    key: Annotated[Path, typer.Option(help="This hospital's SuperNode private key (sites/NAME from `sarcofed pki add-site`).")],
+    data_path: Annotated[Path, typer.Option(help="This hospital's manifest.csv (from `sarcofed ingest`); it never leaves the hospital.")],
+    site_name: Annotated[str, typer.Option(help="Name shown in the consortium's metrics; default: the manifest's folder name.")] = "",
+    port: Annotated[int, typer.Option(help="Local runtime API port on 127.0.0.1 (ClientApps connect here).")] = 9094,
+    flwr_home: FlwrHome = Path.home() / ".flwr",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it.")] = False,
+) -> None:
+    """Start flower-supernode for one hospital: trusts only the consortium CA, signs in with its key."""
+    from common.errors import ConfigError
+    from deploy.launch import supernode_command
+
+    for path, what in ((ca, "--ca"), (key, "--key"), (data_path, "--data-path")):
+        if not path.is_file():
+            raise ConfigError(f"{what}: file not found", path)
+    command = supernode_command(superlink_address, ca.absolute(), key.absolute(), data_path, site_name=site_name or None, runtime_port=port)
+    _exec(command, flwr_home, dry_run)
+
+
+@deploy_app.command("proxy")
+def proxy(
+    pki_dir: Annotated[Path, typer.Argument(help="PKI folder (ca.crt, superlink.crt, superlink.key).")],
+    listen: Annotated[str, typer.Option(help="Public ADDRESS:PORT hospitals and the coordinator reach.")] = "0.0.0.0:9443",
+    upstream: Annotated[str, typer.Option(help="The SuperLink's loopback HOST:PORT.")] = "127.0.0.1:9091",
+    state_dir: Annotated[Path, typer.Option(help="Folder for nginx.conf, logs and temp files.")] = Path("proxy-state"),
+    container: Annotated[bool, typer.Option("--container", help="Write /pki/... and /tmp/proxy paths into nginx.conf (deploy/docker/compose.yaml); implies --dry-run.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write nginx.conf and print the command instead of running it.")] = False,
+) -> None:
+    """Start nginx in front of the SuperLink: fleet route open, control route only with the coordinator certificate."""
+    from deploy.pki import PkiPaths
+    from deploy.proxy import nginx_command, write_nginx_config
+
+    in_container = {"pki_dir_in_config": Path("/pki"), "state_dir_in_config": Path("/tmp/proxy")} if container else {}
+    config = write_nginx_config(PkiPaths(pki_dir), state_dir, listen=listen, upstream=upstream, **in_container)
+    if container:
+        typer.echo(f"wrote {config} for a container that mounts the PKI at /pki")
+        return
+    command = nginx_command(config)
+    if dry_run:
+        import shlex
+
+        typer.echo(shlex.join(command))
+        return
+    os.execvp(command[0], command)
+
+
+@deploy_app.command("coordinator-config")
+def coordinator_config(
+    address: Annotated[str, typer.Option(help="HOST:PORT the coordinator's `flwr` reaches the SuperLink at (on its host: 127.0.0.1:9091).")],
+    ca: Annotated[Path, typer.Option(help="The consortium CA certificate (made absolute in config.toml).")],
+    name: Annotated[str, typer.Option(help="Connection name used in `flwr run . NAME`.")] = "sarcofed",
+    flwr_home: FlwrHome = Path.home() / ".flwr",
+) -> None:
+    """Write $FLWR_HOME/config.toml with the consortium connection (replaces that file)."""
+    from deploy.launch import write_coordinator_config
+
+    path = write_coordinator_config(flwr_home, ca, {name: address})
+    typer.echo(f"wrote {path}: use FLWR_HOME={flwr_home.absolute()} flwr run . {name} --stream")
+
+
+if __name__ == "__main__":
+    deploy_app()

@@ -1,0 +1,241 @@
+"""A real SuperLink with TLS and SuperNode authentication on loopback: who gets in and who does not.
+
+These tests need no app: they check the doors. Each SuperNode started here is a separate process
+against the module's one SuperLink (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.launch import FEDERATION, Managed, https_ok
+
+
+SITES = ("onco", "general", "trauma")  # the sites of simulations/consortia/tiny.toml, one SuperNode each
+PROXY_CONNECTION = "proxy"  # the coordinator connection through nginx, without a client certificate
+
+
+def _wait_exit(process: Managed, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.alive():
+        time.sleep(0.2)
+    return process.popen.poll()
+
+
+def test_three_registered_sites_are_online(consortium):
+    status = consortium.node_status()
+    assert {status[consortium.node_ids[s]] for s in SITES} == {"online"}
+    for name in SITES:
+        assert consortium.supernodes[name].alive(), consortium.supernodes[name].log_text()[-2000:]
+
+
+def test_unregistered_key_is_refused(consortium):
+    intruder = consortium.start_supernode("intruder", consortium.pki.site_key("intruder"))
+    rc = _wait_exit(intruder, 30)
+    assert rc not in (None, 0), intruder.log_text()[-2000:]
+    assert "Failed to activate SuperNode" in intruder.log_text()
+    assert "online" not in {v for k, v in consortium.node_status().items() if k not in consortium.node_ids.values()}
+
+
+def test_supernode_without_the_ca_cannot_connect(consortium):
+    stranger = consortium.start_supernode("no_ca", consortium.pki.site_key(SITES[0]), use_ca=False)
+    rc = _wait_exit(stranger, 30)
+    assert rc not in (None, 0), stranger.log_text()[-2000:]
+    assert "CERTIFICATE_VERIFY_FAILED" in stranger.log_text()
+
+
+def test_plain_text_cannot_connect(consortium):
+    plain = consortium.start_supernode("plain", None, use_ca=False, insecure=True, max_retries=1)
+    rc = _wait_exit(plain, 45)
+    assert rc not in (None, 0), plain.log_text()[-2000:]
+    assert "Giving up reconnection" in plain.log_text() or "Exit Code: 305" in plain.log_text()
+    # And a raw plain-HTTP request to the SuperLink port gets no HTTP answer at all.
+    with socket.create_connection(("127.0.0.1", consortium.superlink_port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        try:
+            reply = sock.recv(100)
+        except (ConnectionResetError, TimeoutError):
+            reply = b""
+    assert not reply.startswith(b"HTTP/1.1 200")
+
+
+def test_registered_sites_still_online_after_the_intruders(consortium):
+    status = consortium.node_status()
+    assert [status[consortium.node_ids[s]] for s in SITES] == ["online"] * 3
+
+
+@pytest.fixture
+def proxy(consortium):
+    if consortium.proxy_port is None:
+        pytest.skip("nginx is not installed (apt-get install -y nginx-light): the control-route proxy is not tested")
+    return consortium
+
+
+def test_proxy_routes(proxy):
+    base = f"https://127.0.0.1:{proxy.proxy_port}"
+    ca, client = proxy.pki.ca_cert, (proxy.pki.coordinator_cert, proxy.pki.coordinator_key)
+    assert https_ok(f"{base}/health", ca) == 200
+    assert https_ok(f"{base}/v1/control/list-runs", ca) == 403
+    # With the coordinator certificate the request reaches the SuperLink (which wants POST: 405).
+    assert https_ok(f"{base}/v1/control/list-runs", ca, client=client) == 405
+    # The server certificate is not a client certificate (EKU serverAuth only).
+    assert https_ok(f"{base}/v1/control/list-runs", ca, client=(proxy.pki.superlink_cert, proxy.pki.superlink_key)) in (None, 400, 403)
+    assert https_ok(f"{base}/v1/runtime/get-nodes", ca, client=client) == 403
+    assert https_ok(f"{base}/docs", ca, client=client) == 404
+
+
+def test_control_routes_refuse_a_caller_without_client_certificate(proxy):
+    before = proxy.node_status()
+    out = proxy.flwr("supernode", "register", str(proxy.pki.site_pub("intruder")), PROXY_CONNECTION)
+    assert out.returncode != 0
+    assert proxy.node_status() == before
+    out = proxy.flwr("ls", PROXY_CONNECTION, "--format", "json")
+    assert json.loads(out.stdout)["success"] is False and "403" in out.stdout
+
+
+def _runs(consortium) -> list:
+    out = consortium.flwr("ls", FEDERATION, "--format", "json")
+    reply = json.loads(out.stdout)
+    assert reply["success"], out.stdout
+    return reply["runs"]
+
+
+def test_a_caller_without_client_certificate_cannot_submit_a_run(proxy, tmp_path):
+    """`flwr run` through the proxy is refused before any code reaches a hospital."""
+    app = tmp_path / "probe"
+    app.mkdir()
+    (app / "pyproject.toml").write_text(PROBE_PYPROJECT)
+    (app / "probe_app.py").write_text(PROBE_APP)
+    before = _runs(proxy)
+    out = proxy.flwr("run", str(app), PROXY_CONNECTION)
+    assert out.returncode != 0, out.stdout + out.stderr
+    assert "403" in out.stdout + out.stderr
+    assert _runs(proxy) == before
+
+
+PROBE_PYPROJECT = """
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "probe"
+version = "1.0.0"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "sarcofed"
+
+[tool.flwr.app.components]
+serverapp = "probe_app:server"
+clientapp = "probe_app:client"
+
+[tool.flwr.app.config]
+rounds = 1
+"""
+
+PROBE_APP = """
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+server = ServerApp()
+client = ClientApp()
+"""
+
+
+def test_the_three_sites_reach_the_superlink_through_the_proxy(proxy):
+    assert proxy.fleet_address == f"127.0.0.1:{proxy.proxy_port}"
+    access = (proxy.work / "nginx" / "access.log").read_text()
+    assert "POST /v1/fleet/activate-node" in access and "POST /v1/fleet/pull-messages" in access
+
+
+# -- the federated run itself (after the negative tests, against the same SuperLink) ---------------
+
+REPO = Path(__file__).resolve().parents[2]
+ONE_ROUND_EACH = ("rounds-ssl=1 rounds-seg=1 rounds-cls=1 local-epochs-ssl=1 local-epochs-seg=1 local-epochs-cls=1")
+
+
+@pytest.fixture(scope="module")
+def finished_run(consortium, tmp_path_factory) -> dict:
+    """`flwr run` of the tiny preset with SecAgg+, one round per phase, over the three SuperNodes."""
+    runs = tmp_path_factory.mktemp("runs")
+    config = f"preset='tiny' secure-aggregation=true {ONE_ROUND_EACH} run-dir='{runs}'"
+    started = time.monotonic()
+    out = consortium.flwr("run", str(REPO), FEDERATION, "--stream", "--run-config", config, timeout=1500)
+    wall = time.monotonic() - started
+    (runs / "flwr-run.log").write_text(out.stdout + out.stderr)
+    print(f"\nflwr run (tiny, SecAgg+, 1 round/phase, 3 SuperNodes over TLS): {wall:.0f} s wall")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:] + consortium.superlink.log_text()[-4000:]
+    return {"runs": runs, "wall_s": wall, "output": out.stdout + out.stderr}
+
+
+@pytest.mark.slow
+def test_federated_run_over_tls_ends_with_metrics_for_all_three_sites(consortium, finished_run):
+    import pandas as pd
+
+    runs = _runs(consortium)
+    assert runs and runs[-1]["status"] == "finished:completed", runs
+    latest = finished_run["runs"] / "latest"
+    metrics = pd.read_csv(latest / "metrics.csv")
+    assert list(metrics["phase"].unique()) == ["ssl", "seg", "cls"]
+    for phase in ("ssl", "seg", "cls"):
+        assert set(metrics.loc[metrics["phase"] == phase, "site"]) == {*SITES, "pooled"}
+    seg = metrics[metrics["phase"] == "seg"].set_index("site")
+    assert (seg.loc[list(SITES), "n"] >= 5).all()
+    assert seg.loc[list(SITES), "dice"].between(0, 1).all()
+    summary = json.loads((latest / "summary.json").read_text())
+    assert summary["secure_aggregation"] is True and summary["failures"] == []
+    assert any((latest / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.slow
+def test_superlink_restart_mid_run(consortium, tmp_path):
+    """Restart the SuperLink (same database, same port) while a run is in flight.
+
+    Survives: the registered nodes (same IDs, back online by themselves) and the run history.
+    Does not: the run in flight, which ends finished:failed; the coordinator resubmits it.
+    """
+    from deploy.launch import start, stop_all, superlink_command, wait_for_log
+
+    before = {r["run-id"]: r["status"] for r in _runs(consortium)}
+    config = f"preset='tiny' {ONE_ROUND_EACH} run-dir='{tmp_path / 'runs'}'"
+    out = consortium.flwr("run", str(REPO), FEDERATION, "--format", "json", "--run-config", config, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    run_id = str(json.loads(out.stdout)["run-id"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _status(consortium, run_id) != "running":
+        time.sleep(2)
+    assert _status(consortium, run_id) == "running"
+    time.sleep(5)  # let the ServerApp start its first round
+
+    stop_all([consortium.superlink])
+    restarted = start("superlink-restarted", superlink_command(consortium.pki, consortium.work / "state.db", port=consortium.superlink_port),
+                      consortium.env, consortium.work / "logs")
+    consortium.processes.append(restarted)
+    consortium.superlink = restarted
+    assert wait_for_log(restarted, "Uvicorn running", 60), restarted.log_text()[-3000:]
+    started = time.monotonic()
+
+    history = {r["run-id"]: r["status"] for r in _runs(consortium)}
+    assert history.keys() == before.keys() | {run_id}, history  # every run, finished or not, is still listed
+    assert all(history[k] == v for k, v in before.items() if v.startswith("finished")), (before, history)
+    status: dict[int, str] = {}
+    while time.monotonic() < started + 120:
+        status = consortium.node_status()
+        if all(status.get(consortium.node_ids[s]) == "online" for s in SITES) and _status(consortium, run_id).startswith("finished"):
+            break
+        time.sleep(3)
+    print(f"\nafter restart: nodes {status}, interrupted run {_status(consortium, run_id)}, {time.monotonic() - started:.0f} s")
+    assert [status.get(consortium.node_ids[s]) for s in SITES] == ["online"] * 3, status
+    assert _status(consortium, run_id) == "finished:failed"
+
+
+def _status(consortium, run_id: str) -> str:
+    return {r["run-id"]: r["status"] for r in _runs(consortium)}.get(run_id, "missing")
