@@ -85,6 +85,10 @@ class SarcoModel(nn.Module):
         tokens, glob, _ = self.encoder(x)
         return self.cls_head(torch.cat([glob, tokens.mean(dim=1)], dim=-1))
 
+    def exchange_keys(self, phase: str) -> list[str]:
+        """Same as the module function :func:`exchange_keys` (state_dict keys a phase trains and exchanges)."""
+        return exchange_keys(self, phase)
+
     def reset_teacher(self) -> None:
         """Teacher := student (start of SSL from a fresh or seg/cls-trained encoder)."""
         self.teacher_encoder.load_state_dict(self.encoder.state_dict())

@@ -67,6 +67,7 @@ def test_patchify_order_matches_tokens():
 
 def test_exchange_keys_per_phase(model):
     ssl, seg, cls = (exchange_keys(model, ph) for ph in ("ssl", "seg", "cls"))
+    assert model.exchange_keys("seg") == seg
     enc = [k for k in model.state_dict() if k.startswith("encoder.")]
     assert set(enc) <= set(ssl) & set(seg) & set(cls)
     assert any(k.startswith("teacher_encoder.") for k in ssl) and "center_cls" in ssl
