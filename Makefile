@@ -37,7 +37,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) simulations/bench_phantom.py
+	$(PY) -m simulations.bench
 
 clean:
 	rm -rf .cache runs .flwr_home .pytest_cache
