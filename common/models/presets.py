@@ -143,11 +143,12 @@ PRESETS: dict[str, Preset] = {
         lr_ssl=1e-3, lr_seg=2e-3, lr_cls=1e-3, epochs_ssl=2, epochs_seg=3, epochs_cls=3,
         proto_dim=128, head_hidden=128, ema_momentum=0.9,
     ),
-    # Minutes on a CPU laptop: 208 px at 2.0 mm (416 mm field), ViT width 192, depth 6.
+    # Minutes on a CPU laptop: 208 px at 2.0 mm (416 mm field), ViT width 192, depth 6. Measured (C1, phantom
+    # site, 60 labelled slices, 70 epochs x batch 8): holdout Dice 0.904, SMA abs error 9.0% (bias +8%).
     "demo": Preset(
         name="demo", image_size=208, spacing_mm=2.0, patch_size=16,
         hidden_size=192, num_layers=6, num_heads=6, mlp_dim=768, feature_size=8, batch_size=8,
-        lr_ssl=5e-4, lr_seg=1e-3, lr_cls=3e-4, epochs_ssl=10, epochs_seg=40, epochs_cls=15,
+        lr_ssl=5e-4, lr_seg=1e-3, lr_cls=3e-4, epochs_ssl=10, epochs_seg=70, epochs_cls=15,
         proto_dim=1024, head_hidden=512, ema_momentum=0.99,
     ),
     # The paper's scale on a GPU: 512 px at 0.9 mm (461 mm field), ViT-B/16.
