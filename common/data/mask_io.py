@@ -9,7 +9,6 @@ grid is the image's grid: a mask that is off by a flip or a transpose is refused
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -183,54 +182,4 @@ def _muscle_segment(ds, path: Path) -> int:
     raise InputDataError(
         f"DICOM SEG has {len(segments)} segments {labels}; expected one, or exactly one labelled "
         "'...muscle...'", path,
-    )
-
-
-def write_mask_seg(path: str | Path, mask: np.ndarray, ct: CTSlice, *, label: str = "Skeletal muscle") -> Path:
-    """Write a canonical (H, W) mask as a binary DICOM SEG that references ``ct`` (needs ``ct.dataset``).
-
-    Uses highdicom; the segment is coded as SCT 91727004 'Muscle' / 'Tissue'. Patient/study attributes
-    are copied from the source (which, for SarcoFed-written CT, hold only the pseudonym).
-    """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-    if ct.dataset is None:
-        raise InputDataError("a DICOM SEG needs a DICOM source image; write a NIfTI mask for NIfTI input", ct.path)
-    if mask.shape != ct.shape:
-        raise ValueError(f"mask is {mask.shape}, image is {ct.shape}")
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=label,
-        segmented_property_category=codes.SCT.Tissue,
-        segmented_property_type=codes.SCT.Muscle,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-    )
-    with warnings.catch_warnings():
-        # highdicom warns about one-component person names: our pseudonyms are exactly that.
-        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
-        seg = _segmentation(hd, ct, mask, description)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
-    return path
-
-
-def _segmentation(hd, ct: CTSlice, mask: np.ndarray, description):
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    return hd.seg.Segmentation(
-        source_images=[ct.dataset],
-        pixel_array=np.ascontiguousarray(ct.geometry.to_stored((np.asarray(mask) > 0).astype(np.uint8)))[None],
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
-        series_instance_uid=hd.UID(),
-        series_number=100,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="SarcoFed",
-        manufacturer_model_name="sarcofed",
-        software_versions="0.1",
-        device_serial_number="0",
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-        omit_empty_frames=False,
     )

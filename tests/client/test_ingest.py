@@ -18,7 +18,8 @@ from client.commands.ingest import ingest as ingest_command
 from common.data.dicom_io import write_ct_dicom
 from common.data.ingest import ingest
 from common.data.manifest import load_case, read_manifest
-from common.data.mask_io import write_mask_nifti, write_mask_seg
+from common.data.mask_io import write_mask_nifti
+from common.export.dicom_seg import write_muscle_seg
 
 @pytest.fixture(scope="module")
 def body():
@@ -120,7 +121,7 @@ def site(tmp_path, body) -> dict:
         cts[name] = write_ct_dicom(images / f"{name}.dcm", hu, (0.8, 0.8), patient_id=f"ORIG-{name}", weight_kg=70,
                                    age_years=60, **kw)
     write_mask_nifti(masks / "p1_mask.nii.gz", mask, cts["p1"].geometry)
-    write_mask_seg(masks / "p2.seg.dcm", mask, cts["p2"])
+    write_muscle_seg(masks / "p2.seg.dcm", mask, cts["p2"], model_name="reference", model_version="test")
     wrong = cts["p3"].geometry.nifti_affine()
     wrong[:3, 1] *= -1
     import nibabel as nib

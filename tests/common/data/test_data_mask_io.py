@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from common.data.dicom_io import read_ct_slice, write_ct_dicom
-from common.data.mask_io import read_mask, write_mask_nifti, write_mask_seg
+from common.data.mask_io import read_mask, write_mask_nifti
+from common.export.dicom_seg import write_muscle_seg
 from common.errors import MaskGeometryError
 
 
@@ -90,7 +91,7 @@ def test_mask_of_another_slice_or_spacing_refused(case, tmp_path):
 
 def test_dicom_seg_round_trip_and_reference_check(case, tmp_path, body):
     ct, mask = case
-    write_mask_seg(tmp_path / "m.seg.dcm", mask, ct)
+    write_muscle_seg(tmp_path / "m.seg.dcm", mask, ct, model_name="reference", model_version="test")
     assert np.array_equal(read_mask(tmp_path / "m.seg.dcm", read_ct_slice(ct.path)), mask)
     other = write_ct_dicom(tmp_path / "other.dcm", body()[0], (0.7, 0.9), patient_id="SF-2", sex="M",
                            height_m=1.8, weight_kg=80, age_years=60, slice_z_mm=33.0)
