@@ -18,7 +18,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_HOME := $(CURDIR)/.flwr_home
 
-.PHONY: install demo test bench clean
+.PHONY: install demo compare test bench clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(PY) -m simulations.demo --preset $(PRESET)
+
+# The demo plus centralised and local-only baselines with the same compute budget (about 3x as long).
+compare: install
+	$(PY) -m simulations.demo --preset $(PRESET) --baselines
 
 test: install
 	$(PY) -m pytest -q

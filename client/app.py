@@ -16,9 +16,12 @@ import math
 from typing import Any
 
 import numpy as np
-from flwr.app import Context
+from flwr.app import Context, Message
+from flwr.app.message_type import MessageType
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from common.secagg import override_flower_prg
 
@@ -121,4 +124,23 @@ def client_fn(context: Context):  # type: ignore[no-untyped-def]
     return SiteClient(context).to_client()
 
 
-app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+def secure_unless_simulated(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """SecAgg+ for every training message that asks for it; a plain update only from a simulated site.
+
+    A hospital (node config ``data-path``) never sends its update in clear: a training message without
+    SecAgg+ settings fails there, whatever the server asked for. Synthetic sites in a simulation
+    (``partition-id``) may, so researchers can compare plain and secure runs
+    (run config ``secure-aggregation=false``).
+    """
+    is_train = msg.metadata.message_type == MessageType.TRAIN
+    if is_train and RECORD_KEY_CONFIGS not in msg.content.config_records:
+        if "data-path" in ctxt.node_config:
+            raise PermissionError(
+                "this site takes part in secure-aggregation rounds only; the server asked for a plain "
+                "update (run config secure-aggregation=false). Nothing was sent."
+            )
+        return call_next(msg, ctxt)
+    return secaggplus_mod(msg, ctxt, call_next)
+
+
+app = ClientApp(client_fn=client_fn, mods=[secure_unless_simulated])

@@ -39,7 +39,9 @@ CLASSIFIERS: tuple[str, ...] = ("vit", "densenet")
 _PHASE_PREFIXES: dict[str, tuple[str, ...]] = {
     "ssl": ("encoder.", "ssl_head.", "pixel_head.", "teacher_encoder.", "teacher_head.", "center_cls", "center_patch"),
     "seg": ("encoder.", "decoder."),
-    "cls": ("encoder.", "cls_head."),
+    # The image classifier is a head on the frozen SSL + segmentation encoder: training it must not
+    # change the encoder the segmentation decoder (and so every SMA) depends on.
+    "cls": ("cls_head.",),
 }
 
 
@@ -98,8 +100,8 @@ class SarcoModel(nn.Module):
 def exchange_keys(model: SarcoModel, phase: str) -> list[str]:
     """state_dict keys a phase trains and the federation exchanges, in state_dict order.
 
-    ssl: student encoder + heads + EMA teacher + centres; seg: encoder + decoder; cls: encoder + head
-    (or the DenseNet121 alone for classifier="densenet"). Integer buffers are left out.
+    ssl: student encoder + heads + EMA teacher + centres; seg: encoder + decoder; cls: the head on the
+    frozen encoder (or the DenseNet121 alone for classifier="densenet"). Integer buffers are left out.
     """
     check_phase(phase)
     prefixes = ("densenet.",) if phase == "cls" and model.classifier == "densenet" else _PHASE_PREFIXES[phase]

@@ -112,46 +112,56 @@ def train_phase(
     parts_sum: dict[str, float] = {}
     n_batches = 1
     bar = tqdm(total=total, desc=f"{phase} ({preset.name})", unit="step", disable=not progress, leave=False)
-    for epoch in range(epochs):
-        losses, parts_sum = [], {}
-        for batch in loader:
+    # Parameters outside this phase do not learn (cls: the encoder under the head), and autograd
+    # need not trace them; they are restored whatever happens, since a client reuses its model.
+    learning = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in learning]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for epoch in range(epochs):
+            losses, parts_sum = [], {}
+            for batch in loader:
+                if step >= total:
+                    break
+                x = batch["image"].to(dev, non_blocking=True)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                    if phase == "ssl":
+                        loss, parts = smit_loss(model, x, batch["image2"].to(dev), preset, generator=mask_gen)
+                        for k, v in parts.items():
+                            parts_sum[k] = parts_sum.get(k, 0.0) + v
+                    elif phase == "seg":
+                        fg = batch["mask"].to(dev)  # (B, 1, S, S) soft muscle fraction
+                        loss = dice_ce(model.segment_logits(x).float(), torch.cat([1.0 - fg, fg], dim=1))
+                    else:
+                        loss = torch.nn.functional.cross_entropy(
+                            model.classify_logits(x).float(), batch["label"].to(dev), weight=cls_weight
+                        )
+                total_loss = loss
+                if anchor is not None:
+                    prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+                    total_loss = loss + 0.5 * prox_mu * prox
+                opt.zero_grad(set_to_none=True)
+                total_loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 3.0)
+                opt.step()
+                sched.step()
+                if phase == "ssl":
+                    ema_update(model, preset.ema_momentum)
+                losses.append(float(loss.detach()))
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+            if losses:
+                epoch_losses.append(float(np.mean(losses)))
+                if math.isnan(first_loss):
+                    first_loss = epoch_losses[-1]
+                n_batches = len(losses)
             if step >= total:
                 break
-            x = batch["image"].to(dev, non_blocking=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                if phase == "ssl":
-                    loss, parts = smit_loss(model, x, batch["image2"].to(dev), preset, generator=mask_gen)
-                    for k, v in parts.items():
-                        parts_sum[k] = parts_sum.get(k, 0.0) + v
-                elif phase == "seg":
-                    fg = batch["mask"].to(dev)  # (B, 1, S, S) soft muscle fraction
-                    loss = dice_ce(model.segment_logits(x).float(), torch.cat([1.0 - fg, fg], dim=1))
-                else:
-                    loss = torch.nn.functional.cross_entropy(
-                        model.classify_logits(x).float(), batch["label"].to(dev), weight=cls_weight
-                    )
-            total_loss = loss
-            if anchor is not None:
-                prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
-                total_loss = loss + 0.5 * prox_mu * prox
-            opt.zero_grad(set_to_none=True)
-            total_loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 3.0)
-            opt.step()
-            sched.step()
-            if phase == "ssl":
-                ema_update(model, preset.ema_momentum)
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
-        if losses:
-            epoch_losses.append(float(np.mean(losses)))
-            if math.isnan(first_loss):
-                first_loss = epoch_losses[-1]
-            n_batches = len(losses)
-        if step >= total:
-            break
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     bar.close()
     seconds = time.perf_counter() - t0
     model.eval()

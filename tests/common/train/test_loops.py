@@ -87,3 +87,14 @@ def test_segment_and_classify_on_native_grid(ring_site):
     assert [m.shape for m in segment_batch(model, cts)] == [c.hu.shape for c in cts]
     p = classify(model, cts[0])
     assert 0.0 <= p <= 1.0
+
+
+def test_classifier_leaves_the_segmentation_encoder_alone(ring_site):
+    model = _model()
+    encoder = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head = [p.detach().clone() for p in model.cls_head.parameters()]
+    train_phase(model, "cls", ring_site, epochs=2, seed=0, progress=False)
+    assert all(torch.equal(encoder[k], v) for k, v in model.encoder.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(head, model.cls_head.parameters()))
+    # the next phase trains the encoder again: nothing stays frozen after the call
+    assert all(p.requires_grad for p in model.encoder.parameters())
