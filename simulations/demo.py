@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     console.print(table)
     total = time.perf_counter() - t0
-    console.print(f"times: data {t_data:.0f} s, federated {t_fed:.0f} s, centralised {t_cen:.0f} s, "
-                  f"local-only {t_loc:.0f} s, total {total:.0f} s")
+    baselines = f", centralised {t_cen:.0f} s, local-only {t_loc:.0f} s" if args.baselines else ""
+    console.print(f"times: data {t_data:.0f} s, federated {t_fed:.0f} s{baselines}, total {total:.0f} s")
     console.print(f"report: {folder / 'report.html'}")
     (folder / "comparison.json").write_text(json.dumps(
         {"federated": fed, "centralised": cen, "local_only": loc,
