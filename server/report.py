@@ -34,6 +34,7 @@ def _plot_dice(metrics: pd.DataFrame, path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     data = metrics[metrics["dice"].notna()]
     if data.empty:
@@ -43,6 +44,7 @@ def _plot_dice(metrics: pd.DataFrame, path: Path) -> bool:
         style = dict(color="black", linewidth=2.5) if site == POOLED else dict(linewidth=1.2, marker="o", markersize=3)
         ax.plot(rows["global_round"], rows["dice"], label=str(site), **style)
     ax.set_xlabel("round (over all phases)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("holdout Dice")
     ax.set_title("Per-site holdout Dice by round")
     ax.grid(alpha=0.3)

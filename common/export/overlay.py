@@ -34,7 +34,7 @@ def write_overlay_png(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    from scipy import ndimage
 
     hu = np.asarray(hu, dtype=np.float32)
     mask_b = np.asarray(mask) > 0
@@ -51,12 +51,16 @@ def write_overlay_png(
     ax = fig.add_axes((0.0, text_h, 1.0, 1.0 - text_h))
     ax.imshow(hu, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, extent=extent,
               interpolation="nearest")
-    red = ListedColormap([(0, 0, 0, 0), (1.0, 0.15, 0.1, 0.45)])
-    ax.imshow(mask_b.astype(np.uint8), cmap=red, vmin=0, vmax=1, extent=extent, interpolation="nearest")
-    if mask_b.any():
-        ys = (np.arange(h) + 0.5) * spacing_mm[0]
-        xs = (np.arange(w) + 0.5) * spacing_mm[1]
-        ax.contour(xs, ys, mask_b.astype(np.float32), levels=[0.5], colors=["#ffd000"], linewidths=0.6)
+    # Fill and outline as one RGBA layer: an outline from a one-pixel erosion costs a few ms where
+    # matplotlib's contour costs tens of ms on a 512 x 512 slice.
+    # The outline follows each muscle's outer border: holes (fat streaks, noise outside the HU
+    # window) stay visible in the fill without turning into dots.
+    filled = ndimage.binary_fill_holes(mask_b)
+    edge = filled & ~ndimage.binary_erosion(filled)
+    layer = np.zeros((h, w, 4), dtype=np.float32)
+    layer[mask_b] = (1.0, 0.15, 0.1, 0.45)
+    layer[edge] = (1.0, 0.82, 0.0, 1.0)
+    ax.imshow(layer, extent=extent, interpolation="nearest")
     ax.set_axis_off()
     ax.text(0.01, 0.99, title, transform=ax.transAxes, color="white", fontsize=9, va="top",
             bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "edgecolor": "none"})
