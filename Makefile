@@ -18,7 +18,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_HOME := $(CURDIR)/.flwr_home
 
-.PHONY: install demo compare test bench clean
+.PHONY: install demo compare paper-check test bench clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ demo: install
 # The demo plus centralised and local-only baselines with the same compute budget (about 3x as long).
 compare: install
 	$(PY) -m simulations.demo --preset $(PRESET) --baselines
+
+# The paper's comparisons on one synthetic site: SSL vs scratch with 20 labels, image classifiers vs
+# the quantitative verdict (PRESET=demo: about 20 minutes on 2 cores).
+paper-check: install
+	$(PY) -m simulations.paper_check --preset $(PRESET)
 
 test: install
 	$(PY) -m pytest -q
