@@ -38,7 +38,7 @@ compare: install
 	$(PY) -m simulations.demo --preset $(PRESET) --baselines
 
 # The paper's comparisons on one synthetic site: SSL vs scratch with 20 labels, image classifiers vs
-# the quantitative verdict (PRESET=demo: about 20 minutes on 2 cores).
+# the quantitative verdict (PRESET=tiny: about a minute; PRESET=demo: tens of minutes on 2 cores).
 paper-check: install
 	$(PY) -m simulations.paper_check --preset $(PRESET)
 
