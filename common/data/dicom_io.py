@@ -184,8 +184,11 @@ def parse_age(value: object) -> float | None:
     return float(years) if years > 0 else None
 
 
-def _read_nifti_slice(path: Path) -> CTSlice:
-    """NIfTI with one axial slice, values in HU; orientation from the sform/qform (RAS -> LPS)."""
+def load_nifti_slice(path: Path, what: str = "image") -> tuple[np.ndarray, SliceGeometry]:
+    """One axial NIfTI slice as stored ((X, Y) array) and its canonical geometry (sform/qform, RAS -> LPS).
+
+    Raises InputDataError for an unreadable file or anything but one slice (``what`` names it).
+    """
     import nibabel as nib
 
     try:
@@ -197,11 +200,15 @@ def _read_nifti_slice(path: Path) -> CTSlice:
         data = data[:, :, 0]
     if data.ndim != 2:
         raise InputDataError(
-            f"NIfTI has shape {data.shape}, expected one axial slice (X, Y) or (X, Y, 1); "
-            "extract the L3 slice first (or give ingest the volume with an l3 slice index in --meta)",
-            path,
+            f"NIfTI {what} has shape {data.shape}, expected one axial slice (X, Y) or (X, Y, 1); "
+            "extract the L3 slice first", path,
         )
-    geometry = geometry_from_affine(img.affine, data.shape, path)
+    return np.asarray(data), geometry_from_affine(img.affine, data.shape, path)
+
+
+def _read_nifti_slice(path: Path) -> CTSlice:
+    """NIfTI with one axial slice, values in HU."""
+    data, geometry = load_nifti_slice(path)
     hu = np.ascontiguousarray(geometry.to_canonical(np.asarray(data, dtype=np.float32)))
     return CTSlice(hu=hu, geometry=geometry, path=path)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common.data.ctslice import CTSlice, SliceGeometry, geometry_from_axes
-from common.data.dicom_io import geometry_from_affine, is_nifti, read_dataset
+from common.data.dicom_io import is_nifti, load_nifti_slice, read_dataset
 from common.errors import InputDataError, MaskGeometryError
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -83,18 +83,7 @@ def check_same_grid(mask: SliceGeometry, image: SliceGeometry, mask_path: Path, 
 
 
 def _read_nifti_mask(path: Path) -> tuple[np.ndarray, SliceGeometry]:
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as error:
-        raise InputDataError(f"cannot be read as NIfTI ({type(error).__name__}: {error})", path) from None
-    if data.ndim == 3 and data.shape[2] == 1:
-        data = data[:, :, 0]
-    if data.ndim != 2:
-        raise MaskGeometryError(f"NIfTI mask has shape {data.shape}, expected one slice (X, Y) or (X, Y, 1)", path)
-    return np.asarray(data), geometry_from_affine(img.affine, data.shape, path)
+    return load_nifti_slice(path, what="mask")
 
 
 def _read_seg_mask(path: Path, ct: CTSlice) -> tuple[np.ndarray, SliceGeometry]:
