@@ -23,10 +23,13 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from common.secagg import override_flower_prg
+from common.secagg import compact_masked_transport, override_flower_prg
 
-# Masks from the whole shared secret (flwr #7522); the ServerApp installs the same generator.
-override_flower_prg(importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
+# Masks from the whole shared secret (flwr #7522) and masked vectors sent as uint32; the ServerApp
+# installs the same generator and widens what it receives.
+_SECAGG_MOD = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
+override_flower_prg(_SECAGG_MOD)
+compact_masked_transport(client_mod=_SECAGG_MOD)
 
 _MODELS: dict[str, Any] = {}  # preset name -> model, reused across messages in one process (weights reset each call)
 _DATASETS: dict[tuple[str, str, str], Any] = {}  # (manifest, preset, phase) -> resampled slices, built once per process

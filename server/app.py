@@ -17,10 +17,12 @@ from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.secure_aggregation import secaggplus_workflow
 
-from common.secagg import override_flower_prg
+from common.secagg import compact_masked_transport, override_flower_prg
 
-# Masks from the whole shared secret (flwr #7522); the ClientApp installs the same generator.
+# Masks from the whole shared secret (flwr #7522); the ClientApp installs the same generator. Masked
+# vectors arrive as uint32 from SarcoFed clients and are widened to int64 before Flower's arithmetic.
 override_flower_prg(secaggplus_workflow)
+compact_masked_transport(server_workflow=secaggplus_workflow)
 
 app = ServerApp()
 

@@ -2,10 +2,13 @@
 
 - ``mask_prg``: a cryptographic replacement for Flower's SecAgg+ mask generator (32-bit seed hole,
   flwr issue #7522) and the one function that installs it into Flower modules handed to it.
+- ``transport``: masked vectors sent as uint32 rather than int64 (half the bytes, same values).
 - ``delta``: what crosses SecAgg+: float weight deltas (local - global), never integer counters.
 """
 
 from common.secagg.delta import apply_delta, float_positions, weight_delta
 from common.secagg.mask_prg import MASK_PRG_INFO, mask_arrays, override_flower_prg
+from common.secagg.transport import compact_masked_transport
 
-__all__ = ["MASK_PRG_INFO", "apply_delta", "float_positions", "mask_arrays", "override_flower_prg", "weight_delta"]
+__all__ = ["MASK_PRG_INFO", "apply_delta", "compact_masked_transport", "float_positions", "mask_arrays",
+           "override_flower_prg", "weight_delta"]

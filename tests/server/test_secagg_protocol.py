@@ -93,6 +93,9 @@ def test_server_receives_only_masked_vectors(loopback_grid) -> None:
         assert corr < 0.1, f"masked vector of site {pid} correlates with its update ({corr:.3f})"
         # Uniform over the modulus: nothing of the small deltas' structure is left.
         assert vector.min() >= 0 and vector.max() < 2**32 and vector.std() > 1e9
+        # On the wire as uint32 (common.secagg.transport): 4 bytes per value, not Flower's int64.
+        assert all(bytes_to_ndarray(b).dtype == np.uint32 for b in blobs)
+        assert sum(len(b) for b in blobs) < 4 * vector.size + 200 * len(blobs)
     # No reply carries the clear-text arrays of a fit.
     for m in grid.seen:
         if m.has_content():
