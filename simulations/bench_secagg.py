@@ -7,15 +7,12 @@ fixed float32 deltas of the model's size, so the numbers are the protocol's cost
 training. The same round without SecAgg+ (plain FedAvg messages) is the reference. Bytes are the
 protobuf size of every reply a site sends in the round (``flwr.common.serde.message_to_proto``).
 
-``uint32`` variant: Flower sends each masked value as int64 although it lies in [0, 2**32) (the
-modulus); sending it as uint32 (client side) and widening to int64 on receipt (server side) halves
-the payload. Shown here by rebinding ``ndarray_to_bytes`` / ``bytes_to_ndarray`` in the two Flower
-modules for the duration of one measurement (the same technique as ``common.secagg.override_flower_prg``).
+Stock Flower sends each masked value as int64 although it lies in [0, 2**32); SarcoFed's apps send
+uint32 and widen on receipt (``common.secagg.transport``), which is what "as shipped" measures.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib
 import time
@@ -132,31 +129,6 @@ def one_round(shapes: list[tuple[int, ...]], n_sites: int, secure: bool) -> dict
             "bytes_per_site": float(np.mean(list(grid.sent_bytes.values())))}
 
 
-@contextlib.contextmanager
-def uint32_transport():
-    """Masked vectors travel as uint32 (values < 2**32) and are widened to int64 by the server."""
-    from flwr.common import bytes_to_ndarray, ndarray_to_bytes
-
-    cmod = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
-    smod = importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow")
-
-    def send(arr: np.ndarray) -> bytes:
-        if arr.dtype == np.int64 and (arr.size == 0 or (arr.min() >= 0 and arr.max() < 2**32)):
-            arr = arr.astype(np.uint32)
-        return ndarray_to_bytes(arr)
-
-    def receive(data: bytes) -> np.ndarray:
-        arr = bytes_to_ndarray(data)
-        return arr.astype(np.int64) if arr.dtype == np.uint32 else arr
-
-    old = cmod.ndarray_to_bytes, smod.bytes_to_ndarray
-    cmod.ndarray_to_bytes, smod.bytes_to_ndarray = send, receive
-    try:
-        yield
-    finally:
-        cmod.ndarray_to_bytes, smod.bytes_to_ndarray = old
-
-
 def run(quick: bool = False, n_sites: int = 3) -> list:
     import logging
 
@@ -186,10 +158,8 @@ def run(quick: bool = False, n_sites: int = 3) -> list:
     for label, shapes in sizes.items():
         plain = one_round(shapes, n_sites, secure=False)
         secure = one_round(shapes, n_sites, secure=True)
-        with uint32_transport():
-            secure32 = one_round(shapes, n_sites, secure=True)
-        results[label] = (sum(int(np.prod(s)) for s in shapes), plain, secure, secure32)
-    n, plain, secure, secure32 = results["demo ssl"]
+        results[label] = (sum(int(np.prod(s)) for s in shapes), plain, secure)
+    n, plain, secure = results["demo ssl"]
     model_bytes = 4 * n
     rows.append(Row("3", f"SecAgg+ round / plain round, protocol only ({n_sites} sites, demo ssl {n / 1e6:.1f} M params)",
                     f"{secure['wall']:.2f} s vs {plain['wall']:.2f} s", "<= 1.3", secure["wall"] / plain["wall"],
@@ -199,10 +169,8 @@ def run(quick: bool = False, n_sites: int = 3) -> list:
                     f"(plain {plain['client_per_site']:.2f} s / {plain['server']:.2f} s)"))
     rows.append(Row("3", "bytes sent per site per round / float32 model (demo ssl, SecAgg+ as shipped)",
                     f"{secure['bytes_per_site'] / 1e6:.1f} MB / {model_bytes / 1e6:.1f} MB", "<= 1.0",
-                    secure["bytes_per_site"] / model_bytes, "masked values are int64 (< 2**32)"))
-    rows.append(Row("3", "same with masked values sent as uint32 (2-function patch, see bench_secagg.py)",
-                    f"{secure32['bytes_per_site'] / 1e6:.1f} MB ({secure32['wall']:.2f} s round)", "<= 1.0",
-                    secure32["bytes_per_site"] / model_bytes))
+                    secure["bytes_per_site"] / model_bytes,
+                    "masked values as uint32 (common/secagg/transport.py); the rest is protobuf framing"))
     rows.append(Row("3", "plain round bytes sent per site / float32 model (demo ssl)",
                     f"{plain['bytes_per_site'] / 1e6:.1f} MB", "", plain["bytes_per_site"] / model_bytes))
     # Full model: the protocol's cost is linear in the parameter count (measured at two sizes when not quick).
@@ -211,7 +179,7 @@ def run(quick: bool = False, n_sites: int = 3) -> list:
     server_pp = secure["server"] / n
     scale_note = "extrapolated linearly from demo ssl"
     if "4x demo (26.7 M)" in results:
-        n4, _, s4, _ = results["4x demo (26.7 M)"]
+        n4, _, s4 = results["4x demo (26.7 M)"]
         per_param, per_site_pp, server_pp = s4["wall"] / n4, s4["client_per_site"] / n4, s4["server"] / n4
         scale_note = (f"extrapolated from a measured {n4 / 1e6:.1f} M-param round ({s4['wall']:.1f} s; "
                       f"{s4['wall'] / n4 * n / secure['wall']:.2f}x the per-param cost of demo ssl)")
