@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-import pytest
 import typer
 from typer.testing import CliRunner
 
 from client.commands.check import check as check_command
 from common.data.dicom_io import write_ct_dicom
 from common.data.mask_io import write_mask_nifti
-
-@pytest.fixture(scope="module")
-def body():
-    """Factory of a small asymmetric HU image (H, W) and its muscle mask (same as tests/common/data)."""
-
-    def make(h: int = 48, w: int = 40):
-        yy, xx = np.mgrid[0:h, 0:w]
-        hu = np.full((h, w), -1000.0, dtype=np.float32)
-        inside = ((yy - h / 2) / (h * 0.45)) ** 2 + ((xx - w / 2) / (w * 0.45)) ** 2 < 1
-        hu[inside] = -100.0
-        mask = inside & (yy > h * 0.6) & (xx < w * 0.45)
-        hu[mask] = 45.0
-        return hu, mask.astype(np.uint8)
-
-    return make
-
 
 runner = CliRunner()
 
