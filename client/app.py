@@ -91,13 +91,16 @@ class SiteClient(NumPyClient):
         from common.secagg import weight_delta
         from common.train.loops import train_phase
 
+        from common.models.presets import get_preset
+
         phase = str(config["phase"])
         model = _model(self.preset)
+        lr = get_preset(self.preset).lr(phase) * float(config.get("lr-scale", 1.0))
         set_weights(model, phase, parameters)
         result = train_phase(
             model, phase, _dataset(self.site.manifest, self.preset, phase, int(config.get("seed", 0))), epochs=int(config.get("local-epochs", 1)), seed=int(config.get("seed", 0)),
             device="cuda" if torch.cuda.is_available() else "cpu",
-            prox_mu=float(config.get("proximal_mu", 0.0)), progress=False,
+            prox_mu=float(config.get("proximal_mu", 0.0)), progress=False, lr=lr,
         )
         delta = weight_delta(get_weights(model, phase), parameters)
         return delta, int(result["num-examples"]), {"site": self.site.name, "loss": float(result["loss"])}

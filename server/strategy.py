@@ -37,12 +37,27 @@ class RoundRecorder(Protocol):
     def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]], failures: list[str]) -> None: ...
 
 
+def round_lr_scale(phase_round: int, last_round: int, floor: float = 0.1) -> float:
+    """Factor on the preset's peak learning rate for a round: cosine from 1 (first round) to ``floor`` (last).
+
+    Each site's loop warms up and decays within its round; without a decay across rounds every round
+    restarts at the peak and the global model keeps oscillating between the sites' optima (non-IID
+    FedAvg), so the last round is no better than the ones before it.
+    """
+    if last_round <= 1:
+        return 1.0
+    progress = min(1.0, max(0.0, (phase_round - 1) / (last_round - 1)))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class _PhaseDeltaMixin:
     """Phase bookkeeping + delta aggregation; mixed into a flwr.server.strategy class (FedAvg, FedProx)."""
 
     def _setup_phase(self, phase: str, first_round: int, local_epochs: int, seed: int, arrays: list[np.ndarray],
-                     recorder: RoundRecorder, eval_arrays: Callable[[], list[np.ndarray]] | None) -> None:
+                     recorder: RoundRecorder, eval_arrays: Callable[[], list[np.ndarray]] | None,
+                     last_round: int | None = None) -> None:
         self.phase = phase
+        self.last_round = first_round if last_round is None else last_round
         self.eval_arrays = eval_arrays
         self.first_round = first_round
         self.local_epochs = local_epochs
@@ -57,7 +72,7 @@ class _PhaseDeltaMixin:
     def _config(self, server_round: int) -> dict[str, Scalar]:
         r = self.phase_round(server_round)
         return {"phase": self.phase, "round": r, "local-epochs": self.local_epochs, "seed": self.seed * 10_000 + r,
-                "eval-phases": EVAL_PHASES.get(self.phase, "")}
+                "eval-phases": EVAL_PHASES.get(self.phase, ""), "lr-scale": round_lr_scale(r, self.last_round)}
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         return ndarrays_to_parameters(self.global_arrays)
@@ -132,6 +147,7 @@ def make_strategy(
     min_sites: int,
     proximal_mu: float,
     eval_arrays: Callable[[], list[np.ndarray]] | None = None,
+    last_round: int | None = None,
 ) -> FedAvg:
     """Build the phase's strategy: every available site trains and evaluates; failures are accepted.
 
@@ -139,6 +155,8 @@ def make_strategy(
     ----------
     name : "fedavg" | "fedprox"
     phase, first_round, local_epochs, seed : the phase span being run (rounds restart per phase)
+    last_round : the phase's last round (default: ``first_round``); sets the learning-rate decay across
+        rounds (``round_lr_scale``), sent to sites as ``lr-scale``
     arrays : the phase's global arrays (``common.models.get_weights`` order)
     recorder : receives the new global arrays and per-site numbers each round
     min_sites : int
@@ -159,7 +177,7 @@ def make_strategy(
         strategy = DeltaFedProx(proximal_mu=proximal_mu, **common)
     else:
         strategy = DeltaFedAvg(**common)
-    strategy._setup_phase(phase, first_round, local_epochs, seed, arrays, recorder, eval_arrays)  # type: ignore[attr-defined]
+    strategy._setup_phase(phase, first_round, local_epochs, seed, arrays, recorder, eval_arrays, last_round)  # type: ignore[attr-defined]
     config: Callable[[int], dict[str, Scalar]] = strategy._config  # type: ignore[attr-defined]
     strategy.on_fit_config_fn = config
     strategy.on_evaluate_config_fn = config
