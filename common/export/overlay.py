@@ -3,6 +3,10 @@
 The CT is shown in canonical orientation (anterior up, patient left on the image right: the
 radiological convention) with the pixel aspect of its spacing; the measurements and the rule that
 judged them are written under the image, so the PNG stands on its own in a report or an e-mail.
+
+Drawn with numpy and PIL rather than matplotlib: a figure and its savefig cost 130-170 ms on a 512 x
+512 slice, about the whole latency budget of `sarcofed predict` (0.15 s); this costs about 20 ms,
+most of it zlib.
 """
 
 from __future__ import annotations
@@ -14,6 +18,15 @@ import numpy as np
 SOFT_TISSUE_WINDOW = (400.0, 40.0)
 """(width, level) in HU: the usual abdominal soft-tissue window, -160..+240 HU."""
 
+MASK_RGB, MASK_ALPHA = (255, 38, 25), 0.45
+"""Muscle fill: red at 45 % opacity, so the CT texture stays visible under it."""
+
+EDGE_RGB = (255, 209, 0)
+"""Outline of each muscle's outer border: yellow, opaque."""
+
+MIN_WIDTH = 512
+"""Small images are enlarged (whole pixels, nearest) to at least this width so the text fits."""
+
 
 def write_overlay_png(
     path: str | Path,
@@ -24,55 +37,103 @@ def write_overlay_png(
     *,
     title: str = "SarcoFed: skeletal muscle at L3",
     window: tuple[float, float] = SOFT_TISSUE_WINDOW,
-    dpi: int = 110,
+    font_px: int = 14,
 ) -> Path:
     """Write a PNG of ``hu`` ((H, W) float HU, canonical) with ``mask`` ((H, W) {0, 1}) in red.
 
     ``lines`` is the text printed under the image (for example SMA, SMI, cutoff and verdict).
+    Rows are stretched to the (row, col) ``spacing_mm`` aspect. PNG compression level 1: on a 512 x
+    512 slice the default (6) takes twice as long (about 30 vs 14 ms) for a file no smaller (CT noise).
     """
-    import matplotlib
+    from PIL import Image, ImageDraw
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from scipy import ndimage
+    image = overlay_rgb(hu, mask, window)
+    h, w = image.shape[:2]
+    scale = max(1, -(-MIN_WIDTH // w))  # ceil: whole pixels, so no blur
+    size = (w * scale, max(1, round(h * scale * spacing_mm[0] / spacing_mm[1])))
+    pic = Image.fromarray(image)
+    if size != (w, h):
+        pic = pic.resize(size, Image.Resampling.NEAREST)
 
+    font = _font(font_px)
+    line_h = font_px + 6
+    canvas = Image.new("RGB", (size[0], size[1] + line_h * (len(lines) + 1)), "black")
+    canvas.paste(pic, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    width, level = window
+    pad = 4
+    if title:
+        box = draw.textbbox((pad, pad), title, font=font)
+        _darken(canvas, (box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2))  # readable over bright bone
+        draw.text((pad, pad), title, fill="white", font=font)
+    draw.text((size[0] - pad, pad), f"W{width:g} L{level:g}", fill="white", font=font, anchor="ra")
+    draw.text((pad, size[1] // 2), "R", fill="white", font=font, anchor="lm")
+    draw.text((size[0] - pad, size[1] // 2), "L", fill="white", font=font, anchor="rm")
+    for i, line in enumerate(lines):
+        draw.text((2 * pad, size[1] + line_h * (i + 1)), line, fill="white", font=font, anchor="lm")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, format="PNG", compress_level=1)
+    return path
+
+
+def overlay_rgb(hu: np.ndarray, mask: np.ndarray, window: tuple[float, float] = SOFT_TISSUE_WINDOW) -> np.ndarray:
+    """(H, W) HU and {0, 1} mask -> (H, W, 3) uint8: the windowed CT, mask tinted red, outline yellow.
+
+    The outline follows each muscle's outer border (holes filled first): fat streaks and pixels
+    outside the HU window stay visible in the fill without turning into dots. Colours come from a
+    lookup table indexed by (mask, grey level): one gather instead of blending floats per pixel.
+    """
     hu = np.asarray(hu, dtype=np.float32)
     mask_b = np.asarray(mask) > 0
     if hu.shape != mask_b.shape:
         raise ValueError(f"overlay: image {hu.shape} and mask {mask_b.shape} differ")
     width, level = window
-    h, w = hu.shape
-    extent = (0.0, w * spacing_mm[1], h * spacing_mm[0], 0.0)  # mm, rows down
+    grey = (np.clip((hu - (level - width / 2)) * (255.0 / width), 0.0, 255.0) + 0.5).astype(np.uint16)
+    rgb = np.take(_LUT, (mask_b.astype(np.uint16) << 8) | grey, axis=0)
+    filled = _fill_holes(mask_b)
+    rgb[filled & ~_erode(filled)] = EDGE_RGB
+    return rgb
 
-    fig_w = 6.4
-    fig_h = fig_w * (h * spacing_mm[0]) / (w * spacing_mm[1]) + 0.28 * (len(lines) + 1)
-    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi, facecolor="black")
-    text_h = 0.28 * (len(lines) + 1) / fig_h
-    ax = fig.add_axes((0.0, text_h, 1.0, 1.0 - text_h))
-    ax.imshow(hu, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, extent=extent,
-              interpolation="nearest")
-    # Fill and outline as one RGBA layer: an outline from a one-pixel erosion costs a few ms where
-    # matplotlib's contour costs tens of ms on a 512 x 512 slice.
-    # The outline follows each muscle's outer border: holes (fat streaks, noise outside the HU
-    # window) stay visible in the fill without turning into dots.
-    filled = ndimage.binary_fill_holes(mask_b)
-    edge = filled & ~ndimage.binary_erosion(filled)
-    layer = np.zeros((h, w, 4), dtype=np.float32)
-    layer[mask_b] = (1.0, 0.15, 0.1, 0.45)
-    layer[edge] = (1.0, 0.82, 0.0, 1.0)
-    ax.imshow(layer, extent=extent, interpolation="nearest")
-    ax.set_axis_off()
-    ax.text(0.01, 0.99, title, transform=ax.transAxes, color="white", fontsize=9, va="top",
-            bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "edgecolor": "none"})
-    ax.text(0.99, 0.99, f"W{width:g} L{level:g}", transform=ax.transAxes, color="white", fontsize=8,
-            va="top", ha="right")
-    ax.text(0.99, 0.5, "L", transform=ax.transAxes, color="white", fontsize=9, ha="right")
-    ax.text(0.01, 0.5, "R", transform=ax.transAxes, color="white", fontsize=9, ha="left")
-    for i, line in enumerate(lines):
-        fig.text(0.02, text_h * (1 - (i + 1) / (len(lines) + 1)), line, color="white", fontsize=10,
-                 family="monospace", va="center")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="black")
-    plt.close(fig)
-    return path
+
+def _tint_lut() -> np.ndarray:
+    """(512, 3) uint8: rows 0-255 grey level g as (g, g, g); rows 256-511 the same under the red tint."""
+    g = np.arange(256, dtype=np.float32)[:, None]
+    tinted = g * (1.0 - MASK_ALPHA) + np.asarray(MASK_RGB, np.float32) * MASK_ALPHA
+    return (np.concatenate([np.repeat(g, 3, axis=1), tinted]) + 0.5).astype(np.uint8)
+
+
+_LUT = _tint_lut()
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` (4-connected background) by labelling: 3x faster on 512 x 512."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(~mask)
+    outside = np.zeros(n + 1, dtype=bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        outside[edge] = True
+    outside[0] = False  # label 0 is the mask itself
+    return ~outside[labels]
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """One-pixel erosion with a cross, pixels on the image border eroded (``binary_erosion``'s default)."""
+    inner = np.zeros_like(mask)
+    inner[1:-1, 1:-1] = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1]
+                         & mask[1:-1, :-2] & mask[1:-1, 2:])
+    return inner
+
+
+def _font(px: int):
+    """Pillow's bundled default font (Aileron, drawn by the FreeType in Pillow's wheels): no system font needed."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=px)
+
+
+def _darken(canvas, box: tuple[int, int, int, int]) -> None:
+    """Dim a rectangle of ``canvas`` to 40 % in place (a translucent black box behind text)."""
+    region = canvas.crop(box)
+    canvas.paste(region.point(lambda v: int(v * 0.4)), box[:2])

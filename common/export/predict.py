@@ -8,17 +8,47 @@ unknown leaves SMI and the verdict null with the reason, never a guess.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.clinical import MUSCLE_HU_RANGE, CutoffRule
 from common.export.result import file_sha256, measurements, versions, write_result_json
 from common.metrics import apply_hu_window
 
+if TYPE_CHECKING:  # torch and MONAI load only when a prediction runs (`sarcofed --help` stays fast)
+    from common.models.presets import Preset
+    from common.models.sarco import SarcoModel
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint ready to predict with: the model in eval mode, its info and preset, the file's SHA-256.
+
+    Loading and hashing the file cost about as much as a prediction (demo: about 0.15 s, 20 ms of it
+    hashing 28 MB), so a caller with many slices loads once; ``predict_slice`` also takes a path.
+    """
+
+    path: Path
+    model: SarcoModel
+    info: dict[str, Any]
+    preset: Preset
+    sha256: str
+
+
+def load_model(model_path: str | Path) -> LoadedModel:
+    """Load a seg or cls checkpoint for ``predict_slice`` and hash it (raises CheckpointError)."""
+    from common.models.checkpoint import load_checkpoint
+
+    path = Path(model_path)
+    model, info = load_checkpoint(path, phases=("seg", "cls"))
+    model.eval()
+    return LoadedModel(path, model, info, model_preset(model, info), file_sha256(path))
+
 
 def predict_slice(
     input_path: str | Path,
-    model_path: str | Path,
+    model_path: str | Path | LoadedModel,
     out_dir: str | Path,
     *,
     cutoff: CutoffRule,
@@ -31,7 +61,7 @@ def predict_slice(
 
     With ``hu_window`` (default) the network's mask keeps only pixels in the Alberta muscle window
     (-29..+150 HU), the way reference L3 masks are drawn; the record says so and keeps the raw
-    pixel count.
+    pixel count. ``model_path`` is a checkpoint file or a :class:`LoadedModel` from ``load_model``.
 
     Raises
     ------
@@ -48,14 +78,12 @@ def predict_slice(
     from common.export.dicom_seg import write_muscle_seg
     from common.export.overlay import write_overlay_png
 
-    input_path, model_path, out_dir = Path(input_path), Path(model_path), Path(out_dir)
-    ct = read_ct_slice(input_path)  # fails first: a bad input should not wait for a model to load
-    from common.models.checkpoint import load_checkpoint
     from common.train.infer import classify, segment
 
-    model, info = load_checkpoint(model_path, phases=("seg", "cls"))
-    preset = model_preset(model, info)
-    model.eval()
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    ct = read_ct_slice(input_path)  # fails first: a bad input should not wait for a model to load
+    loaded = model_path if isinstance(model_path, LoadedModel) else load_model(model_path)
+    model, info, preset, sha = loaded.model, loaded.info, loaded.preset, loaded.sha256
     with torch.inference_mode():
         raw = np.asarray(segment(model, ct, preset)).astype(np.uint8)
         cls_prob = float(classify(model, ct, preset)) if has_trained_classifier(info) else None
@@ -80,9 +108,8 @@ def predict_slice(
         "note": "pixels of the network's mask outside the Alberta muscle window are not muscle area"
         if hu_window else "network mask used as is (--no-hu-window)",
     }
-    sha = file_sha256(model_path)
     phase = info.get("phase")
-    record["model"] = {"path": str(model_path.resolve()), "sha256": sha, "preset": preset.name, "phase": phase}
+    record["model"] = {"path": str(loaded.path.resolve()), "sha256": sha, "preset": preset.name, "phase": phase}
     if cls_prob is not None:
         record["image_classifier"] = {
             "probability": round(cls_prob, 4),

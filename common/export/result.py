@@ -7,6 +7,7 @@ could not be computed are null with a reason beside them, never a guess.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -61,7 +62,13 @@ def measurements(
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour shapes a result."""
+    """Versions of the packages whose behaviour shapes a result (a copy: the caller may change it)."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    """Looked up once per process: importlib.metadata scans site-packages, about 10 ms for these seven."""
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str] = {}
