@@ -11,6 +11,7 @@ import math
 
 import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
+from monai.networks.blocks.dynunet_block import UnetResBlock
 from torch import nn
 
 from common.models.presets import Preset
@@ -57,9 +58,19 @@ class UnetrDecoder(nn.Module):
             )
             for lvl in range(levels - 1, -1, -1)
         )
+        # Optional convolutional path from the image (stride 2 per stage) added to each transformer skip:
+        # the tokens see 16-pixel patches, this path sees the local shape (a bowel loop against a muscle).
+        self.image_path = nn.ModuleList(
+            UnetResBlock(2, fs * 2 ** (lvl - 1), fs * 2**lvl, kernel_size=3, stride=2, norm_name="instance")
+            for lvl in range(1, levels)
+        ) if getattr(preset, "image_skips", False) else None
         self.out = UnetOutBlock(2, fs, out_channels)
         # channels_last makes oneDNN's conv backward about 1.7x faster on CPU for these thin layers.
         self.to(memory_format=torch.channels_last)
+        if self.image_path is not None:
+            # torch 2.13's oneDNN backward of these strided convolutions corrupts the heap in channels_last
+            # (reproduced: "double free or corruption"); this thin path stays in the default layout.
+            self.image_path.to(memory_format=torch.contiguous_format)
 
     def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, D, g, g)."""
@@ -71,6 +82,11 @@ class UnetrDecoder(nn.Module):
         """image (B, 1, S, S), tokens (B, N, D), hidden per-block (B, N, D) -> logits (B, C, S, S)."""
         image = image.contiguous(memory_format=torch.channels_last)
         skips = [self.stem(image)] + [blk(self._grid(hidden[t])) for blk, t in zip(self.skips, self.taps, strict=True)]
+        if self.image_path is not None:
+            local = skips[0].contiguous()
+            for lvl, block in enumerate(self.image_path, start=1):
+                local = block(local)
+                skips[lvl] = skips[lvl] + local
         x = self._grid(tokens)
         for up, skip in zip(self.ups, reversed(skips), strict=True):
             x = up(x, skip)

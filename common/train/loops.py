@@ -3,8 +3,8 @@
 Shared machinery: seeded shuffling and augmentation, AdamW with linear warm-up then cosine decay,
 bf16 autocast on CUDA (fp32 on CPU), a tqdm progress bar, and an optional FedProx proximal term
 (mu / 2 * ||w - w_start||^2 over the phase's trainable weights, w_start = weights at call start).
-Phase-specific parts are the loss: SMIT (ssl), Dice + cross-entropy on soft (partial-volume) muscle
-targets (seg), class-weighted CE (cls).
+Phase-specific parts are the loss: SMIT (ssl), cross-entropy + weighted Dice on soft (partial-volume)
+muscle targets (seg, ``Preset.seg_dice_weight``), class-weighted CE (cls).
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def train_phase(
     warmup = max(1, min(total // 10, 50))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, warmup))
     anchor = [p.detach().clone() for p in params] if prox_mu > 0 else None
-    dice_ce = DiceCELoss(to_onehot_y=False, softmax=True, include_background=False, lambda_dice=1.0, lambda_ce=1.0)
+    dice_ce = DiceCELoss(to_onehot_y=False, softmax=True, include_background=False,
+                         lambda_dice=preset.seg_dice_weight, lambda_ce=1.0)
     cls_weight = _class_weights(dataset).to(dev) if phase == "cls" else None
     mask_gen = torch.Generator().manual_seed(seed + 1)
     amp = dev.type == "cuda"

@@ -105,3 +105,16 @@ def test_get_set_weights_round_trip(phase):
     assert any(not torch.equal(sa[k], sb[k]) for k in other)  # only the phase's keys moved
     with pytest.raises(ConfigError, match="expected"):
         set_weights(b, phase, arrays[:-1])
+
+
+def test_image_skips_feed_every_decoder_stage_and_train():
+    """The convolutional image path reaches the output (its weights get gradients) and backward runs."""
+    torch.manual_seed(0)
+    m = SarcoModel(dataclasses.replace(TINY, image_skips=True, batch_size=4))
+    assert m.decoder.image_path is not None and len(m.decoder.image_path) == 2  # patch 8: stages 1 and 2
+    x = torch.randn(4, 1, 64, 64)
+    m.segment_logits(x)[:, 1].mean().backward()
+    grads = [p.grad for p in m.decoder.image_path.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert SarcoModel(TINY).decoder.image_path is None  # presets without it keep their old checkpoints' keys
+    assert any(k.startswith("decoder.image_path.") for k in exchange_keys(m, "seg"))

@@ -98,3 +98,16 @@ def test_classifier_leaves_the_segmentation_encoder_alone(ring_site):
     assert any(not torch.equal(a, b) for a, b in zip(head, model.cls_head.parameters()))
     # the next phase trains the encoder again: nothing stays frozen after the call
     assert all(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_seg_loss_is_cross_entropy_plus_weighted_dice(ring_site):
+    """Same start, same first batch: the loss is linear in the preset's Dice weight (0 = cross-entropy only)."""
+    import dataclasses
+
+    first = {}
+    for w in (0.0, 0.5, 1.0):
+        torch.manual_seed(0)
+        model = SarcoModel(dataclasses.replace(TINY, seg_dice_weight=w))
+        first[w] = train_phase(model, "seg", ring_site, epochs=1, max_steps=1, seed=3, progress=False)["loss"]
+    assert first[0.0] < first[1.0]
+    assert first[0.5] == pytest.approx((first[0.0] + first[1.0]) / 2, rel=1e-5)
