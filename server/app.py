@@ -6,11 +6,23 @@ Flower 1.42 runs SecAgg+ only on its legacy path, so each phase is one ``Default
 keeps the union model; each phase exchanges only ``exchange_keys(phase)``, so the encoder trained in
 one phase is where the next begins. Settings: ``[tool.flwr.app.config]`` in pyproject.toml, read
 once into ``server.plan.RunPlan``.
+
+Local simulation only (``flwr run`` against a simulation SuperLink, which runs this ServerApp in the
+same process as Flower's simulation engine): every message exchange of a round (SecAgg+ has four per
+fit, then evaluate) waited on two fixed 0.1 s polls, the engine's look for new messages
+(``vce_api.add_messages_to_queue``) and the grid's look for replies (``InMemoryGrid.send_and_receive``).
+Here both sides signal each other instead (``_tune_simulation``): about 0.1 s less per exchange, 0.5 s
+per SecAgg+ round, and no busy polling. The engine's threads also waited up to 1 s on their queues before
+seeing the end of the run; now 0.1 s. Deployment (a real SuperLink) is untouched.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
+from queue import Empty, Queue
+from typing import Any
 
 from flwr.app import Context
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
@@ -26,6 +38,87 @@ compact_masked_transport(server_workflow=secaggplus_workflow)
 
 app = ServerApp()
 
+_VCE_WAKE = threading.Event()  # set when the ServerApp pushes messages: the engine takes them at once
+_REPLY_WAKE = threading.Event()  # set when the engine stores a reply: the ServerApp pulls it at once
+_FALLBACK_POLL_S = 0.1  # Flower's own interval, kept as the longest wait (replies Flower synthesises, e.g. TTL)
+
+
+def _add_messages_to_queue(state: Any, queue: Any, nodes_mapping: Any, f_stop: threading.Event) -> None:
+    """Flower 1.42 ``vce_api.add_messages_to_queue``, woken by a push instead of sleeping a fixed 0.1 s."""
+    while not f_stop.is_set():
+        for node_id in nodes_mapping.keys():
+            for msg in state.get_message_ins(node_id=node_id, limit=1):
+                queue.put(msg)
+        if _VCE_WAKE.wait(_FALLBACK_POLL_S):
+            _VCE_WAKE.clear()
+
+
+def _put_message_into_state(state: Any, queue: Any, f_stop: threading.Event) -> None:
+    """Flower 1.42 ``vce_api.put_message_into_state``, and a wake-up for the ServerApp waiting on replies."""
+    while not f_stop.is_set():
+        try:
+            message_reply = queue.get(timeout=_FALLBACK_POLL_S)
+        except Empty:
+            continue
+        state.store_message_res(message_reply)
+        _REPLY_WAKE.set()
+
+
+class _PromptStopQueue(Queue):  # type: ignore[type-arg]
+    """The engine's message queues: its threads wait at most 0.1 s (not 1 s) at a time, so they see the
+    end of the run, and the engine shuts Ray down, up to 0.9 s sooner. No message is treated differently."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        return super().get(block, None if timeout is None else min(timeout, _FALLBACK_POLL_S))
+
+
+# The simulation engine's module is loaded before this one in its process; it creates its queues and starts
+# the threads running these functions (all looked up by name) only after Ray is up, by which time these
+# assignments have long been made (were they not, the run would keep Flower's polls: slower, nothing else).
+_VCE = sys.modules.get("flwr.server.superlink.fleet.vce.vce_api")
+if _VCE is not None and all(hasattr(_VCE, name) for name in ("add_messages_to_queue", "put_message_into_state", "Queue")):
+    _VCE.add_messages_to_queue = _add_messages_to_queue
+    _VCE.put_message_into_state = _put_message_into_state
+    _VCE.Queue = _PromptStopQueue
+
+
+def _tune_simulation(grid: Grid) -> None:
+    """Event-driven message exchange with the simulation engine (no-op outside a simulation).
+
+    The grid's ``push_messages`` wakes the engine, and ``send_and_receive`` (Flower 1.42
+    ``InMemoryGrid.send_and_receive``) waits for the engine's reply signal instead of sleeping
+    ``pull_interval`` (0.1 s) between looks.
+    """
+    from flwr.superlink.grid import InMemoryGrid
+
+    if not isinstance(grid, InMemoryGrid):
+        return
+    push = grid.push_messages
+
+    def push_and_wake(messages):  # type: ignore[no-untyped-def]
+        ids = push(messages)
+        _VCE_WAKE.set()
+        return ids
+
+    def send_and_receive(messages, *, timeout=None):  # type: ignore[no-untyped-def]
+        msg_ids = set(grid.push_messages(messages))
+        del messages
+        end_time = time.time() + (timeout if timeout is not None else 0.0)
+        replies: list[Any] = []
+        while timeout is None or time.time() < end_time:
+            found = grid.pull_messages(msg_ids)
+            replies.extend(found)
+            msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in found})
+            if not msg_ids:
+                break
+            wait = _FALLBACK_POLL_S if timeout is None else max(0.0, min(_FALLBACK_POLL_S, end_time - time.time()))
+            if _REPLY_WAKE.wait(wait):
+                _REPLY_WAKE.clear()
+        return replies
+
+    grid.push_messages = push_and_wake  # type: ignore[method-assign]
+    grid.send_and_receive = send_and_receive  # type: ignore[method-assign]
+
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
@@ -33,8 +126,9 @@ def main(grid: Grid, context: Context) -> None:
     from server.plan import RunPlan
     from server.session import run_phases
 
-    plan = RunPlan.from_run_config(dict(context.run_config))
     started = time.perf_counter()
+    _tune_simulation(grid)
+    plan = RunPlan.from_run_config(dict(context.run_config))
 
     def run_span(strategy, num_rounds: int) -> None:  # one phase = one legacy workflow
         fit_workflow = None

@@ -5,7 +5,17 @@ SuperLink on fixed ports (39091/39093) that outlives the command. Here the Super
 (its own process group, a free port, in-memory state), ``$FLWR_HOME/config.toml`` names it
 (``[tool.flwr.federations]`` in pyproject.toml is legacy and would be rewritten by ``flwr run``),
 and ``LocalSuperLink.stop`` ends it and everything it started (SuperExec, ServerApp, Ray).
-Telemetry, the update check and runtime dependency installation are off: runs use this venv.
+Telemetry (Flower's and Ray's), the update check and runtime dependency installation are off: runs use
+this venv.
+
+What a run costs besides the sites' compute, and what this module does about it (issue #6, item 2):
+``flwr run`` builds the app bundle by walking *every* file under the app folder before filtering it
+(``flwr.cli.utils.collect_files``); in a checkout that holds ``.venv`` and ``.cache`` that is ~50k
+files and ~5 s per run, so ``LocalSuperLink.run`` hands ``flwr run`` a copy of only the files the bundle
+would contain (same names, same bytes, same FAB hash; see ``stage_app``). Ray prestarts ``num-cpus``
+idle workers that the ClientApp actor cannot use (Flower starts it with its own ``runtime_env``): on
+2 cores they only slow ``ray.init`` down (``RAY_prestart_worker_first_driver=0``, about -1 s). The
+ServerApp removes the simulation's polling between a round's message exchanges itself (``server.app``).
 
 ``python -m simulations.flower_home`` writes ``<checkout>/.flwr_home/config.toml`` (connection
 ``sarcofed-sim`` = Flower's own ``:local:`` simulation with 3 supernodes) for people who type
@@ -15,10 +25,12 @@ Telemetry, the update check and runtime dependency installation are off: runs us
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -32,6 +44,14 @@ QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",  # Ray's own usage telemetry (the simulation's clients run on Ray)
+}
+
+# Latency settings of a local simulation; a value already in the caller's environment wins. Not here:
+# FLWR_SUPEREXEC_TASK_POLL_INTERVAL (default 1 s): 0.1 s would save ~0.45 s per run but costs ~0.05 s of
+# CPU per second in SuperExec + SuperLink for the whole run, taken from the sites' training on 2 cores.
+FAST_ENV = {
+    "RAY_prestart_worker_first_driver": "0",  # idle workers the ClientApp actor (own runtime_env) never uses
 }
 
 
@@ -44,7 +64,7 @@ def free_port() -> int:
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
     """The environment for Flower processes: this venv's bin first on PATH, our FLWR_HOME, no telemetry."""
-    env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home)}
+    env = {**FAST_ENV, **os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONPATH", str(PROJECT_ROOT))
     return env
@@ -141,17 +161,60 @@ class LocalSuperLink:
             log_path: Path | None = None) -> subprocess.CompletedProcess[str]:
         """``flwr run <app_dir> sarcofed-sim --stream --run-config ...``; returns when the run ends.
 
+        ``flwr run`` is given a temporary copy of the files it would bundle from ``app_dir`` (the same
+        FAB, built without walking ``.venv`` and the caches; see ``stage_app``); it runs in ``app_dir``.
         ``run_config`` values are written as TOML literals (strings quoted, booleans lower-case).
         """
         overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
-        cmd = ["flwr", "run", str(app_dir), CONNECTION, "--stream"]
-        if overrides:
-            cmd += ["--run-config", overrides]
-        result = subprocess.run(cmd, env=self.env, cwd=app_dir, capture_output=True, text=True, timeout=timeout_s)
+        with tempfile.TemporaryDirectory(prefix="sarcofed-fab-") as staging:
+            cmd = ["flwr", "run", str(stage_app(Path(app_dir), Path(staging))), CONNECTION, "--stream"]
+            if overrides:
+                cmd += ["--run-config", overrides]
+            result = subprocess.run(cmd, env=self.env, cwd=app_dir, capture_output=True, text=True, timeout=timeout_s)
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_text(result.stdout + "\n" + result.stderr)
         return result
+
+
+def bundle_files(app_dir: Path) -> dict[str, Path]:
+    """The files ``flwr run <app_dir>`` puts into the app bundle (FAB): relative POSIX path -> file.
+
+    Flower's own filter (``flwr.cli.utils.filter_paths_for_publish``: included suffixes, its excludes,
+    the app's top-level ``.gitignore``) applied to a walk that does not descend into folders that filter
+    drops whole (``.venv/``, ``.cache/``, ``runs/`` ...). Flower walks them file by file. Without
+    negated (``!``) patterns in ``.gitignore`` the two walks give the same files.
+    """
+    from flwr.cli.utils import build_pathspec, filter_paths_for_publish, load_gitignore_patterns
+    from flwr.supercore.constant import APP_PUBLISH_EXCLUDE_PATTERNS
+
+    root = Path(app_dir).expanduser().resolve()
+    gitignore = root / ".gitignore"
+    patterns = tuple(load_gitignore_patterns(gitignore.read_bytes() if gitignore.is_file() else b""))
+    prune = not any(p.lstrip().startswith("!") for p in patterns)
+    dropped = (build_pathspec(patterns), build_pathspec(APP_PUBLISH_EXCLUDE_PATTERNS))
+    files: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = Path(dirpath).relative_to(root)
+        if prune:
+            dirnames[:] = [d for d in dirnames
+                           if not any(spec.match_file(f"{(rel_dir / d).as_posix()}/") for spec in dropped)]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.resolve().is_relative_to(root):  # as collect_files
+                continue
+            files[(rel_dir / name).as_posix()] = path
+    return filter_paths_for_publish(files)  # type: ignore[return-value]
+
+
+def stage_app(app_dir: Path, staging: Path) -> Path:
+    """Copy the bundle's files of ``app_dir`` into ``staging/<app_dir name>`` (the name ``flwr run`` checks)."""
+    target = Path(staging) / Path(app_dir).expanduser().resolve().name
+    for rel, src in bundle_files(app_dir).items():
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+    return target
 
 
 def _toml(value: Any) -> str:
