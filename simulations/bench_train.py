@@ -9,43 +9,63 @@ slows a run down). The plain loop also times how much of its step is spent waiti
 FLOP rate: FLOPs of one encoder training step (forward + backward, ``torch.utils.flop_counter``)
 divided by its measured time, as a share of this machine's fp32 matmul rate measured in the same run
 (a square ``torch.mm`` loop). A bare MONAI ViT at 192 px, width 192, depth 6, batch 16 is measured
-the same way as the reference point.
+the same way as the reference point; peak, encoder and reference are measured in turns, best of each,
+on this process's CPU time when torch runs one thread (``rate_clock``), so others' jobs on a shared
+machine do not decide the ratio; slices/s are then per CPU-second.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
 PHASES = ("ssl", "seg", "cls")
 
 
-def matmul_peak(n: int = 1024, seconds: float = 1.5) -> float:
-    """Best fp32 FLOP/s of ``torch.mm`` on (n, n) matrices over ~``seconds`` (10 ms chunks)."""
+def matmul_peak(n: int = 1024, seconds: float = 1.5, clock=time.perf_counter) -> float:
+    """Best fp32 FLOP/s of ``torch.mm`` on (n, n) matrices over ~``seconds`` (10 ms chunks, timed by ``clock``)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(4):
             torch.mm(a, b)
-        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
+        best = max(best, 4 * 2 * n**3 / max(clock() - t0, 1e-9))
     return best
 
 
+def rate_clock():
+    """(clock, name) for FLOP rates: CPU time of this process with one torch thread, else wall time.
+
+    With one thread (what ``simulations.bench`` picks on a busy machine) the process's CPU time leaves
+    out the time others' jobs hold the core, which wall time counts against whichever of the compared
+    steps it happens to hit; with more threads CPU time would count OpenMP's spinning, so wall time.
+    """
+    if torch.get_num_threads() == 1:
+        return time.process_time, "CPU time, 1 thread"
+    return time.perf_counter, f"wall time, {torch.get_num_threads()} threads"
+
+
 def step_flops(step) -> float:
-    """FLOPs counted by FlopCounterMode for one call of ``step`` (forward + backward)."""
+    """FLOPs counted by FlopCounterMode for one call of ``step`` (forward + backward).
+
+    Counted with attention on torch's math backend, which the counter sees as matmuls: the CPU fused
+    kernel (``_scaled_dot_product_flash_attention_for_cpu``, what our encoder uses) has no FLOP formula
+    and would count 0, and the GPU kernels' formulas add the backward's recomputation of the scores.
+    So the count is the model's maths whichever kernel then runs it, the same as for MONAI's einsums.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         step()
     return float(counter.get_total_flops())
 
 
-def encoder_rate(module_fwd, params, x: torch.Tensor, steps: int, repeats: int = 2) -> tuple[float, float]:
-    """(FLOPs per training step, best seconds per step) of ``module_fwd(x)`` -> sum of squares loss + AdamW."""
+def training_step(module_fwd, params, x: torch.Tensor):
+    """One training step of ``module_fwd(x)`` -> sum of squares loss + AdamW, as a closure."""
     opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step() -> None:
@@ -54,15 +74,32 @@ def encoder_rate(module_fwd, params, x: torch.Tensor, steps: int, repeats: int =
         loss.backward()
         opt.step()
 
-    flops = step_flops(step)
-    step()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return flops, best
+    return step
+
+
+def flop_rates(cases: dict, steps: int, rounds: int,
+               peak_seconds: float) -> tuple[float, dict[str, tuple[float, float]]]:
+    """Matmul peak and (FLOPs per step, best seconds per step) of each case, measured in turns.
+
+    ``cases`` maps a name to ``(module_fwd, params, x)``. Each of ``rounds`` rounds measures the matmul
+    peak, then ``steps`` steps of every case, by :func:`rate_clock`; the best of each is kept. Interleaving
+    matters on a shared machine: a peak measured once, then each model in its own window, compares
+    numbers taken under different loads (others' jobs only ever add time, so the best is the truest).
+    """
+    clock, _ = rate_clock()
+    fns = {name: training_step(*case) for name, case in cases.items()}
+    flops = {name: step_flops(fn) for name, fn in fns.items()}
+    best = dict.fromkeys(fns, float("inf"))
+    peak = 0.0
+    for _ in range(rounds):
+        peak = max(peak, matmul_peak(seconds=peak_seconds, clock=clock))
+        for name, fn in fns.items():
+            fn()  # warm: allocator and caches after the other case
+            t0 = clock()
+            for _ in range(steps):
+                fn()
+            best[name] = min(best[name], (clock() - t0) / steps)
+    return peak, {name: (flops[name], best[name]) for name in fns}
 
 
 def plain_loop(model, phase: str, dataset, batch_size: int, steps: int, seed: int = 0) -> tuple[float, float]:
@@ -153,30 +190,34 @@ def run(quick: bool = False, preset_name: str = "demo") -> list:
                         "same loop without flush-to-zero: the difference is the cost of denormals"))
     torch.set_flush_denormal(True)
 
-    # FLOP rate of encoder training vs measured matmul peak.
-    peak = matmul_peak(seconds=0.8 if quick else 2.0)
-    enc_steps = 2 if quick else 4
-    x = torch.rand(16, 1, preset.image_size, preset.image_size)
-    flops, sec = encoder_rate(lambda t: model.encoder(t)[0], list(model.encoder.parameters()), x, enc_steps, repeats)
-    rows.append(Row("1", f"encoder training FLOP rate ({preset.name}: {preset.image_size} px, width "
-                    f"{preset.hidden_size}, depth {preset.num_layers}, batch 16) / fp32 matmul peak",
-                    f"{flops / sec / 1e9:.1f} / {peak / 1e9:.1f} GFLOP/s ({16 / sec:.1f} slices/s)",
-                    ">= 70%", flops / sec / peak, extra={"flops": flops, "seconds": sec, "peak": peak}))
+    # FLOP rate of encoder training vs measured matmul peak, in turns with a bare MONAI ViT (the
+    # reference) and the whole seg step (encoder + UNETR decoder: convolutions on thin channels run far
+    # below peak, for context).
     from monai.networks.nets import ViT
+
+    from common.models.sarco import trainable_parameters
 
     vit = ViT(in_channels=1, img_size=(192, 192), patch_size=(16, 16), hidden_size=192, mlp_dim=768, num_layers=6,
               num_heads=6, spatial_dims=2, classification=False)
-    xr = torch.rand(16, 1, 192, 192)
-    flops_r, sec_r = encoder_rate(lambda t: vit(t)[0], list(vit.parameters()), xr, enc_steps, repeats)
+    peak, rates = flop_rates({
+        "encoder": (lambda t: model.encoder(t)[0], list(model.encoder.parameters()),
+                    torch.rand(16, 1, preset.image_size, preset.image_size)),
+        "bare": (lambda t: vit(t)[0], list(vit.parameters()), torch.rand(16, 1, 192, 192)),
+        "seg": (lambda t: model.segment_logits(t), trainable_parameters(model, "seg"),
+                torch.rand(preset.batch_size, 1, preset.image_size, preset.image_size)),
+    }, steps=2 if quick else 4, rounds=3 if quick else 4, peak_seconds=0.8 if quick else 2.0)
+    flops, sec = rates["encoder"]
+    rows.append(Row("1", f"encoder training FLOP rate ({preset.name}: {preset.image_size} px, width "
+                    f"{preset.hidden_size}, depth {preset.num_layers}, batch 16) / fp32 matmul peak",
+                    f"{flops / sec / 1e9:.1f} / {peak / 1e9:.1f} GFLOP/s ({16 / sec:.1f} slices/s)",
+                    ">= 70%", flops / sec / peak,
+                    f"{rate_clock()[1]}; attention: torch SDPA (common/models/encoder.py)",
+                    extra={"flops": flops, "seconds": sec, "peak": peak}))
+    flops_r, sec_r = rates["bare"]
     rows.append(Row("1", "reference: bare MONAI ViT training step (192 px, width 192, depth 6, batch 16) / peak",
                     f"{flops_r / sec_r / 1e9:.1f} GFLOP/s ({16 / sec_r:.1f} slices/s)", "", flops_r / sec_r / peak,
-                    "design: ~80%, ~53 slices/s on 2 cores"))
-    # Whole seg step (encoder + UNETR decoder) for context: convolutions on thin channels run far below peak.
-    seg_x = torch.rand(preset.batch_size, 1, preset.image_size, preset.image_size)
-    from common.models.sarco import trainable_parameters
-
-    flops_s, sec_s = encoder_rate(lambda t: model.segment_logits(t), trainable_parameters(model, "seg"), seg_x,
-                                  enc_steps, repeats)
+                    "design: ~80%, ~53 slices/s on 2 cores; MONAI's default einsum attention"))
+    flops_s, sec_s = rates["seg"]
     rows.append(Row("1", f"whole seg training step (encoder + UNETR decoder, batch {preset.batch_size}) / peak",
                     f"{flops_s / sec_s / 1e9:.1f} GFLOP/s ({preset.batch_size / sec_s:.1f} slices/s)", "",
                     flops_s / sec_s / peak, "informative: decoder convolutions are memory-bound"))
