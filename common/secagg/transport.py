@@ -1,10 +1,25 @@
-"""Masked SecAgg+ vectors on the wire as uint32 instead of int64: half the bytes, same values.
+"""Masked SecAgg+ vectors as uint32 instead of int64: on the wire (half the bytes) and on the site.
 
 Why: Flower 1.42's SecAgg+ client mod serialises each masked, quantised array as int64 although
 every value lies in [0, modulus) with the default modulus 2**32, so a site sends twice the float32
-model's size every round. The client narrows such arrays to uint32; the server widens whatever
-arrives as uint32 back to int64 before its own arithmetic, which is then exactly Flower's. Arrays
-that do not fit (a larger modulus) travel as int64, as before.
+model's size every round. The client narrows such arrays to uint32; the server computes on whatever
+arrives in int64 (``common.secagg.arithmetic``: no wrap at 2**32, whatever the modulus), so its
+results are exactly Flower's. Arrays that do not fit (a larger modulus) travel as int64, as before.
+
+On the site the masked vector is also built in uint32: the client mod's ``quantize`` is replaced by
+``common.secagg.quantize.stochastic_quantize`` (uint32 out) and the masks of ``common.secagg.mask_prg``
+are uint32 for a power-of-two modulus up to 2**32, so Flower's ``quantized + mask - mask ...`` and
+its final ``& (modulus - 1)`` run in uint32 (wrap-around at 2**32 is exact modulo such a modulus) and
+the result is sent as it is, without the int64 copies and the range scan of ``narrow_masked``.
+
+Reading arrays: Flower's ``bytes_to_ndarray`` is ``np.load`` on a ``BytesIO``, which parses each
+array's header with ``ast.literal_eval`` and copies the data in chunks; a model's update is a few
+hundred arrays, read once on the site (its own update, back from Flower's FitRes) and once on the
+server (the masked vector) per site and round on the SecAgg+ path alone. ``load_ndarray`` reads the same
+``.npy`` bytes (no pickles, as Flower) as a view, parsing each distinct header once. The server's
+aggregate leaves Flower's workflow in float64 (``dequantize``); ``compact_float`` serialises it as
+float32, the sites' dtype, which halves what the strategy then reads back once per site (its
+quantisation step, ``2 * clipping_range / quantization_range``, is far above float32's resolution).
 
 Like ``mask_prg``, this module does not import Flower: the apps hand it the two Flower modules to
 patch (``secaggplus_mod`` on the client, ``secaggplus_workflow`` on the server). Both ends must be
@@ -13,11 +28,61 @@ patched together; SarcoFed's ClientApp and ServerApp do so at import.
 
 from __future__ import annotations
 
+import functools
+import io
+from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
+from common.secagg.arithmetic import dequantize, exact_addition, exact_subtraction
+from common.secagg.quantize import stochastic_quantize
+
 _UINT32_LIMIT = 2**32
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(prefix: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from the magic, version and header of a ``.npy`` file."""
+    fp = io.BytesIO(prefix)
+    version = np.lib.format.read_magic(fp)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(fp)
+    if dtype.hasobject:
+        raise ValueError("load_ndarray: object arrays need pickles, which SecAgg+ messages never carry")
+    return shape, fortran_order, dtype
+
+
+def load_ndarray(data: bytes) -> np.ndarray:
+    """Flower's ``bytes_to_ndarray`` (``.npy`` bytes, no pickles) as a read-only view of ``data``.
+
+    Versions 1.0 and 2.0 of the format (what ``np.save`` writes); anything else goes to ``np.load``.
+    """
+    if data[:6] != _NPY_MAGIC or data[6] not in (1, 2) or data[7] != 0:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    start = 10 if data[6] == 1 else 12
+    header_len = int.from_bytes(data[8:start], "little")
+    shape, fortran_order, dtype = _npy_header(bytes(data[: start + header_len]))
+    count = int(np.prod(shape, dtype=np.int64))
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=start + header_len)
+    return arr.reshape(shape[::-1]).T if fortran_order else arr.reshape(shape)
+
+
+def load_ndarrays(parameters: Any) -> list[np.ndarray]:
+    """Flower's ``parameters_to_ndarrays`` with :func:`load_ndarray`."""
+    return [load_ndarray(tensor) for tensor in parameters.tensors]
+
+
+def compact_float(save: Callable[[Sequence[np.ndarray]], Any]) -> Callable[[Sequence[np.ndarray]], Any]:
+    """Wrap Flower's ``ndarrays_to_parameters``: float64 arrays are serialised as float32."""
+
+    def to_parameters(ndarrays: Sequence[np.ndarray]) -> Any:
+        return save([a.astype(np.float32) if a.dtype == np.float64 else a for a in ndarrays])
+
+    to_parameters.sarcofed_compact = True  # type: ignore[attr-defined]
+    return to_parameters
 
 
 def narrow_masked(arr: np.ndarray) -> np.ndarray:
@@ -27,18 +92,28 @@ def narrow_masked(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def widen_masked(arr: np.ndarray) -> np.ndarray:
-    """uint32 array -> int64 (what Flower's server arithmetic expects); anything else unchanged."""
-    return arr.astype(np.int64) if arr.dtype == np.uint32 else arr
-
-
 def compact_masked_transport(client_mod: ModuleType | None = None, server_workflow: ModuleType | None = None) -> None:
-    """Patch Flower's SecAgg+ client mod to send uint32 and its server workflow to widen on receipt.
+    """Patch Flower's SecAgg+ client mod and server workflow for the uint32 path (see the module notes).
 
-    Raises ``AttributeError`` if Flower renamed the functions, so an upstream change cannot silently
-    drop the patch. Patching twice is harmless.
+    Client mod: ``quantize`` -> :func:`stochastic_quantize`, ``parameters_to_ndarrays`` ->
+    :func:`load_ndarrays`, ``ndarray_to_bytes`` narrows int64 to uint32. Server workflow:
+    ``bytes_to_ndarray`` -> :func:`load_ndarray`; ``parameters_addition``, ``parameters_subtraction``
+    and ``dequantize`` -> those of ``common.secagg.arithmetic`` (int64 sums, in-place scaling);
+    ``ndarrays_to_parameters`` writes the aggregate as float32. Raises ``AttributeError`` if Flower
+    renamed any of them, so an upstream change cannot silently drop the patch. Patching twice is
+    harmless.
     """
+    server_names = ("bytes_to_ndarray", "parameters_addition", "parameters_subtraction", "dequantize",
+                    "ndarrays_to_parameters")
+    for module, names in ((client_mod, ("quantize", "parameters_to_ndarrays", "ndarray_to_bytes")),
+                          (server_workflow, server_names)):
+        missing = [name for name in names if module is not None and not hasattr(module, name)]
+        if missing:
+            raise AttributeError(f"{module.__name__} has no {', '.join(missing)}: Flower changed; "
+                                 "check common/secagg/transport.py")
     if client_mod is not None:
+        client_mod.quantize = stochastic_quantize
+        client_mod.parameters_to_ndarrays = load_ndarrays
         original_send = client_mod.ndarray_to_bytes
         if not getattr(original_send, "sarcofed_compact", False):
 
@@ -48,11 +123,9 @@ def compact_masked_transport(client_mod: ModuleType | None = None, server_workfl
             send.sarcofed_compact = True  # type: ignore[attr-defined]
             client_mod.ndarray_to_bytes = send
     if server_workflow is not None:
-        original_receive = server_workflow.bytes_to_ndarray
-        if not getattr(original_receive, "sarcofed_compact", False):
-
-            def receive(data: bytes) -> np.ndarray:
-                return widen_masked(original_receive(data))
-
-            receive.sarcofed_compact = True  # type: ignore[attr-defined]
-            server_workflow.bytes_to_ndarray = receive
+        server_workflow.bytes_to_ndarray = load_ndarray
+        server_workflow.parameters_addition = exact_addition
+        server_workflow.parameters_subtraction = exact_subtraction
+        server_workflow.dequantize = dequantize
+        if not getattr(server_workflow.ndarrays_to_parameters, "sarcofed_compact", False):
+            server_workflow.ndarrays_to_parameters = compact_float(server_workflow.ndarrays_to_parameters)

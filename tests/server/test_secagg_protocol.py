@@ -133,9 +133,31 @@ def test_masks_use_every_bit_of_the_secret_and_match_client_and_server() -> None
     assert not np.array_equal(mask_arrays(a, 2**32, [(8,)])[0], mask_arrays(b, 2**32, [(8,)])[0])
 
 
-@pytest.mark.parametrize("num_range", [2**16, 2**32])
+@pytest.mark.parametrize("num_range", [2**16, 2**32, 10**6])
 def test_mask_values_are_uniform_in_range(num_range: int) -> None:
     m = mask_arrays(b"k" * 32, num_range, [(20000,), ()])
-    assert m[1].shape == () and m[0].dtype == np.int64
+    # uint32 for a power-of-two modulus up to 2**32 (wrap-around arithmetic stays exact), else Flower's int64.
+    assert m[1].shape == () and m[0].dtype == (np.uint32 if num_range in (2**16, 2**32) else np.int64)
     assert m[0].min() >= 0 and m[0].max() < num_range
     assert abs(m[0].mean() / num_range - 0.5) < 0.02
+
+
+def test_uint32_masks_cancel_modulo_the_modulus() -> None:
+    # Flower's arithmetic on the site (x + private + pairwise, & (mod - 1)) and on the server
+    # (sum of sites - masks, & (mod - 1)) with uint32 operands gives back the plain sum.
+    mod = 2**32
+    rng = np.random.default_rng(3)
+    x = [rng.integers(0, 2**22, 1000, dtype=np.int64) for _ in range(3)]
+    private = [mask_arrays(bytes([i]) * 32, mod, [(1000,)])[0] for i in range(3)]
+    pair = {(0, 1): b"a" * 32, (0, 2): b"b" * 32, (1, 2): b"c" * 32}
+    sent = []
+    for i in range(3):
+        v = x[i].astype(np.uint32) + private[i]
+        for (a, b), key in pair.items():
+            if i in (a, b):
+                pm = mask_arrays(key, mod, [(1000,)])[0]
+                v = v + pm if i == max(a, b) else v - pm
+        assert v.dtype == np.uint32
+        sent.append(v & (mod - 1))
+    total = (sent[0].astype(np.int64) + sent[1] + sent[2] - private[0] - private[1] - private[2]) & (mod - 1)
+    assert np.array_equal(total, x[0] + x[1] + x[2])

@@ -1,0 +1,62 @@
+"""The vectorised SecAgg+ quantiser rounds like Flower's: to a neighbouring integer, unbiased, in range."""
+
+import numpy as np
+import pytest
+from flwr.common.secure_aggregation.quantization import quantize as flower_quantize
+
+from common.secagg.quantize import stochastic_quantize
+
+CLIP, Q = 0.5, 4194304
+
+
+def _exact(x: np.ndarray, clip: float, q: int) -> np.ndarray:
+    return (np.clip(x.astype(np.float64), -clip, clip) + clip) * (q / (2 * clip))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("target_range", [Q, 1001])
+def test_values_are_a_neighbouring_integer_in_range(dtype, target_range: int) -> None:
+    rng = np.random.default_rng(0)
+    x = [rng.normal(0, 0.2, (300, 7)).astype(dtype), np.array(0.3, dtype=dtype),
+         np.array([-9.0, 9.0, -CLIP, CLIP], dtype)]
+    got = stochastic_quantize(x, CLIP, target_range, rng=np.random.default_rng(1))
+    for g, a in zip(got, x, strict=True):
+        assert g.dtype == np.uint32 and g.shape == a.shape
+        exact = _exact(a, CLIP, target_range)
+        # float32 input: the scaled value carries float32 rounding (as in Flower's own float32 path).
+        slack = 1e-6 * target_range if dtype == np.float32 else 1e-9
+        assert np.all(g >= np.floor(exact - slack)) and np.all(g <= np.ceil(exact + slack))
+        assert g.min() >= 0 and g.max() <= target_range
+    assert list(got[2]) == [0, target_range, 0, target_range]
+
+
+def test_rounding_is_unbiased_like_flowers() -> None:
+    # 0.3 of the way between two quantisation levels: both quantisers round up 30% of the time.
+    step = 2 * CLIP / Q
+    x = np.full(400_000, 1e-3 + 0.3 * step - (1e-3 % step), dtype=np.float64)
+    exact = _exact(x, CLIP, Q)[0]
+    ours = stochastic_quantize([x], CLIP, Q, rng=np.random.default_rng(2))[0].astype(np.float64)
+    np.random.seed(2)
+    theirs = flower_quantize([x], CLIP, Q)[0].astype(np.float64)
+    for got in (ours, theirs):
+        assert set(np.unique(got)) <= {np.floor(exact), np.ceil(exact)}
+        assert abs(got.mean() - exact) < 0.005
+
+
+def test_float32_deltas_quantise_without_bias() -> None:
+    # Typical weight deltas: the mean of the dequantised values matches the mean of the deltas.
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1e-3, 1_000_000).astype(np.float32)
+    q = stochastic_quantize([x], CLIP, Q, rng=np.random.default_rng(5))[0].astype(np.float64)
+    back = q * (2 * CLIP / Q) - CLIP
+    step = 2 * CLIP / Q
+    assert np.max(np.abs(back - x)) <= step * (1 + 1e-3)
+    assert abs(np.mean(back - x)) < 0.01 * step
+
+
+def test_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="clipping_range"):
+        stochastic_quantize([np.zeros(2)], 0.0, Q)
+    with pytest.raises(ValueError, match="target_range"):
+        stochastic_quantize([np.zeros(2)], CLIP, 2**32)
+
