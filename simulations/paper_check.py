@@ -119,15 +119,9 @@ def _seg_step(key: str, label: str, model: Any, preset: Any, rows: pd.DataFrame,
     Returns the report row and the per-patient table of ``evaluate_cases``.
     """
     from common.clinical import get_cutoff
-    from common.train.data import SliceDataset
     from common.train.evaluate import evaluate_cases
-    from common.train.loops import train_phase
 
-    t0 = time.perf_counter()
-    data = SliceDataset(rows, preset, "seg", augment=True, seed=seed)
-    load_s = time.perf_counter() - t0
-    result = {**train_phase(model, "seg", data, epochs=epochs, seed=seed, progress=progress), "load_s": load_s}
-    train_s = time.perf_counter() - t0
+    data, result, train_s = _timed_training(model, "seg", preset, rows, epochs, seed, progress)
     t1 = time.perf_counter()
     per_patient, summary = evaluate_cases(model, preset, manifest, cutoff=CUTOFF, split="holdout", min_cohort=1,
                                           hu_window=True)
@@ -145,18 +139,25 @@ def _seg_step(key: str, label: str, model: Any, preset: Any, rows: pd.DataFrame,
     return step, per_patient
 
 
-def _cls_step(key: str, label: str, model: Any, preset: Any, rows: pd.DataFrame, cts: list, ref: list[object],
-              ids: list[str], epochs: int, seed: int, out: Path, progress: bool) -> Step:
-    """Train ``model`` in phase cls on ``rows``; score P(sarcopenic) >= 0.5 on the holdout CTs against ``ref``."""
+def _timed_training(model: Any, phase: str, preset: Any, rows: pd.DataFrame, epochs: int, seed: int,
+                    progress: bool) -> tuple[Any, dict, float]:
+    """Build the phase's dataset and train on it: (dataset, train_phase result + "load_s", seconds for both)."""
     from common.train.data import SliceDataset
-    from common.train.infer import classify_batch
     from common.train.loops import train_phase
 
     t0 = time.perf_counter()
-    data = SliceDataset(rows, preset, "cls", augment=True, seed=seed)
+    data = SliceDataset(rows, preset, phase, augment=True, seed=seed)
     load_s = time.perf_counter() - t0
-    result = {**train_phase(model, "cls", data, epochs=epochs, seed=seed, progress=progress), "load_s": load_s}
-    train_s = time.perf_counter() - t0
+    result = {**train_phase(model, phase, data, epochs=epochs, seed=seed, progress=progress), "load_s": load_s}
+    return data, result, time.perf_counter() - t0
+
+
+def _cls_step(key: str, label: str, model: Any, preset: Any, rows: pd.DataFrame, cts: list, ref: list[object],
+              ids: list[str], epochs: int, seed: int, out: Path, progress: bool) -> Step:
+    """Train ``model`` in phase cls on ``rows``; score P(sarcopenic) >= 0.5 on the holdout CTs against ``ref``."""
+    from common.train.infer import classify_batch
+
+    data, result, train_s = _timed_training(model, "cls", preset, rows, epochs, seed, progress)
     t1 = time.perf_counter()
     probs = classify_batch(model, cts, preset)
     eval_s = time.perf_counter() - t1

@@ -63,7 +63,7 @@ class UnetrDecoder(nn.Module):
         self.image_path = nn.ModuleList(
             UnetResBlock(2, fs * 2 ** (lvl - 1), fs * 2**lvl, kernel_size=3, stride=2, norm_name="instance")
             for lvl in range(1, levels)
-        ) if getattr(preset, "image_skips", False) else None
+        ) if preset.image_skips else None
         self.out = UnetOutBlock(2, fs, out_channels)
         # channels_last makes oneDNN's conv backward about 1.7x faster on CPU for these thin layers.
         self.to(memory_format=torch.channels_last)
