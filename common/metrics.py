@@ -321,6 +321,10 @@ def site_summary(per_patient: pd.DataFrame, min_cohort: int = MIN_COHORT) -> dic
         over: for ``sensitivity`` the sarcopenic references, for ``specificity`` the others, for
         ``balanced_accuracy`` the smaller of the two), plus
         ``dice_n_both_empty``, ``suppressed`` (bool) and ``suppressed_metrics`` (list of names).
+        ``sarcopenia_accuracy``, ``sensitivity`` and ``specificity`` judge the verdict from the
+        predicted SMA (``sarcopenic_pred``); ``cls_accuracy``, ``cls_sensitivity``,
+        ``cls_specificity`` judge the image classifier (``cls_prob >= 0.5``) and ``cls_auroc`` its
+        probability, all against ``sarcopenic_ref``, with the same denominators.
     """
     df = per_patient
     out: dict[str, object] = {"n": int(len(df))}
@@ -362,6 +366,8 @@ def site_summary(per_patient: pd.DataFrame, min_cohort: int = MIN_COHORT) -> dic
     cls_verdicts = [None if not math.isfinite(p) else bool(p >= 0.5) for p in probs]
     cls = binary_counts(cls_verdicts, refs)
     out["cls_accuracy"], out["cls_accuracy_n"] = cls.accuracy, cls.n
+    out["cls_sensitivity"], out["cls_sensitivity_n"] = cls.sensitivity, cls.n_pos
+    out["cls_specificity"], out["cls_specificity_n"] = cls.specificity, cls.n_neg
     out["cls_auroc"], out["cls_auroc_n"] = auroc(probs, refs), cls.n
 
     suppressed = _suppress(out, min_cohort)
@@ -385,7 +391,7 @@ def _suppress(summary: dict[str, object], min_cohort: int) -> list[str]:
 # ----------------------------------------------------------------------------- pooling across sites
 _POOLED_MEANS = (
     "dice_mean", "dice_raw_mean", "sma_abs_pct_err_mean", "sma_ref_mean_cm2", "sma_pred_mean_cm2", "muscle_hu_mean",
-    "sarcopenia_accuracy", "sensitivity", "specificity", "cls_accuracy",
+    "sarcopenia_accuracy", "sensitivity", "specificity", "cls_accuracy", "cls_sensitivity", "cls_specificity",
 )
 
 

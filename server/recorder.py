@@ -51,7 +51,7 @@ class Recorder:
             self.folder.record_failure(phase, phase_round, "evaluate", reason)
         pooled = self._write(phase, phase_round, summaries)
         if self._checkpoint is not None:
-            self.folder.offer_best(self._checkpoint, float(pooled.get("dice", math.nan)), phase, phase_round,
+            self.folder.offer_best(self._checkpoint, float(pooled.get("dice_mean", math.nan)), phase, phase_round,
                                    self.global_round)
 
     def _write(self, phase: str, phase_round: int, summaries: list[dict[str, Any]]) -> dict[str, Any]:

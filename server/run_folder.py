@@ -4,6 +4,31 @@ One folder per run, named by start time and preset, under ``run-dir``; ``<run-di
 relative symlink to the newest. ``metrics.csv`` has one row per round x phase x site plus one
 ``site == "pooled"`` row per round, appended as rounds finish so a crashed run keeps what it learned.
 Only aggregates reach this folder: sites send summaries, never per-patient values.
+
+Columns of metrics.csv, in order (``COLUMNS``). The holdout columns carry the names of
+``common.metrics.site_summary`` unchanged; the pooled row holds ``common.metrics.pooled_summary``.
+
+- ``round``, ``phase``, ``global_round``: the round within its phase (1-based), the phase (ssl, seg,
+  cls) and the round counted over all phases.
+- ``site``: the site's name, or ``pooled``.
+- ``n``: holdout patients the site evaluated (pooled: all sites); empty in rounds without evaluation.
+- ``dice_mean``: mean holdout Dice (0-1) of the HU-windowed predicted mask.
+- ``sma_abs_pct_err_mean``: mean |SMA predicted - reference| / reference, in percent.
+- ``sma_bias_cm2``, ``sma_loa_low``, ``sma_loa_high``: Bland-Altman bias of SMA (predicted -
+  reference) and its 95% limits of agreement, all in cm2.
+- ``sarcopenia_accuracy``, ``sensitivity``, ``specificity``: the sarcopenia verdict from the
+  predicted SMA against the reference verdict, as proportions (0-1).
+- ``cls_accuracy``, ``cls_sensitivity``, ``cls_specificity``, ``cls_auroc``: the image classifier
+  (probability >= 0.5 is sarcopenic) against the reference verdict, proportions (0-1); filled after
+  a cls round.
+- ``suppressed_metrics``: the names, comma-separated, that the site (or the pooling) suppressed for
+  resting on fewer than ``common.metrics.MIN_COHORT`` patients.
+- ``n_train``: training slices this round (pooled: their sum); ``loss``: the mean training loss
+  (pooled: weighted by ``n_train``).
+- ``status``: ``ok`` for every row written.
+
+An empty cell is a value not evaluated, suppressed (named in ``suppressed_metrics``) or undefined
+(a sensitivity without a sarcopenic patient, an AUROC with one class).
 """
 
 from __future__ import annotations
@@ -21,11 +46,19 @@ from typing import Any
 from common.metrics import pooled_summary
 
 POOLED = "pooled"
-# The columns of metrics.csv, in order. Units: sma_* in cm2, sma_abs_pct_err in percent.
-COLUMNS: tuple[str, ...] = (
-    "round", "phase", "site", "n", "dice", "sma_abs_pct_err", "sarcopenia_accuracy", "loss",
-    "global_round", "n_train", "sma_bias_cm2", "sma_loa_low_cm2", "sma_loa_high_cm2", "status",
+
+HOLDOUT_METRICS: tuple[str, ...] = (
+    "dice_mean", "sma_abs_pct_err_mean", "sma_bias_cm2", "sma_loa_low", "sma_loa_high",
+    "sarcopenia_accuracy", "sensitivity", "specificity",
+    "cls_accuracy", "cls_sensitivity", "cls_specificity", "cls_auroc",
 )
+"""The site summary's aggregates that metrics.csv keeps, under the summary's own names."""
+
+COLUMNS: tuple[str, ...] = (
+    "round", "phase", "global_round", "site", "n", *HOLDOUT_METRICS, "suppressed_metrics", "n_train", "loss",
+    "status",
+)
+"""The columns of metrics.csv, in order; the module docstring gives their meaning and units."""
 
 
 def _num(value: Any) -> float:
@@ -37,17 +70,25 @@ def _num(value: Any) -> float:
     return out
 
 
+def _names(value: Any) -> str:
+    """``suppressed_metrics`` as one comma-separated cell: a list (``site_summary``) or the string a
+    Flower client sends (the list joined with commas)."""
+    if isinstance(value, str):
+        names = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        names = [str(v) for v in value]
+    else:
+        names = []
+    return ",".join(sorted(name for name in names if name))
+
+
 def csv_row(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics.csv columns of one site (or pooled) summary from ``common.metrics`` (NaN where suppressed)."""
-    return {
-        "n": int(_num(summary.get("n")) if math.isfinite(_num(summary.get("n"))) else 0),
-        "dice": _num(summary.get("dice_mean")),
-        "sma_abs_pct_err": _num(summary.get("sma_abs_pct_err_mean")),
-        "sarcopenia_accuracy": _num(summary.get("sarcopenia_accuracy")),
-        "sma_bias_cm2": _num(summary.get("sma_bias_cm2")),
-        "sma_loa_low_cm2": _num(summary.get("sma_loa_low")),
-        "sma_loa_high_cm2": _num(summary.get("sma_loa_high")),
-    }
+    n = _num(summary.get("n"))
+    row: dict[str, Any] = {"n": int(n) if math.isfinite(n) else 0}
+    row.update({name: _num(summary.get(name)) for name in HOLDOUT_METRICS})
+    row["suppressed_metrics"] = _names(summary.get("suppressed_metrics"))
+    return row
 
 
 def pooled_row(site_summaries: Sequence[Mapping[str, Any]], train: Sequence[tuple[int, float]]) -> dict[str, Any]:
@@ -74,7 +115,7 @@ class RunFolder:
         self.checkpoints = self.path / "checkpoints"
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.metrics_csv = self.path / "metrics.csv"
-        self.best: dict[str, Any] = {"dice": -math.inf}
+        self.best: dict[str, Any] = {"dice_mean": -math.inf}
         self.failures: list[dict[str, Any]] = []
 
     @classmethod
@@ -108,12 +149,12 @@ class RunFolder:
         """Where the global model after one round goes: checkpoints/round-<global>-<phase>-<round>.pt."""
         return self.checkpoints / f"round-{global_round:03d}-{phase}-{phase_round:02d}.pt"
 
-    def offer_best(self, checkpoint: Path, dice: float, phase: str, phase_round: int, global_round: int) -> bool:
-        """Copy ``checkpoint`` to checkpoints/best.pt when its pooled holdout Dice beats the best so far."""
-        if math.isnan(dice) or dice <= self.best["dice"]:
+    def offer_best(self, checkpoint: Path, dice_mean: float, phase: str, phase_round: int, global_round: int) -> bool:
+        """Copy ``checkpoint`` to checkpoints/best.pt when its pooled holdout ``dice_mean`` beats the best so far."""
+        if math.isnan(dice_mean) or dice_mean <= self.best["dice_mean"]:
             return False
         shutil.copyfile(checkpoint, self.checkpoints / "best.pt")
-        self.best = {"dice": dice, "phase": phase, "round": phase_round, "global_round": global_round,
+        self.best = {"dice_mean": dice_mean, "phase": phase, "round": phase_round, "global_round": global_round,
                      "checkpoint": checkpoint.name}
         return True
 
@@ -124,7 +165,7 @@ class RunFolder:
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         """summary.json: the run's settings, timings, best round, final per-site table and failures."""
         path = self.path / "summary.json"
-        body = {**summary, "best": self.best if math.isfinite(self.best["dice"]) else None, "failures": self.failures}
+        body = {**summary, "best": self.best if math.isfinite(self.best["dice_mean"]) else None, "failures": self.failures}
         path.write_text(json.dumps(_json_safe(body), indent=2, default=str))
         return path
 

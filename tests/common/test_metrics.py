@@ -160,6 +160,41 @@ def test_site_summary_values_and_n():
     assert s["suppressed"] is False and s["suppressed_metrics"] == []
 
 
+def _classifier_table() -> pd.DataFrame:
+    # Reference: 5 sarcopenic, 5 not, 1 unknown; classifier probability thresholded at 0.5 (inclusive).
+    return pd.DataFrame({
+        "sarcopenic_ref": [True] * 5 + [False] * 5 + [None, True],
+        #                  tp   tp   tp   fn   fn    tn   tn   tn   tn    fp   ref?  no prob
+        "cls_prob": [0.9, 0.8, 0.5, 0.4, 0.1, 0.2, 0.3, 0.1, 0.05, 0.6, 0.9, np.nan],
+    })
+
+
+def test_site_summary_classifier_sensitivity_and_specificity_by_hand():
+    s = metrics.site_summary(_classifier_table())
+    assert s["cls_sensitivity"] == pytest.approx(3 / 5) and s["cls_sensitivity_n"] == 5
+    assert s["cls_specificity"] == pytest.approx(4 / 5) and s["cls_specificity_n"] == 5
+    assert s["cls_accuracy"] == pytest.approx(7 / 10) and s["cls_accuracy_n"] == 10
+    assert "cls_sensitivity" not in s["suppressed_metrics"]
+    # Four sarcopenic references left: sensitivity over 4 is hidden, its count kept; specificity stays.
+    fewer = metrics.site_summary(_classifier_table().iloc[1:])
+    assert math.isnan(fewer["cls_sensitivity"]) and fewer["cls_sensitivity_n"] == 4
+    assert "cls_sensitivity" in fewer["suppressed_metrics"]
+    assert fewer["cls_specificity"] == pytest.approx(4 / 5)
+    # No classifier output (a seg round): NaN over 0 patients, not suppressed.
+    seg = metrics.site_summary(_table(10, 5).drop(columns="cls_prob"))
+    assert math.isnan(seg["cls_sensitivity"]) and seg["cls_sensitivity_n"] == 0
+    assert "cls_sensitivity" not in seg["suppressed_metrics"]
+
+
+def test_pooled_summary_classifier_sensitivity_and_specificity():
+    a, b = _classifier_table(), _table(10, 5, seed=6)
+    b.loc[0, "cls_prob"] = 0.2  # one sarcopenic patient missed at site b
+    pooled = metrics.pooled_summary([metrics.site_summary(a), metrics.site_summary(b)])
+    # a: 3/5 sarcopenic found, 4/5 others cleared; b: 4/5 and 5/5.
+    assert pooled["cls_sensitivity"] == pytest.approx((3 + 4) / 10) and pooled["cls_sensitivity_n"] == 10
+    assert pooled["cls_specificity"] == pytest.approx((4 + 5) / 10) and pooled["cls_specificity_n"] == 10
+
+
 def test_site_summary_suppresses_below_five():
     small = metrics.site_summary(_table(4, 2))
     assert small["n"] == 4 and small["dice_mean_n"] == 4

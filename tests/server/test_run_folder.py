@@ -1,14 +1,27 @@
-"""Run folder: pooled rows weighted by n, suppressed sites left out, best checkpoint, latest link, report."""
+"""Run folder: pooled rows weighted by n, suppressed sites left out, best checkpoint, latest link, report,
+and metrics.csv under the names of the site summary."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
+import pytest
 
+from common.metrics import pooled_summary, site_summary
+from server.recorder import Recorder
 from server.report import write_report
 from server.run_folder import RunFolder, pooled_row
+
+SUMMARY_NAMES = [
+    "n", "dice_mean", "sma_abs_pct_err_mean", "sma_bias_cm2", "sma_loa_low", "sma_loa_high",
+    "sarcopenia_accuracy", "sensitivity", "specificity", "cls_accuracy", "cls_sensitivity", "cls_specificity",
+    "cls_auroc",
+]
 
 
 def _summary(n: int, dice: float, bias: float, sd: float) -> dict:
@@ -21,10 +34,70 @@ def _summary(n: int, dice: float, bias: float, sd: float) -> dict:
 def test_pooled_row_weights_by_n_and_skips_suppressed() -> None:
     small = {"n": 3, "dice_mean": math.nan, "dice_mean_n": 3}  # suppressed at the site (< 5 patients)
     row = pooled_row([_summary(10, 0.9, 1.0, 2.0), _summary(30, 0.8, -1.0, 2.0), small], [(40, 1.0), (120, 2.0)])
-    assert math.isclose(row["dice"], (10 * 0.9 + 30 * 0.8) / 40)
+    assert math.isclose(row["dice_mean"], (10 * 0.9 + 30 * 0.8) / 40)
     assert math.isclose(row["sma_bias_cm2"], (10 * 1.0 - 30 * 1.0) / 40)
-    assert row["sma_loa_high_cm2"] - row["sma_loa_low_cm2"] > 2 * 1.96 * 2.0  # between-site spread widens limits
+    assert row["sma_loa_high"] - row["sma_loa_low"] > 2 * 1.96 * 2.0  # between-site spread widens limits
     assert math.isclose(row["loss"], (40 * 1.0 + 120 * 2.0) / 160) and row["n_train"] == 160
+
+
+def _holdout(n: int, n_pos: int, seed: int, classifier: bool) -> pd.DataFrame:
+    """A site's per-patient holdout table as common.train.evaluate writes it."""
+    rng = np.random.default_rng(seed)
+    ref = rng.uniform(90, 180, n)
+    pred = ref + rng.normal(2, 3, n)
+    sarc = np.array([True] * n_pos + [False] * (n - n_pos))
+    table = pd.DataFrame({"dice": rng.uniform(0.85, 0.95, n), "sma_ref_cm2": ref, "sma_pred_cm2": pred,
+                          "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
+                          "sarcopenic_ref": sarc, "sarcopenic_pred": sarc})
+    if classifier:
+        table["cls_prob"] = np.where(sarc, 0.7, 0.2)
+        table.loc[0, "cls_prob"] = 0.3  # one sarcopenic patient missed by the classifier
+    return table
+
+
+def _as_sent(summary: dict, site: str) -> dict:
+    """A site summary as the server receives it: the list of suppressed names joined with commas."""
+    return {**summary, "suppressed_metrics": ",".join(summary["suppressed_metrics"]), "site": site}
+
+
+def test_metrics_csv_carries_the_site_summary_names(tmp_path, monkeypatch) -> None:
+    # The recorder loads each round's arrays into the model; no model is needed to check the rows.
+    monkeypatch.setitem(sys.modules, "common.models.sarco", SimpleNamespace(set_weights=lambda *args: None))
+    folder = RunFolder(tmp_path / "run")
+    recorder = Recorder(folder, model=None, save_checkpoint=lambda model, path, phase, r: path.write_bytes(phase.encode()))
+    fits = [{"site": "a", "n_train": 40, "loss": 1.0}, {"site": "b", "n_train": 20, "loss": 2.0}]
+    recorder.after_fit("ssl", 1, [], fits, [])
+    evaluated = {}
+    for phase, classifier in (("seg", False), ("cls", True)):
+        # Site b has 6 patients, 2 of them sarcopenic: its sensitivities rest on 2 patients and are suppressed.
+        a, b = site_summary(_holdout(10, 5, 1, classifier)), site_summary(_holdout(6, 2, 2, classifier))
+        evaluated[phase] = {"a": a, "b": b, "pooled": pooled_summary([a, b])}
+        recorder.after_fit(phase, 1, [], fits, [])
+        recorder.after_evaluate(phase, 1, [_as_sent(a, "a"), _as_sent(b, "b")], [])
+
+    metrics = pd.read_csv(folder.metrics_csv)
+
+    assert list(metrics.columns) == ["round", "phase", "global_round", "site", *SUMMARY_NAMES,
+                                     "suppressed_metrics", "n_train", "loss", "status"]
+    assert len(metrics) == 9 and metrics["phase"].tolist() == ["ssl"] * 3 + ["seg"] * 3 + ["cls"] * 3
+    ssl = metrics[metrics["phase"] == "ssl"]
+    assert ssl[SUMMARY_NAMES].isna().all().all() and ssl["loss"].notna().all()
+    for phase, by_site in evaluated.items():
+        rows = metrics[metrics["phase"] == phase].set_index("site")
+        for site, summary in by_site.items():
+            for name in SUMMARY_NAMES:
+                got, want = rows.loc[site, name], float(summary[name])
+                assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want), (phase, site, name)
+    seg, cls = metrics[metrics["phase"] == "seg"].set_index("site"), metrics[metrics["phase"] == "cls"].set_index("site")
+    assert seg[["cls_accuracy", "cls_sensitivity", "cls_specificity", "cls_auroc"]].isna().all().all()
+    assert cls.loc["a", "cls_sensitivity"] == pytest.approx(4 / 5) and cls.loc["a", "cls_specificity"] == 1.0
+    assert math.isnan(cls.loc["b", "cls_sensitivity"])
+    assert {"sensitivity", "cls_sensitivity"} <= set(cls.loc["b", "suppressed_metrics"].split(","))
+    assert cls.loc["pooled", "n"] == 16 and cls.loc["pooled", "cls_sensitivity"] == pytest.approx(4 / 5)
+    assert metrics["n"].dropna().map(float.is_integer).all()
+    best = max(("seg", "cls"), key=lambda p: evaluated[p]["pooled"]["dice_mean"])
+    assert folder.best["dice_mean"] == pytest.approx(evaluated[best]["pooled"]["dice_mean"])
+    assert (folder.checkpoints / "best.pt").read_bytes() == best.encode()
 
 
 def test_folder_latest_best_and_report(tmp_path) -> None:
@@ -33,15 +106,17 @@ def test_folder_latest_best_and_report(tmp_path) -> None:
     for r, dice in enumerate([0.5, 0.7, 0.6], start=1):
         ckpt = folder.checkpoint_path(r, "seg", r)
         ckpt.write_bytes(f"weights {r}".encode())
-        rows = [{"site": "a", "n": 5, "dice": dice, "sma_bias_cm2": 1.0, "sma_loa_low_cm2": -2.0, "sma_loa_high_cm2": 4.0},
-                {"site": "pooled", "n": 5, "dice": dice, "sma_bias_cm2": 1.0, "sma_loa_low_cm2": -2.0, "sma_loa_high_cm2": 4.0}]
+        rows = [{"site": "a", "n": 5, "dice_mean": dice, "sma_bias_cm2": 1.0, "sma_loa_low": -2.0, "sma_loa_high": 4.0},
+                {"site": "pooled", "n": 5, "dice_mean": dice, "sma_bias_cm2": 1.0, "sma_loa_low": -2.0,
+                 "sma_loa_high": 4.0}]
         folder.append_rows([{**row, "round": r, "phase": "seg", "global_round": r, "status": "ok"} for row in rows])
         folder.offer_best(ckpt, dice, "seg", r, r)
     assert (folder.checkpoints / "best.pt").read_bytes() == b"weights 2"
     folder.write_summary({"preset": "tiny", "nan": math.nan})
-    assert json.loads((folder.path / "summary.json").read_text())["nan"] is None
+    written = json.loads((folder.path / "summary.json").read_text())
+    assert written["nan"] is None and written["best"]["dice_mean"] == 0.7
     write_report(folder.path)
     assert (folder.path / "dice_by_round.png").is_file() and (folder.path / "bland_altman.png").is_file()
-    assert "0.6" in (folder.path / "report.md").read_text()
+    assert "0.600" in (folder.path / "report.md").read_text()
     assert len(pd.read_csv(folder.metrics_csv)) == 6
     assert RunFolder.create(tmp_path, "tiny").path != folder.path  # same second: a new folder, latest moves
