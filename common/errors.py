@@ -28,6 +28,18 @@ class MaskGeometryError(InputDataError):
     """A mask does not lie on its image's grid (size, spacing, position or orientation differ)."""
 
 
+class SegUnavailableError(InputDataError):
+    """No DICOM SEG can be made for this image (NIfTI input, blank study/series UIDs ...).
+
+    The SEG is one output among four: ``predict`` records ``reason`` in result.json and keeps the
+    measurement, rather than failing the whole prediction.
+    """
+
+    def __init__(self, reason: str, path: str | Path | None = None) -> None:
+        self.reason = reason
+        super().__init__(reason, path)
+
+
 class ConfigError(SarcoFedError):
     """A setting (preset, cutoff, phase, profile, run config) is unknown or out of range."""
 

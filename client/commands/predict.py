@@ -15,7 +15,7 @@ import typer
 def predict(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="One axial CT slice: a DICOM file (CT Image Storage) or a single-slice NIfTI (.nii/.nii.gz, values in HU).", show_default=False)],
     model: Annotated[Path, typer.Option("--model", "-m", help="Checkpoint (.pt) from `sarcofed train-local` or a federated run, trained at least through the seg phase.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created): result.json, mask.nii.gz, overlay.png, seg.dcm (DICOM input only).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created): result.json, mask.nii.gz (on the input's grid), overlay.png, seg.dcm (DICOM input with study/series UIDs; otherwise result.json says why not).")],
     height_m: Annotated[float | None, typer.Option("--height-m", help="Patient height in metres (default: DICOM (0010,1020) PatientSize). Without it SMI and the verdict are not given.")] = None,
     sex: Annotated[str | None, typer.Option("--sex", help="M or F (default: DICOM (0010,0040) PatientSex). Without it the verdict is not given.")] = None,
     weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Weight in kg (default: DICOM (0010,1030) PatientWeight); only martin2013 uses it (BMI, men).")] = None,
@@ -74,7 +74,8 @@ def _print_table(record: dict, out: Path) -> None:
     if record.get("image_classifier"):
         table.add_row("Image classifier", f"p(sarcopenic) = {record['image_classifier']['probability']:.2f}")
     table.add_row("Model", f"{record['model']['preset']} / {record['model']['phase']}  sha256 {record['model']['sha256'][:12]}")
-    table.add_row("Written", ", ".join(sorted(record["files"].values())) + f"  in {out}")
+    written = sorted(name for name in record["files"].values() if name is not None)
+    table.add_row("Written", ", ".join(written) + f"  in {out}")
     if record["files"].get("seg") is None and record.get("seg_skipped"):
         table.add_row("DICOM SEG", record["seg_skipped"])
     Console().print(table)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # pydicom is imported lazily by the readers; only the type is needed here
+if TYPE_CHECKING:  # pydicom and nibabel are imported lazily by the readers; only the types are needed here
+    import nibabel
     import pydicom
 
 
@@ -139,7 +140,8 @@ class CTSlice:
     ``hu`` is (H, W) float32 Hounsfield units in canonical orientation. Patient values are None when
     unknown (never guessed): sex 'M' | 'F', height in metres, weight in kg, age in years. ``dataset``
     keeps the pydicom Dataset (without pixel data decoded twice) so a DICOM SEG can reference it; it
-    is None for NIfTI input.
+    is None for NIfTI input. ``nifti_header`` keeps a NIfTI input's header (None for DICOM) so a mask
+    can be written on that file's own voxel grid: same shape, same index order, same affine.
     """
 
     hu: np.ndarray
@@ -152,6 +154,7 @@ class CTSlice:
     sop_instance_uid: str | None = None
     series_instance_uid: str | None = None
     dataset: pydicom.Dataset | None = field(default=None, repr=False)
+    nifti_header: nibabel.Nifti1Header | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 2 or tuple(self.hu.shape) != self.geometry.shape:

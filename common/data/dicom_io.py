@@ -12,12 +12,16 @@ import math
 import re
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.clinical import normalise_sex
 from common.data.ctslice import CTSlice, SliceGeometry, geometry_from_axes
 from common.errors import InputDataError
+
+if TYPE_CHECKING:  # nibabel is imported lazily; only the type is needed here
+    from nibabel.nifti1 import Nifti1Header
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -159,10 +163,23 @@ def ct_slice_from_dataset(ds, path: Path | None) -> CTSlice:
         height_m=_positive(ds.get("PatientSize")),
         weight_kg=_positive(ds.get("PatientWeight")),
         age_years=parse_age(ds.get("PatientAge")),
-        sop_instance_uid=str(ds.SOPInstanceUID) if "SOPInstanceUID" in ds else None,
-        series_instance_uid=str(ds.SeriesInstanceUID) if "SeriesInstanceUID" in ds else None,
+        sop_instance_uid=sop_instance_uid(ds),
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "") or "") or None,
         dataset=ds,
     )
+
+
+def sop_instance_uid(ds) -> str | None:
+    """(0008,0018) 'SOP Instance UID', else the file meta's (0002,0003) 'Media Storage SOP Instance UID'.
+
+    Some anonymisers blank the dataset's UID but keep the file meta, which by definition (PS3.10)
+    names the same instance; None when both are blank.
+    """
+    uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+    if not uid:
+        meta = getattr(ds, "file_meta", None)
+        uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "").strip() if meta is not None else ""
+    return uid or None
 
 
 def _positive(value: object) -> float | None:
@@ -189,6 +206,12 @@ def load_nifti_slice(path: Path, what: str = "image") -> tuple[np.ndarray, Slice
 
     Raises InputDataError for an unreadable file or anything but one slice (``what`` names it).
     """
+    data, geometry, _ = _load_nifti(path, what)
+    return data, geometry
+
+
+def _load_nifti(path: Path, what: str) -> tuple[np.ndarray, SliceGeometry, Nifti1Header]:
+    """``load_nifti_slice`` plus the file's header (the mask writer needs the input's exact grid)."""
     import nibabel as nib
 
     try:
@@ -203,14 +226,14 @@ def load_nifti_slice(path: Path, what: str = "image") -> tuple[np.ndarray, Slice
             f"NIfTI {what} has shape {data.shape}, expected one axial slice (X, Y) or (X, Y, 1); "
             "extract the L3 slice first", path,
         )
-    return np.asarray(data), geometry_from_affine(img.affine, data.shape, path)
+    return np.asarray(data), geometry_from_affine(img.affine, data.shape, path), img.header
 
 
 def _read_nifti_slice(path: Path) -> CTSlice:
     """NIfTI with one axial slice, values in HU."""
-    data, geometry = load_nifti_slice(path)
+    data, geometry, header = _load_nifti(path, "image")
     hu = np.ascontiguousarray(geometry.to_canonical(np.asarray(data, dtype=np.float32)))
-    return CTSlice(hu=hu, geometry=geometry, path=path)
+    return CTSlice(hu=hu, geometry=geometry, path=path, nifti_header=header)
 
 
 def geometry_from_affine(affine: np.ndarray, shape: tuple[int, ...], path: str | Path) -> SliceGeometry:

@@ -1,42 +1,101 @@
 """Muscle masks on disk (NIfTI and DICOM SEG) that overlay their CT slice exactly.
 
-A mask is (H, W) uint8 {0, 1} in canonical orientation. On disk, NIfTI masks are written as
-``mask.T[:, :, None]`` with the RAS affine of ``SliceGeometry.nifti_affine`` (so any viewer overlays
-them on the DICOM); reading accepts any axis-aligned layout and checks, with the numbers, that the
-grid is the image's grid: a mask that is off by a flip or a transpose is refused, never silently
-"fixed", because a flipped muscle mask still looks like a muscle mask.
+A mask is (H, W) uint8 {0, 1} in canonical orientation. On disk, the NIfTI mask of a DICOM image is
+written as ``mask.T[:, :, None]`` with the RAS affine of ``SliceGeometry.nifti_affine`` (so any viewer
+overlays it on the DICOM); the mask of a NIfTI image is written on that image's own voxel grid (its
+shape, index order and affine), so that arrays compare voxel for voxel. Reading accepts any
+axis-aligned layout and checks, with the numbers, that the grid is the image's grid: a mask that is
+off by a flip or a transpose is refused, never silently "fixed", because a flipped muscle mask still
+looks like a muscle mask.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.data.ctslice import CTSlice, SliceGeometry, geometry_from_axes
-from common.data.dicom_io import is_nifti, load_nifti_slice, read_dataset
+from common.data.dicom_io import geometry_from_affine, is_nifti, load_nifti_slice, read_dataset
 from common.errors import InputDataError, MaskGeometryError
+
+if TYPE_CHECKING:  # nibabel is imported lazily; only the type is needed here
+    from nibabel.nifti1 import Nifti1Header, Nifti1Image
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 SPACING_TOL_MM = 1e-3
 POSITION_TOL_PX = 0.1
 
 
-def write_mask_nifti(path: str | Path, mask: np.ndarray, geometry: SliceGeometry) -> Path:
-    """Write a canonical (H, W) mask as .nii.gz (uint8, stored as ``mask.T[:, :, None]``)."""
+def write_mask_nifti(
+    path: str | Path,
+    mask: np.ndarray,
+    geometry: SliceGeometry,
+    *,
+    source_header: Nifti1Header | None = None,
+) -> Path:
+    """Write a canonical (H, W) mask as .nii.gz (uint8 {0, 1}).
+
+    Parameters
+    ----------
+    mask : (H, W) array
+        Canonical mask on ``geometry``'s grid; nonzero is muscle.
+    geometry : SliceGeometry
+        The image's canonical grid.
+    source_header : nibabel NIfTI header, optional (default: None)
+        The header of the NIfTI image the mask was drawn on (``CTSlice.nifti_header``). With it, the
+        mask is written on that file's own voxel grid: its shape ((X, Y) or (X, Y, 1)), index order,
+        affine, qform/sform and units, so voxel [i, j] of the mask is voxel [i, j] of the image and
+        tools that assume the image's affine read the mask right. Without it, the mask is stored as
+        ``mask.T[:, :, None]`` under ``geometry.nifti_affine()`` (what a DICOM image gets).
+
+    Raises
+    ------
+    MaskGeometryError
+        When ``source_header`` describes another grid than ``geometry``.
+    """
     import nibabel as nib
 
     mask = np.asarray(mask)
     if mask.shape != geometry.shape:
         raise ValueError(f"mask is {mask.shape}, geometry says {geometry.shape}")
+    binary = (mask > 0).astype(np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(np.ascontiguousarray((mask > 0).astype(np.uint8).T[:, :, None]), geometry.nifti_affine())
-    img.header.set_xyzt_units("mm")
-    img.set_qform(geometry.nifti_affine(), code=1)  # scanner-based coordinates
-    img.set_sform(geometry.nifti_affine(), code=1)
+    if source_header is not None:
+        img = _on_source_grid(binary, geometry, source_header, path)
+    else:
+        img = nib.Nifti1Image(np.ascontiguousarray(binary.T[:, :, None]), geometry.nifti_affine())
+        img.header.set_xyzt_units("mm")
+        img.set_qform(geometry.nifti_affine(), code=1)  # scanner-based coordinates
+        img.set_sform(geometry.nifti_affine(), code=1)
     nib.save(img, str(path))
     return path
+
+
+def _on_source_grid(
+    binary: np.ndarray, geometry: SliceGeometry, source_header: Nifti1Header, path: Path,
+) -> Nifti1Image:
+    """A NIfTI image of ``binary`` in the source file's stored layout, under a copy of its header.
+
+    The header is copied rather than rebuilt from ``geometry`` so that the affine comes back bit for
+    bit (a NIfTI-2 header stays NIfTI-2: its float64 affine would not survive a NIfTI-1 header), and
+    qform/sform codes and units stay the source's; only what describes the values changes.
+    """
+    import nibabel as nib
+
+    shape = tuple(int(n) for n in source_header.get_data_shape())
+    source_geometry = geometry_from_affine(source_header.get_best_affine(), shape[:2], path)
+    check_same_grid(source_geometry, geometry, path, None)
+    header = source_header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1.0, 0.0)
+    header["cal_min"], header["cal_max"] = 0, 1
+    header["descrip"] = b"SarcoFed skeletal muscle mask"
+    stored = np.ascontiguousarray(source_geometry.to_stored(binary)).reshape(shape)
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    return image_class(stored, None, header)
 
 
 def read_mask(path: str | Path, ct: CTSlice) -> np.ndarray:

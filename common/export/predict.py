@@ -1,9 +1,12 @@
 """Everything `sarcofed predict` does for one slice, as a library call: read, segment, measure, write.
 
-Outputs (all in ``out_dir``): ``mask.nii.gz`` on the input's own grid (NIfTI affine from the CT's
-geometry, so any viewer overlays it), ``overlay.png``, ``seg.dcm`` (DICOM input only) and
-``result.json``. Height, sex and weight given by the caller win over the DICOM header; anything still
-unknown leaves SMI and the verdict null with the reason, never a guess.
+Outputs (all in ``out_dir``): ``mask.nii.gz`` on the input's own grid (for a NIfTI input its very
+voxel grid: shape, index order and affine; for DICOM an affine from the CT's geometry, so any viewer
+overlays it), ``overlay.png``, ``seg.dcm`` and ``result.json``. ``seg.dcm`` needs a DICOM input whose
+study, series and frame of reference UIDs are there; otherwise ``files.seg`` is null and
+``seg_skipped`` says why, and the measurement stands. Height, sex and weight given by the caller win
+over the DICOM header; anything still unknown leaves SMI and the verdict null with the reason, never
+a guess.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def predict_slice(
 
     from common.data.dicom_io import read_ct_slice
     from common.data.mask_io import write_mask_nifti
+    from common.errors import SegUnavailableError
     from common.export.dicom_seg import write_muscle_seg
     from common.export.overlay import write_overlay_png
 
@@ -127,12 +131,12 @@ def predict_slice(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str | None] = {}
-    write_mask_nifti(out_dir / "mask.nii.gz", mask, ct.geometry)
+    write_mask_nifti(out_dir / "mask.nii.gz", mask, ct.geometry, source_header=ct.nifti_header)
     files["mask"] = "mask.nii.gz"
     write_overlay_png(out_dir / "overlay.png", ct.hu, mask, ct.spacing_mm, _overlay_lines(record),
                       title=f"SarcoFed {preset.name}: {input_path.name}")
     files["overlay"] = "overlay.png"
-    if ct.dataset is not None:
+    try:
         write_muscle_seg(
             out_dir / "seg.dcm", mask, ct,
             model_name=f"SarcoFed {preset.name} {phase or ''}".strip(),
@@ -140,9 +144,11 @@ def predict_slice(
             parameters={"preset": preset.name, "phase": str(phase), "model_sha256": sha, "cutoff": cutoff.name},
         )
         files["seg"] = "seg.dcm"
-    else:
+    except SegUnavailableError as skipped:
         files["seg"] = None
-        record["seg_skipped"] = "input is NIfTI: a DICOM SEG must reference a DICOM image, so none was written"
+        # A seg.dcm left by an earlier run into this folder would contradict this result.json.
+        (out_dir / "seg.dcm").unlink(missing_ok=True)
+        record["seg_skipped"] = skipped.reason
     files["result"] = "result.json"
     record["files"] = files
     record["versions"] = versions()

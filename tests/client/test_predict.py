@@ -41,12 +41,25 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     write_ct_dicom(root / "bottom.dcm", case.hu, case.spacing_mm, rows_bottom_up=True, **meta)
     nib.save(nib.Nifti1Image(case.hu.T[:, :, None].astype(np.float32), top.geometry.nifti_affine()),
              str(root / "slice.nii.gz"))
+    # The same slice as most NIfTI tools write it (RAS+): voxel i runs toward the patient's right, j
+    # toward anterior, so data[i, j] = canonical[H-1-j, W-1-i] and voxel [0, 0] is canonical [H-1, W-1].
+    (dr, dc), (ox, oy, oz), (h, w) = top.spacing_mm, top.geometry.origin, top.shape
+    ras_affine = np.array([[dc, 0, 0, -(ox + (w - 1) * dc)], [0, dr, 0, -(oy + (h - 1) * dr)],
+                           [0, 0, 2.5, oz], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(top.hu[::-1, ::-1].T[:, :, None].astype(np.float32), ras_affine),
+             str(root / "slice_ras.nii.gz"))
     no_height = dict(meta, height_m=None)
     write_ct_dicom(root / "noheight.dcm", case.hu, case.spacing_mm, **no_height)
     torch.manual_seed(0)
     save_checkpoint(root / "tiny.pt", SarcoModel(get_preset("tiny")), phase="seg")
     return {"top": root / "top.dcm", "bottom": root / "bottom.dcm", "nifti": root / "slice.nii.gz",
-            "noheight": root / "noheight.dcm", "model": root / "tiny.pt", "root": root}
+            "nifti_ras": root / "slice_ras.nii.gz", "noheight": root / "noheight.dcm", "model": root / "tiny.pt",
+            "root": root}
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sarcofed", "predict", *map(str, args)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
 
 
 def test_cli_writes_all_outputs(inputs, tmp_path):
@@ -136,3 +149,55 @@ def test_missing_height_reports_sma_but_no_verdict(inputs, tmp_path):
     assert given["smi_cm2_m2"] == pytest.approx(given["sma_cm2"] / 1.8**2, abs=1e-3)
     assert given["patient"]["source"]["height_m"] == "command line"
     assert given["sarcopenic"] is not None
+
+
+def test_cli_on_ras_nifti_prints_table_and_writes_mask_on_its_grid(inputs, tmp_path):
+    out = tmp_path / "out"
+    run = run_cli(inputs["nifti_ras"], "--model", inputs["model"], "--out", out, "--height-m", "1.7", "--sex", "F")
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    assert "SMA" in run.stdout and "mask.nii.gz" in run.stdout and "seg.dcm" not in run.stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["files"]["seg"] is None and "NIfTI" in result["seg_skipped"]
+    source, written = nib.load(str(inputs["nifti_ras"])), nib.load(str(out / "mask.nii.gz"))
+    assert written.shape == source.shape
+    assert np.array_equal(written.affine, source.affine)
+    # Voxel [i, j] of the mask is voxel [i, j] of the image: every mask voxel lies on input HU in the
+    # muscle window, and the same mask mirrored (the LPS order) would not.
+    mask, hu = np.asarray(written.dataobj)[:, :, 0], np.asarray(source.dataobj)[:, :, 0]
+    assert mask.sum() == result["muscle_pixels"] > 0
+    assert np.all((hu[mask > 0] >= -29) & (hu[mask > 0] <= 150))
+    mirrored = mask[::-1, ::-1]
+    assert not np.all((hu[mirrored > 0] >= -29) & (hu[mirrored > 0] <= 150))
+
+
+def _ct_small_anonymised(tmp_path) -> Path:
+    """pydicom's real CT_small.dcm with blank Study, Series and SOP Class UIDs, as anonymised exports come."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID = ds.SeriesInstanceUID = ds.SOPClassUID = ""
+    path = tmp_path / "anonymised.dcm"
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_cli_on_dicom_with_blank_uids_measures_and_says_why_no_seg(inputs, tmp_path, fmt):
+    source = _ct_small_anonymised(tmp_path)
+    out = tmp_path / "out"
+    run = run_cli(source, "--model", inputs["model"], "--out", out, "--format", fmt)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["input"]["format"] == "dicom" and result["sma_cm2"] >= 0
+    assert result["files"] == {"mask": "mask.nii.gz", "overlay": "overlay.png", "seg": None, "result": "result.json"}
+    assert "(0020,000D) 'Study Instance UID'" in result["seg_skipped"]
+    assert "(0020,000E) 'Series Instance UID'" in result["seg_skipped"]
+    assert not (out / "seg.dcm").exists()
+    assert (out / "mask.nii.gz").is_file() and (out / "overlay.png").is_file()
+    if fmt == "json":
+        assert json.loads(run.stdout) == result
+    else:
+        assert "DICOM SEG" in run.stdout and "(0020,000D)" in run.stdout

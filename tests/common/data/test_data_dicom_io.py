@@ -9,7 +9,7 @@ from pydicom.data import get_testdata_file
 
 from common.clinical import FAT_HU_RANGE, MUSCLE_HU_RANGE
 from common.data.ctslice import SliceGeometry
-from common.data.dicom_io import parse_age, read_ct_slice, write_ct_dicom
+from common.data.dicom_io import ct_slice_from_dataset, parse_age, read_ct_slice, write_ct_dicom
 from common.errors import InputDataError
 
 _BODY: list = []
@@ -185,3 +185,15 @@ def test_read_is_fast(abdomen_bottom_up, tmp_path):
     for _ in range(20):
         read_ct_slice(tmp_path / "ct.dcm")
     assert (time.perf_counter() - start) / 20 < 0.05
+
+
+def test_blank_sop_instance_uid_is_read_from_file_meta(tmp_path, ct_small):
+    ds = pydicom.dcmread(ct_small)
+    ds.SOPInstanceUID = ""
+    ds.SeriesInstanceUID = ""
+    ds.save_as(tmp_path / "blank.dcm")
+    ct = read_ct_slice(tmp_path / "blank.dcm")
+    assert ct.sop_instance_uid == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"  # (0002,0003)
+    assert ct.series_instance_uid is None  # blank and nothing repeats it: unknown, not ""
+    del ds.file_meta.MediaStorageSOPInstanceUID
+    assert ct_slice_from_dataset(ds, None).sop_instance_uid is None

@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from common.data.ctslice import SliceGeometry
 from common.data.dicom_io import read_ct_slice, write_ct_dicom
 from common.data.mask_io import read_mask, write_mask_nifti
 from common.export.dicom_seg import write_muscle_seg
@@ -97,3 +98,68 @@ def test_dicom_seg_round_trip_and_reference_check(case, tmp_path, body):
                            height_m=1.8, weight_kg=80, age_years=60, slice_z_mm=33.0)
     with pytest.raises(MaskGeometryError, match="references"):
         read_mask(tmp_path / "m.seg.dcm", other)
+
+
+# A NIfTI CT slice in several index orders, all on one canonical grid: (H, W) = (48, 40), spacing
+# (row 0.8, column 0.7) mm, canonical pixel [0, 0] (anterior-right) at LPS (-15, -20, 33) mm,
+# 2.5 mm thick. Each case gives the stored array as an index expression on the canonical (H, W)
+# array and the RAS affine worked out by hand (RAS x, y = -LPS x, y; canonical rows run posterior,
+# columns toward the patient's left).
+H, W, DR, DC, OX, OY, OZ, THICK = 48, 40, 0.8, 0.7, -15.0, -20.0, 33.0, 2.5
+LEFT_X = OX + (W - 1) * DC  # LPS x of the most patient-left column
+POSTERIOR_Y = OY + (H - 1) * DR  # LPS y of the most posterior row
+LAYOUTS = {
+    # i toward patient right, j toward anterior: data[i, j] = canonical[H-1-j, W-1-i].
+    "RAS": (lambda c: c[::-1, ::-1].T, [[DC, 0, 0, -LEFT_X], [0, DR, 0, -POSTERIOR_Y], [0, 0, THICK, OZ]]),
+    # i toward patient left, j toward anterior: data[i, j] = canonical[H-1-j, i].
+    "LAS": (lambda c: c[::-1, :].T, [[-DC, 0, 0, -OX], [0, DR, 0, -POSTERIOR_Y], [0, 0, THICK, OZ]]),
+    # i toward patient left, j toward posterior: data[i, j] = canonical[j, i] (the DICOM-style layout).
+    "LPS": (lambda c: c.T, [[-DC, 0, 0, -OX], [0, -DR, 0, -OY], [0, 0, THICK, OZ]]),
+    # i toward posterior, j toward patient right: data[i, j] = canonical[i, W-1-j] (axes swapped).
+    "PRS": (lambda c: c[:, ::-1], [[0, DC, 0, -LEFT_X], [-DR, 0, 0, -OY], [0, 0, THICK, OZ]]),
+}
+
+
+def _nifti_slice(path, body, layout: str, *, two_d: bool = False, nifti2: bool = False):
+    """Write the body phantom as a NIfTI slice in ``layout``; return (canonical hu, canonical mask, stored hu)."""
+    hu, mask = body(H, W)
+    to_stored, rows = LAYOUTS[layout]
+    stored = np.ascontiguousarray(to_stored(hu))
+    affine = np.vstack([np.array(rows, float), [0, 0, 0, 1]])
+    image_class = nib.Nifti2Image if nifti2 else nib.Nifti1Image
+    nib.save(image_class(stored if two_d else stored[:, :, None], affine), str(path))
+    return hu, mask, stored
+
+
+@pytest.mark.parametrize(
+    ("layout", "two_d", "nifti2"),
+    [("RAS", False, False), ("RAS", True, False), ("LAS", False, False), ("LPS", False, False),
+     ("PRS", False, False), ("RAS", False, True)],
+    ids=["RAS", "RAS-2d", "LAS", "LPS", "PRS-transposed", "RAS-nifti2"],
+)
+def test_mask_of_nifti_image_is_on_its_voxel_grid(tmp_path, body, layout, two_d, nifti2):
+    """Same shape, bit-identical affine, and mask voxel [i, j] is image voxel [i, j]."""
+    hu, mask, stored_hu = _nifti_slice(tmp_path / "ct.nii.gz", body, layout, two_d=two_d, nifti2=nifti2)
+    ct = read_ct_slice(tmp_path / "ct.nii.gz")
+    np.testing.assert_array_equal(ct.hu, hu)  # the reader puts every layout on one canonical grid
+
+    write_mask_nifti(tmp_path / "mask.nii.gz", mask, ct.geometry, source_header=ct.nifti_header)
+
+    source, written = nib.load(str(tmp_path / "ct.nii.gz")), nib.load(str(tmp_path / "mask.nii.gz"))
+    assert written.shape == source.shape
+    assert np.array_equal(written.affine, source.affine)
+    assert written.get_data_dtype() == np.uint8 and type(written) is type(source)
+    data = np.asarray(written.dataobj)
+    np.testing.assert_array_equal(data.reshape(stored_hu.shape), LAYOUTS[layout][0](mask))
+    under = stored_hu[data.reshape(stored_hu.shape) > 0]  # the phantom's muscle: 45 HU + 0.25 HU per column
+    assert under.size == mask.sum() and np.all((under >= 45) & (under < 56))
+    assert np.array_equal(read_mask(tmp_path / "mask.nii.gz", ct), mask)
+
+
+def test_mask_for_another_nifti_grid_is_refused(tmp_path, body):
+    _nifti_slice(tmp_path / "ct.nii.gz", body, "RAS")
+    ct = read_ct_slice(tmp_path / "ct.nii.gz")
+    shifted = SliceGeometry(ct.geometry.spacing_mm, (OX + 5.0, OY, OZ), ct.geometry.shape)
+    with pytest.raises(MaskGeometryError, match="off by"):
+        write_mask_nifti(tmp_path / "mask.nii.gz", np.zeros(shifted.shape, np.uint8), shifted,
+                         source_header=ct.nifti_header)

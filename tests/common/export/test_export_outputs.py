@@ -14,7 +14,7 @@ from pydicom.sr.codedict import codes
 from common.clinical import get_cutoff
 from common.data.dicom_io import read_ct_slice, write_ct_dicom
 from common.data.mask_io import read_mask
-from common.errors import InputDataError
+from common.errors import SegUnavailableError
 from common.export.dicom_seg import write_muscle_seg
 from common.export.overlay import write_overlay_png
 from common.export.result import file_sha256, measurements, write_result_json
@@ -106,7 +106,7 @@ def test_seg_refuses_nifti_input(tmp_path):
     geo = SliceGeometry((0.8, 0.75), (0.0, 0.0, 0.0), hu.shape)
     nib.save(nib.Nifti1Image(hu.T[:, :, None], geo.nifti_affine()), str(tmp_path / "ct.nii.gz"))
     ct = read_ct_slice(tmp_path / "ct.nii.gz")
-    with pytest.raises(InputDataError, match="DICOM SEG needs a DICOM source"):
+    with pytest.raises(SegUnavailableError, match="NIfTI: a DICOM SEG must reference a DICOM image"):
         write_muscle_seg(tmp_path / "seg.dcm", mask, ct, model_name="x", model_version="y")
 
 
@@ -137,3 +137,51 @@ def test_seg_on_real_bottom_up_jpeg2000_ct(tmp_path):
     frame = seg.get_pixels_by_source_instance([ct.sop_instance_uid], segment_numbers=[1])[0, :, :, 0]
     np.testing.assert_array_equal(frame, mask[::-1, :])  # stored bottom-up
     np.testing.assert_array_equal(read_mask(tmp_path / "seg.dcm", ct), mask)
+
+
+def _ct_small_with_blank(tmp_path, *keywords: str):
+    """pydicom's real CT_small.dcm saved with ``keywords`` emptied, as anonymised exports do."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for keyword in keywords:
+        setattr(ds, keyword, "")
+    path = tmp_path / "blanked.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_seg_takes_blank_sop_uids_from_file_meta(tmp_path):
+    ct = read_ct_slice(_ct_small_with_blank(tmp_path, "SOPClassUID", "SOPInstanceUID"))
+    meta_uid = ct.dataset.file_meta.MediaStorageSOPInstanceUID
+    assert ct.sop_instance_uid == meta_uid
+    mask = ((ct.hu > -29) & (ct.hu < 150)).astype(np.uint8)
+
+    write_muscle_seg(tmp_path / "seg.dcm", mask, ct, model_name="SarcoFed test", model_version="0")
+
+    assert ct.dataset.SOPClassUID == "" and ct.dataset.SOPInstanceUID == ""  # the caller's dataset is untouched
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    reference = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+    assert reference.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage, from (0002,0002)
+    assert reference.ReferencedSOPInstanceUID == meta_uid
+    assert seg.StudyInstanceUID == ct.dataset.StudyInstanceUID
+    frame = seg.get_pixels_by_source_instance([meta_uid], segment_numbers=[1])[0, :, :, 0]
+    np.testing.assert_array_equal(frame, mask)
+    np.testing.assert_array_equal(read_mask(tmp_path / "seg.dcm", ct), mask)
+
+
+@pytest.mark.parametrize(
+    ("blank", "named"),
+    [(("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"), ["(0020,000D)", "(0020,000E)"]),
+     (("FrameOfReferenceUID",), ["(0020,0052)"])],
+    ids=["study-series-sopclass", "frame-of-reference"],
+)
+def test_seg_refused_for_blank_uids_without_second_source(tmp_path, blank, named):
+    ct = read_ct_slice(_ct_small_with_blank(tmp_path, *blank))
+    mask = np.ones(ct.shape, np.uint8)
+    with pytest.raises(SegUnavailableError) as refused:
+        write_muscle_seg(tmp_path / "seg.dcm", mask, ct, model_name="SarcoFed test", model_version="0")
+    assert all(tag in refused.value.reason for tag in named), refused.value.reason
+    assert "(0008,0016)" not in refused.value.reason  # the SOP Class UID came from the file meta
+    assert "blanked.dcm" in str(refused.value)
+    assert not (tmp_path / "seg.dcm").exists()
