@@ -1,4 +1,4 @@
-"""The run plan: the run config (``[tool.flwr.app.config]`` + ``--run-config``) read once into a typed record.
+"""The run plan: what the ServerApp does with the run config (``common.run_config.RunConfig``).
 
 Keys are kebab-case, as Flower's run config is. One run = the phases ssl -> seg -> cls, each for
 ``rounds-<phase>`` rounds (0 skips a phase); ``resume-from`` + ``resume-phase`` + ``resume-round``
@@ -7,11 +7,13 @@ restart after a given round from a checkpoint (the coordinator loses at most one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
+from common.run_config import RunConfig
 
 PHASES: tuple[str, ...] = ("ssl", "seg", "cls")
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
@@ -55,51 +57,51 @@ class RunPlan:
     resume_round: int
 
     @classmethod
-    def from_run_config(cls, run_config: dict[str, Any]) -> RunPlan:
-        """Read and check the run config; a missing key takes the default documented in pyproject.toml.
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> RunPlan:
+        """Read the run config (``common.run_config.RunConfig``: every key present and typed) and check ranges.
 
         Raises
         ------
         ConfigError
-            A value out of range (unknown phase or strategy, negative rounds, resume without a checkpoint).
+            A missing, unknown or mistyped key, or a value out of range (unknown phase or strategy,
+            negative rounds, resume without a checkpoint).
         """
-        get = run_config.get
-        rounds = {p: int(get(f"rounds-{p}", 1)) for p in PHASES}
-        epochs = {p: int(get(f"local-epochs-{p}", 1)) for p in PHASES}
+        config = RunConfig.from_mapping(run_config)
+        rounds = {p: int(getattr(config, f"rounds_{p}")) for p in PHASES}
+        epochs = {p: int(getattr(config, f"local_epochs_{p}")) for p in PHASES}
         if any(r < 0 for r in rounds.values()) or any(e < 1 for e in epochs.values()):
             raise ConfigError(f"run config: rounds-* must be >= 0 and local-epochs-* >= 1, got {rounds} and {epochs}")
-        strategy = str(get("strategy", "fedavg")).lower()
+        strategy = config.strategy.lower()
         if strategy not in STRATEGIES:
             raise ConfigError(f"run config: strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        resume_from = str(get("resume-from", "") or "")
-        resume_phase = str(get("resume-phase", "") or "")
-        resume_round = int(get("resume-round", 0))
-        if resume_from:
-            if resume_phase not in PHASES:
-                raise ConfigError(f"run config: resume-from is set, so resume-phase must be one of {PHASES}, got {resume_phase!r}")
-            if not 0 <= resume_round <= rounds[resume_phase]:
-                raise ConfigError(
-                    f"run config: resume-round {resume_round} is outside 0..rounds-{resume_phase}={rounds[resume_phase]}"
-                )
+        if config.min_sites < 1:
+            raise ConfigError(f"run config: min-sites must be >= 1, got {config.min_sites}")
+        if config.resume_from:
+            if config.resume_phase not in PHASES:
+                raise ConfigError(f"run config: resume-from is set, so resume-phase must be one of {PHASES}, "
+                                  f"got {config.resume_phase!r}")
+            if not 0 <= config.resume_round <= rounds[config.resume_phase]:
+                raise ConfigError(f"run config: resume-round {config.resume_round} is outside "
+                                  f"0..rounds-{config.resume_phase}={rounds[config.resume_phase]}")
         return cls(
-            preset=str(get("preset", "demo")),
+            preset=config.preset,
             rounds=rounds,
             local_epochs=epochs,
             strategy=strategy,
-            proximal_mu=float(get("proximal-mu", 0.01)),
-            secure_aggregation=bool(get("secure-aggregation", True)),
-            secagg_num_shares=get("secagg-num-shares", 1.0),
-            secagg_reconstruction_threshold=get("secagg-reconstruction-threshold", 0.66),
-            secagg_clipping_range=float(get("secagg-clipping-range", 0.5)),
-            secagg_quantization_range=int(get("secagg-quantization-range", 4194304)),
-            secagg_max_weight=float(get("secagg-max-weight", 1000.0)),
-            min_sites=int(get("min-sites", 2)),
-            seed=int(get("seed", 0)),
-            cutoff=str(get("cutoff", "prado2008")),
-            run_dir=Path(str(get("run-dir", "runs"))).expanduser().absolute(),
-            resume_from=Path(resume_from).expanduser().absolute() if resume_from else None,
-            resume_phase=resume_phase,
-            resume_round=resume_round,
+            proximal_mu=config.proximal_mu,
+            secure_aggregation=config.secure_aggregation,
+            secagg_num_shares=config.secagg_num_shares,
+            secagg_reconstruction_threshold=config.secagg_reconstruction_threshold,
+            secagg_clipping_range=config.secagg_clipping_range,
+            secagg_quantization_range=config.secagg_quantization_range,
+            secagg_max_weight=config.secagg_max_weight,
+            min_sites=config.min_sites,
+            seed=config.seed,
+            cutoff=config.cutoff,
+            run_dir=Path(config.run_dir).expanduser().absolute(),
+            resume_from=Path(config.resume_from).expanduser().absolute() if config.resume_from else None,
+            resume_phase=config.resume_phase,
+            resume_round=config.resume_round,
         )
 
     def spans(self) -> list[PhaseSpan]:

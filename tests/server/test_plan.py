@@ -1,4 +1,4 @@
-"""Run config -> RunPlan: defaults, checks, and which rounds a resumed run still has to do."""
+"""Run config -> RunPlan: checks, and which rounds a resumed run still has to do."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import pytest
 
 from common.errors import ConfigError
 from server.plan import RunPlan
+from tests.conftest import app_run_config
 
 
-def test_defaults_and_spans() -> None:
-    plan = RunPlan.from_run_config({"rounds-ssl": 2, "rounds-seg": 3, "rounds-cls": 0})
+def test_spans() -> None:
+    plan = RunPlan.from_run_config(app_run_config(rounds_ssl=2, rounds_seg=3, rounds_cls=0, secure_aggregation=True))
     assert plan.secure_aggregation and plan.strategy == "fedavg"
     assert [(s.phase, s.first_round, s.last_round) for s in plan.spans()] == [("ssl", 1, 2), ("seg", 1, 3)]
 
@@ -23,8 +24,8 @@ def test_defaults_and_spans() -> None:
     ],
 )
 def test_resume_skips_what_the_checkpoint_holds(phase: str, done: int, want: list) -> None:
-    plan = RunPlan.from_run_config({"rounds-ssl": 2, "rounds-seg": 3, "rounds-cls": 1, "resume-from": "/x.pt",
-                                    "resume-phase": phase, "resume-round": done})
+    plan = RunPlan.from_run_config(app_run_config(rounds_ssl=2, rounds_seg=3, rounds_cls=1, resume_from="/x.pt",
+                                                  resume_phase=phase, resume_round=done))
     assert [(s.phase, s.first_round, s.last_round) for s in plan.spans()] == want
 
 
@@ -39,4 +40,4 @@ def test_resume_skips_what_the_checkpoint_holds(phase: str, done: int, want: lis
 )
 def test_bad_config_is_a_config_error(config: dict) -> None:
     with pytest.raises(ConfigError):
-        RunPlan.from_run_config(config)
+        RunPlan.from_run_config(app_run_config(**{k.replace("-", "_"): v for k, v in config.items()}))
