@@ -79,6 +79,12 @@ def superlink_command(pki: PkiPaths, database: Path, *, host: str = "127.0.0.1",
     ]
 
 
+def insecure_superlink_command(port: int, *, host: str = "127.0.0.1") -> list[str]:
+    """`flower-superlink` in plain text with in-memory state: loopback tests of the deployed process model only."""
+    return [_bin("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+            "--host", host, "--port", str(port)]
+
+
 def supernode_command(
     superlink: str,
     ca_cert: Path | None,
@@ -89,11 +95,13 @@ def supernode_command(
     runtime_port: int = SUPERNODE_RUNTIME_PORT,
     insecure: bool = False,
     max_retries: int | None = None,
+    cache_dir: Path | None = None,
     extra_node_config: Mapping[str, str | int | float] | None = None,
 ) -> list[str]:
     """`flower-supernode` for one hospital: trusts only the consortium CA, signs in with its own key.
 
-    DATA_PATH is the site's manifest.csv (``sarcofed ingest`` output or a synthetic site's manifest).
+    DATA_PATH is the site's manifest.csv (``sarcofed ingest`` output or a synthetic site's manifest);
+    CACHE_DIR, where the site keeps resampled slices between rounds (optional).
 
     ``ca_cert=None`` / ``private_key=None`` / ``insecure=True`` exist for the negative tests (a
     misconfigured SuperNode must be refused); a real deployment passes both files.
@@ -101,6 +109,8 @@ def supernode_command(
     node_config: dict[str, str | int | float] = {"data-path": str(Path(data_path).resolve())}
     if site_name:
         node_config["site-name"] = site_name
+    if cache_dir is not None:
+        node_config["cache-dir"] = str(Path(cache_dir).resolve())
     node_config.update(extra_node_config or {})
     command = [_bin("flower-supernode"), "--superlink", superlink]
     if insecure:

@@ -109,27 +109,60 @@ def exchange_keys(model: SarcoModel, phase: str) -> list[str]:
     return [k for k, v in state.items() if k.startswith(prefixes) and v.is_floating_point()]
 
 
+def context_keys(model: SarcoModel, phase: str) -> list[str]:
+    """state_dict keys a phase's training reads but does not change, in state_dict order.
+
+    cls (classifier="vit") trains a head on the frozen encoder, so what it learns depends on that
+    encoder: a cls training message carries it beside the head. ssl and seg train everything they read.
+    """
+    check_phase(phase)
+    if phase != "cls" or model.classifier != "vit":
+        return []
+    return [k for k, v in model.state_dict().items() if k.startswith("encoder.") and v.is_floating_point()]
+
+
+def phase_inputs(model: SarcoModel, phase: str) -> list[str]:
+    """Every state_dict key a phase's training result depends on: ``context_keys`` then ``exchange_keys``."""
+    return [*context_keys(model, phase), *exchange_keys(model, phase)]
+
+
 def trainable_parameters(model: SarcoModel, phase: str) -> list[nn.Parameter]:
     """Parameters the optimiser updates in a phase (exchange keys minus the teacher and buffers)."""
     keys = set(exchange_keys(model, phase))
     return [p for n, p in model.named_parameters() if n in keys and not n.startswith(("teacher_", "center_"))]
 
 
+def get_arrays(model: SarcoModel, keys: list[str]) -> list[np.ndarray]:
+    """The tensors under ``keys`` as float32 numpy arrays, in that order."""
+    state = model.state_dict()
+    return [state[k].detach().cpu().float().numpy().copy() for k in keys]
+
+
+def set_arrays(model: SarcoModel, keys: list[str], arrays: list[np.ndarray], what: str = "set_arrays") -> None:
+    """Load ``arrays`` (from :func:`get_arrays` with the same keys) into ``model`` in place.
+
+    Every array must be finite and of the key's shape: a model is never left half-loaded with a bad
+    array (ConfigError naming the key; nothing is loaded).
+    """
+    if len(arrays) != len(keys):
+        raise ConfigError(f"{what}: expected {len(keys)} arrays, got {len(arrays)}")
+    state = model.state_dict()
+    update = {}
+    for k, a in zip(keys, arrays, strict=True):
+        a = np.asarray(a)
+        if tuple(a.shape) != tuple(state[k].shape):
+            raise ConfigError(f"{what}: {k} expects shape {tuple(state[k].shape)}, got {tuple(a.shape)}")
+        if not np.isfinite(a).all():
+            raise ConfigError(f"{what}: {k} holds NaN or infinite values")
+        update[k] = torch.as_tensor(a, dtype=state[k].dtype)
+    model.load_state_dict(update, strict=False)
+
+
 def get_weights(model: SarcoModel, phase: str) -> list[np.ndarray]:
     """The phase's exchanged tensors as float32 numpy arrays, in ``exchange_keys`` order."""
-    state = model.state_dict()
-    return [state[k].detach().cpu().float().numpy().copy() for k in exchange_keys(model, phase)]
+    return get_arrays(model, exchange_keys(model, phase))
 
 
 def set_weights(model: SarcoModel, phase: str, arrays: list[np.ndarray]) -> None:
     """Load arrays made by :func:`get_weights` (same phase, same preset) into ``model`` in place."""
-    keys = exchange_keys(model, phase)
-    if len(arrays) != len(keys):
-        raise ConfigError(f"set_weights({phase!r}): expected {len(keys)} arrays, got {len(arrays)}")
-    state = model.state_dict()
-    update = {}
-    for k, a in zip(keys, arrays, strict=True):
-        if tuple(a.shape) != tuple(state[k].shape):
-            raise ConfigError(f"set_weights({phase!r}): {k} expects shape {tuple(state[k].shape)}, got {tuple(a.shape)}")
-        update[k] = torch.as_tensor(np.asarray(a), dtype=state[k].dtype)
-    model.load_state_dict(update, strict=False)
+    set_arrays(model, exchange_keys(model, phase), arrays, what=f"set_weights({phase!r})")

@@ -15,6 +15,8 @@ intensities (noise, shifts), and after windowing for the affine part (padding 0 
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +158,81 @@ def select_rows(df: pd.DataFrame, phase: str, splits: tuple[str, ...] | None = N
     return rows
 
 
+CACHE_FORMAT = 1
+"""Bump when what ``load_slices`` stores changes: older cache files are then ignored."""
+
+
+@dataclass(frozen=True)
+class Slices:
+    """Manifest rows resampled to the network grid: (N, S, S) HU images, (N, S, S) muscle fractions, labels."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    geometries: list[NetGeometry]
+
+
+def _file_digest(path: object) -> str:
+    text = str(path) if path is not None else ""
+    if not text or text == "nan":
+        return "-"
+    return hashlib.sha256(Path(text).read_bytes()).hexdigest()
+
+
+def slices_key(rows: pd.DataFrame, preset: Preset) -> str:
+    """Content key of what :func:`load_slices` makes: the bytes of every image and mask, the labels, the grid.
+
+    Paths, file times and the manifest's other columns do not enter: a copied site hits the same entry,
+    and an edited image or mask never hits a stale one.
+    """
+    digest = hashlib.sha256(f"sarcofed-slices/{CACHE_FORMAT}/{preset.spacing_mm!r}/{preset.image_size}".encode())
+    for _, row in rows.iterrows():
+        image = row.get("image_abspath", row.get("image_path"))
+        mask = row.get("mask_abspath", row.get("mask_path"))
+        digest.update(f"|{_file_digest(image)}:{_file_digest(mask)}:{row.get('sarcopenic')}".encode())
+    return digest.hexdigest()
+
+
+def load_slices(rows: pd.DataFrame, preset: Preset, cache_dir: str | Path | None = None) -> Slices:
+    """Read and resample ``rows`` (manifest rows with images, optional masks and labels) once.
+
+    With ``cache_dir`` the result is kept there under :func:`slices_key` and read back on the next call
+    with the same content (a deployed site trains in a fresh process for every round); an unreadable
+    entry is rebuilt. The result never depends on whether the cache was used.
+    """
+    from common.data.manifest import load_case
+
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"slices-{slices_key(rows, preset)[:40]}.pt"
+        if path.is_file():
+            try:
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+                geometries = [NetGeometry(tuple(g[0]), tuple(g[1]), tuple(g[2]), int(g[3])) for g in stored["geometries"]]
+                return Slices(stored["images"], stored["masks"], stored["labels"], geometries)
+            except Exception:  # a truncated or foreign file: rebuild it below
+                path.unlink(missing_ok=True)
+    images, masks, labels, geometries = [], [], [], []
+    for _, row in rows.iterrows():
+        ct, mask = load_case(row)
+        geom = net_geometry(ct.shape, ct.spacing_mm, preset)
+        geometries.append(geom)
+        images.append(image_to_net(ct.hu, geom))
+        masks.append(mask_to_net(mask, geom, soft=True) if mask is not None else np.zeros((geom.size,) * 2, np.float32))
+        label = row.get("sarcopenic")
+        labels.append(1 if label is True else 0 if label is False else -1)
+    out = Slices(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)),
+                 torch.tensor(labels, dtype=torch.int64), geometries)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save({"images": out.images, "masks": out.masks, "labels": out.labels,
+                    "geometries": [[list(g.native_shape), list(g.resized_shape), list(g.offset), g.size]
+                                   for g in geometries]}, tmp)
+        tmp.replace(path)
+    return out
+
+
 class SliceDataset(torch.utils.data.Dataset):
     """Manifest rows of one phase, loaded and resampled once, augmented per access.
 
@@ -168,13 +245,14 @@ class SliceDataset(torch.utils.data.Dataset):
     preset : Preset
     phase : "ssl" | "seg" | "cls"
     augment : bool (default: True)
-    seed : int (default: 0) seeds the augmentation stream
+    seed : int (default: 0) seeds the augmentation stream (``reseed`` restarts it)
     splits : tuple of split names, overriding the phase's default (e.g. ("holdout",) for evaluation)
+    cache_dir : folder for the resampled slices, keyed by content (see :func:`load_slices`); None: no cache
     """
 
     def __init__(self, data: str | Path | pd.DataFrame, preset: Preset, phase: str, *, augment: bool = True,
-                 seed: int = 0, splits: tuple[str, ...] | None = None) -> None:
-        from common.data.manifest import load_case, read_manifest
+                 seed: int = 0, splits: tuple[str, ...] | None = None, cache_dir: str | Path | None = None) -> None:
+        from common.data.manifest import read_manifest
 
         self.source = "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data)
         df = data if isinstance(data, pd.DataFrame) else read_manifest(data)
@@ -184,20 +262,15 @@ class SliceDataset(torch.utils.data.Dataset):
             need = {"seg": " with a mask_path", "cls": " with a sarcopenic label"}.get(phase, "")
             raise InputDataError(f"no rows for phase {phase!r}: need split {wanted}{need}", self.source)
         self.preset, self.phase, self.augment = preset, phase, augment
-        images, masks, labels, self.geometries = [], [], [], []
-        for _, row in self.rows.iterrows():
-            ct, mask = load_case(row)
-            geom = net_geometry(ct.shape, ct.spacing_mm, preset)
-            self.geometries.append(geom)
-            images.append(image_to_net(ct.hu, geom))
-            masks.append(mask_to_net(mask, geom, soft=True) if mask is not None else np.zeros((geom.size,) * 2, np.float32))
-            label = row.get("sarcopenic")
-            labels.append(1 if label is True else 0 if label is False else -1)
-        self.images = torch.from_numpy(np.stack(images))  # (N, S, S) HU
-        self.masks = torch.from_numpy(np.stack(masks))  # (N, S, S) float32 fraction
-        self.labels = torch.tensor(labels, dtype=torch.int64)
+        slices = load_slices(self.rows, preset, cache_dir)
+        self.images, self.masks, self.labels, self.geometries = slices.images, slices.masks, slices.labels, slices.geometries
         self._norm = normaliser(preset)
         self._aug = augmentation(preset, seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation stream at ``seed``: what a training call draws depends on its seed alone,
+        not on what earlier calls drew from the same dataset object."""
+        self._aug.set_random_state(seed=seed)
 
     def __len__(self) -> int:
         return len(self.images)

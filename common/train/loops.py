@@ -89,6 +89,7 @@ def train_phase(
     dev = resolve_device(device)
     seed_everything(seed)
     dataset = data if isinstance(data, SliceDataset) else SliceDataset(data, preset, phase, augment=True, seed=seed)
+    dataset.reseed(seed)
     bs = min(batch_size or preset.batch_size, len(dataset))
     gen = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=len(dataset) >= 2 * bs,

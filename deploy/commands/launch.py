@@ -55,7 +55,8 @@ def supernode(
     ca: Annotated[Path, typer.Option(help="The consortium CA certificate (ca.crt).")],
     key: Annotated[Path, typer.Option(help="This hospital's SuperNode private key (sites/NAME from `sarcofed pki add-site`).")],
     data_path: Annotated[Path, typer.Option(help="This hospital's manifest.csv (from `sarcofed ingest`); it never leaves the hospital.")],
-    site_name: Annotated[str, typer.Option(help="Name shown in the consortium's metrics; default: the manifest's folder name.")] = "",
+    site_name: Annotated[str, typer.Option(help="This hospital's name in the consortium's metrics and reports (required; unique in the consortium).")],
+    cache_dir: Annotated[Path | None, typer.Option(help="Where resampled slices are kept between rounds (each round runs in a fresh process); default: none, every round reads the images again.")] = None,
     port: Annotated[int, typer.Option(help="Local runtime API port on 127.0.0.1 (ClientApps connect here).")] = 9094,
     flwr_home: FlwrHome = Path.home() / ".flwr",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it.")] = False,
@@ -67,7 +68,10 @@ def supernode(
     for path, what in ((ca, "--ca"), (key, "--key"), (data_path, "--data-path")):
         if not path.is_file():
             raise ConfigError(f"{what}: file not found", path)
-    command = supernode_command(superlink_address, ca.absolute(), key.absolute(), data_path, site_name=site_name or None, runtime_port=port)
+    if not site_name.strip():
+        raise ConfigError("--site-name: give this hospital's name (unique in the consortium)")
+    command = supernode_command(superlink_address, ca.absolute(), key.absolute(), data_path, site_name=site_name,
+                                runtime_port=port, cache_dir=cache_dir)
     _exec(command, flwr_home, dry_run)
 
 

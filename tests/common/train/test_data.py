@@ -60,3 +60,51 @@ def test_no_rows_for_phase(ring_site):
     df = read_manifest(ring_site)
     with pytest.raises(InputDataError, match="no rows for phase 'seg'"):
         SliceDataset(df[df["split"] == "unlabelled"], TINY, "seg")
+
+
+def test_slice_cache_is_keyed_by_content(ring_site, tmp_path):
+    import shutil
+
+    from common.train.data import load_slices, select_rows
+
+    site = tmp_path / "site"
+    shutil.copytree(ring_site.parent, site)
+    rows = select_rows(read_manifest(site / "manifest.csv"), "seg")
+    cache = tmp_path / "cache"
+    made = load_slices(rows, TINY, cache)
+    [entry] = list(cache.iterdir())
+    again = load_slices(rows, TINY, cache)
+    assert torch.equal(made.images, again.images) and torch.equal(made.masks, again.masks)
+    assert again.geometries == made.geometries and torch.equal(again.labels, made.labels)
+    assert torch.equal(load_slices(rows, TINY).images, made.images)  # with or without the cache: the same
+    copied = tmp_path / "copy"  # another folder with the same files hits the same entry
+    shutil.copytree(site, copied)
+    load_slices(select_rows(read_manifest(copied / "manifest.csv"), "seg"), TINY, cache)
+    assert list(cache.iterdir()) == [entry]
+    mask = site / rows.iloc[0]["mask_path"]  # an edited mask is a new entry, never the stale one
+    ct, _ = load_case(rows.iloc[0])
+    from common.data.mask_io import write_mask_nifti
+
+    write_mask_nifti(mask, np.zeros(ct.shape, np.uint8), ct.geometry)
+    edited = load_slices(select_rows(read_manifest(site / "manifest.csv"), "seg"), TINY, cache)
+    assert float(edited.masks[0].sum()) == 0.0 and len(list(cache.iterdir())) == 2
+
+
+def test_a_broken_cache_entry_is_rebuilt(ring_site, tmp_path):
+    from common.train.data import load_slices, select_rows
+
+    rows = select_rows(read_manifest(ring_site), "cls")
+    made = load_slices(rows, TINY, tmp_path)
+    [entry] = list(tmp_path.iterdir())
+    entry.write_bytes(b"truncated")
+    assert torch.equal(load_slices(rows, TINY, tmp_path).images, made.images)
+
+
+def test_reseed_restarts_the_augmentation_stream(ring_site):
+    """A site that trains a second round in the same process draws what a fresh process would."""
+    used = SliceDataset(ring_site, TINY, "seg", seed=1)
+    [used[i] for i in range(len(used))]
+    used.reseed(7)
+    fresh = SliceDataset(ring_site, TINY, "seg", seed=7)
+    for i in range(3):
+        assert torch.equal(used[i]["image"], fresh[i]["image"])
