@@ -33,7 +33,9 @@ class Recorder:
         self._t = time.perf_counter()
 
     def after_fit(self, phase: str, phase_round: int, arrays: list[np.ndarray], fits: list[dict[str, Any]],
-                  failures: list[str]) -> None:
+                  failures: list[str]) -> dict[str, Any] | None:
+        """Checkpoint the new global model; in ssl (no holdout metric) also write the round's rows and
+        return the pooled row."""
         from common.models.sarco import set_weights
 
         self.global_round += 1
@@ -44,15 +46,19 @@ class Recorder:
         for reason in failures:
             self.folder.record_failure(phase, phase_round, "fit", reason)
         if phase == "ssl":  # no holdout metric in ssl: the row carries the training loss only
-            self._write(phase, phase_round, [])
+            return self._write(phase, phase_round, [])
+        return None
 
-    def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]], failures: list[str]) -> None:
+    def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]],
+                       failures: list[str]) -> dict[str, Any]:
+        """Write the round's rows (sites and pooled), offer the checkpoint as best.pt; return the pooled row."""
         for reason in failures:
             self.folder.record_failure(phase, phase_round, "evaluate", reason)
         pooled = self._write(phase, phase_round, summaries)
         if self._checkpoint is not None:
             self.folder.offer_best(self._checkpoint, float(pooled.get("dice_mean", math.nan)), phase, phase_round,
                                    self.global_round)
+        return pooled
 
     def _write(self, phase: str, phase_round: int, summaries: list[dict[str, Any]]) -> dict[str, Any]:
         fits = {f["site"]: f for f in self._fits}

@@ -57,7 +57,7 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
     started : float, optional
         ``time.perf_counter()`` when the ServerApp started (for the summary's wall time).
     """
-    from common.models.sarco import get_weights
+    from common.models.sarco import context_keys, get_arrays, get_weights
 
     started = time.perf_counter() if started is None else started
     model = build_model(plan)
@@ -74,7 +74,7 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
             plan.strategy, phase=span.phase, first_round=span.first_round, local_epochs=span.local_epochs,
             seed=plan.seed, arrays=get_weights(model, span.phase), recorder=recorder, min_sites=plan.min_sites,
             proximal_mu=plan.proximal_mu, eval_arrays=_eval_arrays(model, span.phase),
-            last_round=plan.rounds[span.phase],
+            last_round=plan.rounds[span.phase], context_arrays=get_arrays(model, context_keys(model, span.phase)),
         )
         run_span(strategy, span.num_rounds)
         timings[span.phase] = round(time.perf_counter() - t0, 2)

@@ -10,8 +10,10 @@ training loss only). Per-site numbers reach the recorder; the strategy itself st
 from __future__ import annotations
 
 import math
+import time
+from collections import Counter
 from collections.abc import Callable
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,9 +34,10 @@ class RoundRecorder(Protocol):
     """What the strategy reports to (server.recorder.Recorder implements it)."""
 
     def after_fit(self, phase: str, phase_round: int, arrays: list[np.ndarray], fits: list[dict[str, Any]],
-                  failures: list[str]) -> None: ...
+                  failures: list[str]) -> dict[str, Any] | None: ...
 
-    def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]], failures: list[str]) -> None: ...
+    def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]],
+                       failures: list[str]) -> dict[str, Any]: ...
 
 
 def round_lr_scale(phase_round: int, last_round: int, floor: float = 0.1) -> float:
@@ -55,8 +58,11 @@ class _PhaseDeltaMixin:
 
     def _setup_phase(self, phase: str, first_round: int, local_epochs: int, seed: int, arrays: list[np.ndarray],
                      recorder: RoundRecorder, eval_arrays: Callable[[], list[np.ndarray]] | None,
-                     last_round: int | None = None) -> None:
+                     last_round: int | None = None, context_arrays: list[np.ndarray] | None = None) -> None:
         self.phase = phase
+        self.context_arrays = [np.asarray(a) for a in context_arrays or []]
+        self._round_started = time.perf_counter()
+        self._fit_counts = (0, 0)
         self.last_round = first_round if last_round is None else last_round
         self.eval_arrays = eval_arrays
         self.first_round = first_round
@@ -77,6 +83,16 @@ class _PhaseDeltaMixin:
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         return ndarrays_to_parameters(self.global_arrays)
 
+    def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+        """Send the phase's inputs: its frozen context (cls: the encoder), then the arrays it trains.
+
+        A deployed site starts every message in a fresh process, so what the result depends on must
+        travel with the message; sites send back deltas of the trained arrays only.
+        """
+        self._round_started = time.perf_counter()
+        parameters = ndarrays_to_parameters([*self.context_arrays, *self.global_arrays])
+        return super().configure_fit(server_round, parameters, client_manager)  # type: ignore[misc]
+
     def configure_evaluate(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
         if not EVAL_PHASES.get(self.phase):
             return []
@@ -95,14 +111,23 @@ class _PhaseDeltaMixin:
         log(INFO, "[%s round %d] received %d results and %d failures", self.phase, r, len(results), len(failures))
         for reason in reasons:
             log(WARNING, "[%s round %d] a site failed and was left out: %s", self.phase, r, reason)
-        mean_delta, metrics = super().aggregate_fit(server_round, results, failures)  # type: ignore[misc]
         fits = [{"site": str(res.metrics.get("site", proxy.node_id)), "n_train": int(res.num_examples),
                  "loss": float(res.metrics.get("loss", math.nan))} for proxy, res in results]
-        if mean_delta is None:
-            self.recorder.after_fit(self.phase, r, self.global_arrays, fits, reasons)
+        self._fit_counts = (len(results), len(failures))
+        duplicate = _duplicate_sites([f["site"] for f in fits])
+        if duplicate:
+            reason = f"sites share a name ({duplicate}): the round's update is not applied"
+            log(ERROR, "[%s round %d] %s; give each SuperNode its own site-name", self.phase, r, reason)
+            self.recorder.after_fit(self.phase, r, self.global_arrays, [], [*reasons, reason])
             return None, {}
-        self.global_arrays = apply_delta(self.global_arrays, parameters_to_ndarrays(mean_delta))
-        self.recorder.after_fit(self.phase, r, self.global_arrays, fits, reasons)
+        mean_delta, metrics = super().aggregate_fit(server_round, results, failures)  # type: ignore[misc]
+        if mean_delta is not None:
+            self.global_arrays = apply_delta(self.global_arrays, parameters_to_ndarrays(mean_delta))
+        row = self.recorder.after_fit(self.phase, r, self.global_arrays, fits, reasons)
+        if not EVAL_PHASES.get(self.phase):
+            self._progress(r, row or {}, evaluated=None)
+        if mean_delta is None:
+            return None, {}
         return ndarrays_to_parameters(self.global_arrays), metrics
 
     def aggregate_evaluate(
@@ -116,8 +141,45 @@ class _PhaseDeltaMixin:
         reasons = [_failure_text(f) for f in failures]
         for reason in reasons:
             log(WARNING, "[%s round %d] a site failed to evaluate: %s", self.phase, r, reason)
-        self.recorder.after_evaluate(self.phase, r, summaries, reasons)
+        duplicate = _duplicate_sites([str(s["site"]) for s in summaries])
+        if duplicate:
+            reason = f"sites share a name ({duplicate}): the round's holdout metrics are not recorded"
+            log(ERROR, "[%s round %d] %s; give each SuperNode its own site-name", self.phase, r, reason)
+            summaries, reasons = [], [*reasons, reason]
+        pooled = self.recorder.after_evaluate(self.phase, r, summaries, reasons)
+        self._progress(r, pooled, evaluated=(len(summaries), len(reasons)))
         return super().aggregate_evaluate(server_round, results, failures)  # type: ignore[misc]
+
+    def _progress(self, phase_round: int, pooled: dict[str, Any], evaluated: tuple[int, int] | None) -> None:
+        """One line per round for the coordinator (``flwr log``, ``flwr run --stream``, ``make demo``)."""
+        trained, failed = self._fit_counts
+        parts = [f"{trained} sites trained" + (f", {failed} failed" if failed else "")]
+        if evaluated is not None:
+            parts.append(f"{evaluated[0]} evaluated" + (f", {evaluated[1]} failed" if evaluated[1] else ""))
+        parts.append(f"{time.perf_counter() - self._round_started:.1f} s")
+        line = f"{PROGRESS_TAG} [{self.phase} {phase_round}/{self.last_round}] " + ", ".join(parts)
+        dice, err, loss = (_float(pooled.get(k)) for k in ("dice_mean", "sma_abs_pct_err_mean", "loss"))
+        if evaluated is not None:
+            line += f" | pooled Dice {dice:.3f}, SMA error {err:.1f}%" if math.isfinite(dice) else " | pooled metrics n/a"
+        elif math.isfinite(loss):
+            line += f" | training loss {loss:.4f}"
+        log(INFO, line)
+
+
+PROGRESS_TAG = "sarcofed"
+"""Starts every per-round progress line the ServerApp logs (``simulations.demo`` shows those lines)."""
+
+
+def _duplicate_sites(names: list[str]) -> str:
+    """The names that occur more than once, comma-separated ("" when every site is named once)."""
+    return ", ".join(sorted(name for name, count in Counter(names).items() if count > 1))
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _failure_text(failure: tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException) -> str:
@@ -148,6 +210,7 @@ def make_strategy(
     proximal_mu: float,
     eval_arrays: Callable[[], list[np.ndarray]] | None = None,
     last_round: int | None = None,
+    context_arrays: list[np.ndarray] | None = None,
 ) -> FedAvg:
     """Build the phase's strategy: every available site trains and evaluates; failures are accepted.
 
@@ -167,6 +230,8 @@ def make_strategy(
     eval_arrays : callable, optional
         Returns the arrays sent for evaluation: the concatenation of ``get_weights(model, p)`` for p in
         ``EVAL_PHASES[phase]`` (the sites split it by phase); None sends the phase's arrays.
+    context_arrays : the arrays the phase reads but does not train (``common.models.sarco.context_keys``),
+        sent before ``arrays`` in every training message
     """
     common: dict[str, Any] = dict(
         fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=min_sites, min_evaluate_clients=min_sites,
@@ -177,7 +242,8 @@ def make_strategy(
         strategy = DeltaFedProx(proximal_mu=proximal_mu, **common)
     else:
         strategy = DeltaFedAvg(**common)
-    strategy._setup_phase(phase, first_round, local_epochs, seed, arrays, recorder, eval_arrays, last_round)  # type: ignore[attr-defined]
+    strategy._setup_phase(phase, first_round, local_epochs, seed, arrays, recorder, eval_arrays, last_round,  # type: ignore[attr-defined]
+                            context_arrays)
     config: Callable[[int], dict[str, Scalar]] = strategy._config  # type: ignore[attr-defined]
     strategy.on_fit_config_fn = config
     strategy.on_evaluate_config_fn = config
