@@ -19,6 +19,7 @@ into Flower's client mod.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -71,3 +72,22 @@ def stochastic_quantize(parameters: Sequence[np.ndarray], clipping_range: float,
         low += dtype(int_shift)
         out.append(low.astype(np.uint32).reshape(arr.shape))
     return out
+
+
+def reproducible_quantize(parameters: Sequence[np.ndarray], clipping_range: float,
+                          target_range: int) -> list[np.ndarray]:
+    """:func:`stochastic_quantize` with its rounding noise seeded by the content of ``parameters``.
+
+    The same update always rounds the same way, so a run repeated with the same configuration and seed
+    (a simulation, or the same federation deployed) gives the same global model, and runs can be compared
+    round by round. Each value still rounds up with probability ``frac(y)`` (SHA-256 of the values seeds
+    PCG64), so the sum stays unbiased; the rounding noise was never what protects an update (the masks
+    are), and anything meant to be secret noise (differential privacy) must not use this.
+    """
+    digest = hashlib.sha256()
+    for arr in parameters:
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(arr.reshape(-1).view(np.uint8))
+    rng = np.random.default_rng(int.from_bytes(digest.digest(), "little"))
+    return stochastic_quantize(parameters, clipping_range, target_range, rng=rng)

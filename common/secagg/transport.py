@@ -7,9 +7,9 @@ arrives in int64 (``common.secagg.arithmetic``: no wrap at 2**32, whatever the m
 results are exactly Flower's. Arrays that do not fit (a larger modulus) travel as int64, as before.
 
 On the site the masked vector is also built in uint32: the client mod's ``quantize`` is replaced by
-``common.secagg.quantize.stochastic_quantize`` (uint32 out) and the masks of ``common.secagg.mask_prg``
-are uint32 for a power-of-two modulus up to 2**32, so Flower's ``quantized + mask - mask ...`` and
-its final ``& (modulus - 1)`` run in uint32 (wrap-around at 2**32 is exact modulo such a modulus) and
+``common.secagg.quantize.reproducible_quantize`` (uint32 out; the same update always rounds the same way)
+and the masks of ``common.secagg.mask_prg`` are uint32 for a power-of-two modulus up to 2**32, so
+Flower's ``quantized + mask - mask ...`` and its final ``& (modulus - 1)`` run in uint32 (wrap-around at 2**32 is exact modulo such a modulus) and
 the result is sent as it is, without the int64 copies and the range scan of ``narrow_masked``.
 
 Reading arrays: Flower's ``bytes_to_ndarray`` is ``np.load`` on a ``BytesIO``, which parses each
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from common.secagg.arithmetic import dequantize, exact_addition, exact_subtraction
-from common.secagg.quantize import stochastic_quantize
+from common.secagg.quantize import reproducible_quantize
 
 _UINT32_LIMIT = 2**32
 _NPY_MAGIC = b"\x93NUMPY"
@@ -95,7 +95,7 @@ def narrow_masked(arr: np.ndarray) -> np.ndarray:
 def compact_masked_transport(client_mod: ModuleType | None = None, server_workflow: ModuleType | None = None) -> None:
     """Patch Flower's SecAgg+ client mod and server workflow for the uint32 path (see the module notes).
 
-    Client mod: ``quantize`` -> :func:`stochastic_quantize`, ``parameters_to_ndarrays`` ->
+    Client mod: ``quantize`` -> :func:`reproducible_quantize`, ``parameters_to_ndarrays`` ->
     :func:`load_ndarrays`, ``ndarray_to_bytes`` narrows int64 to uint32. Server workflow:
     ``bytes_to_ndarray`` -> :func:`load_ndarray`; ``parameters_addition``, ``parameters_subtraction``
     and ``dequantize`` -> those of ``common.secagg.arithmetic`` (int64 sums, in-place scaling);
@@ -112,7 +112,7 @@ def compact_masked_transport(client_mod: ModuleType | None = None, server_workfl
             raise AttributeError(f"{module.__name__} has no {', '.join(missing)}: Flower changed; "
                                  "check common/secagg/transport.py")
     if client_mod is not None:
-        client_mod.quantize = stochastic_quantize
+        client_mod.quantize = reproducible_quantize
         client_mod.parameters_to_ndarrays = load_ndarrays
         original_send = client_mod.ndarray_to_bytes
         if not getattr(original_send, "sarcofed_compact", False):

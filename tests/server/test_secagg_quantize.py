@@ -60,3 +60,17 @@ def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="target_range"):
         stochastic_quantize([np.zeros(2)], CLIP, 2**32)
 
+
+
+def test_the_same_update_rounds_the_same_way_and_stays_unbiased() -> None:
+    """Repeated runs with one seed give one model; the rounding is still up with probability frac(y)."""
+    from common.secagg.quantize import reproducible_quantize
+
+    x = [np.random.default_rng(6).normal(0, 1e-3, 200_000).astype(np.float32), np.float32(0.1) * np.ones((3, 3))]
+    a, b = reproducible_quantize(x, CLIP, Q), reproducible_quantize([v.copy() for v in x], CLIP, Q)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+    other = reproducible_quantize([x[0] + np.float32(1e-4), x[1]], CLIP, Q)
+    assert not np.array_equal(other[1], a[1]) or not np.array_equal(other[0], a[0])
+    scale = Q / (2 * CLIP)
+    mean_error = float((a[0].astype(np.float64) - Q / 2 - x[0].astype(np.float64) * scale).mean())
+    assert abs(mean_error) < 0.01  # unbiased: E[q] = y (the error of 200k values averages out)

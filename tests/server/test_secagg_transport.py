@@ -67,12 +67,12 @@ def test_apps_install_the_uint32_path():
 
     import client.app  # noqa: F401
     import server.app  # noqa: F401
-    from common.secagg.quantize import stochastic_quantize
+    from common.secagg.quantize import reproducible_quantize
     from common.secagg.transport import load_ndarray, load_ndarrays
 
     mod = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
     wf = importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow")
-    assert mod.quantize is stochastic_quantize and mod.parameters_to_ndarrays is load_ndarrays
+    assert mod.quantize is reproducible_quantize and mod.parameters_to_ndarrays is load_ndarrays
     assert mod.ndarray_to_bytes.sarcofed_compact and wf.bytes_to_ndarray is load_ndarray
     assert wf.ndarrays_to_parameters.sarcofed_compact
     assert (wf.parameters_addition, wf.parameters_subtraction, wf.dequantize) == (exact_addition, exact_subtraction,
