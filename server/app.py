@@ -11,9 +11,10 @@ Local simulation only (``flwr run`` against a simulation SuperLink, which runs t
 same process as Flower's simulation engine): every message exchange of a round (SecAgg+ has four per
 fit, then evaluate) waited on two fixed 0.1 s polls, the engine's look for new messages
 (``vce_api.add_messages_to_queue``) and the grid's look for replies (``InMemoryGrid.send_and_receive``).
-Here both sides signal each other instead (``_tune_simulation``): about 0.1 s less per exchange, 0.5 s
+Here both sides signal each other instead (``_tune_grid``): about 0.1 s less per exchange, 0.5 s
 per SecAgg+ round, and no busy polling. The engine's threads also waited up to 1 s on their queues before
-seeing the end of the run; now 0.1 s. Deployment (a real SuperLink) is untouched.
+seeing the end of the run; now 0.1 s. Deployed (a real SuperLink), the ServerApp looks for replies every
+0.2 s instead of every 3 s (``HttpGrid.send_and_receive``); nothing else changes there.
 """
 
 from __future__ import annotations
@@ -82,42 +83,58 @@ if _VCE is not None and all(hasattr(_VCE, name) for name in ("add_messages_to_qu
     _VCE.Queue = _PromptStopQueue
 
 
-def _tune_simulation(grid: Grid) -> None:
-    """Event-driven message exchange with the simulation engine (no-op outside a simulation).
+_DEPLOYED_POLL_S = 0.2  # Flower 1.42's HttpGrid waits 3 s between looks for replies
 
-    The grid's ``push_messages`` wakes the engine, and ``send_and_receive`` (Flower 1.42
+
+def _send_and_receive(grid: Grid, messages: Any, timeout: float | None, wait: Any, poll_s: float) -> list[Any]:
+    """Flower 1.42 ``send_and_receive`` (push, then pull until every reply is in or ``timeout`` passes),
+    with ``wait(seconds)`` of at most ``poll_s`` between looks instead of its fixed sleep."""
+    msg_ids = set(grid.push_messages(messages))
+    del messages
+    end_time = time.time() + (timeout if timeout is not None else 0.0)
+    replies: list[Any] = []
+    while timeout is None or time.time() < end_time:
+        found = grid.pull_messages(msg_ids)
+        replies.extend(found)
+        msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in found})
+        if not msg_ids:
+            break
+        wait(poll_s if timeout is None else max(0.0, min(poll_s, end_time - time.time())))
+    return replies
+
+
+def _tune_grid(grid: Grid) -> None:
+    """Shorter waits for replies: event-driven in a local simulation, 0.2 s polls when deployed.
+
+    Simulation: the grid's ``push_messages`` wakes the engine, and ``send_and_receive`` (Flower 1.42
     ``InMemoryGrid.send_and_receive``) waits for the engine's reply signal instead of sleeping
-    ``pull_interval`` (0.1 s) between looks.
+    ``pull_interval`` (0.1 s) between looks. Deployment: ``HttpGrid.send_and_receive`` sleeps 3 s between
+    looks, and SecAgg+ exchanges five message rounds per training round, each waiting for the slowest
+    site's reply; a look every 0.2 s costs the SuperLink one small request.
     """
     from flwr.superlink.grid import InMemoryGrid
+    from flwr.superlink.grid.http_grid import HttpGrid
 
-    if not isinstance(grid, InMemoryGrid):
-        return
-    push = grid.push_messages
+    if isinstance(grid, InMemoryGrid):
+        push = grid.push_messages
 
-    def push_and_wake(messages):  # type: ignore[no-untyped-def]
-        ids = push(messages)
-        _VCE_WAKE.set()
-        return ids
+        def push_and_wake(messages):  # type: ignore[no-untyped-def]
+            ids = push(messages)
+            _VCE_WAKE.set()
+            return ids
 
-    def send_and_receive(messages, *, timeout=None):  # type: ignore[no-untyped-def]
-        msg_ids = set(grid.push_messages(messages))
-        del messages
-        end_time = time.time() + (timeout if timeout is not None else 0.0)
-        replies: list[Any] = []
-        while timeout is None or time.time() < end_time:
-            found = grid.pull_messages(msg_ids)
-            replies.extend(found)
-            msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in found})
-            if not msg_ids:
-                break
-            wait = _FALLBACK_POLL_S if timeout is None else max(0.0, min(_FALLBACK_POLL_S, end_time - time.time()))
-            if _REPLY_WAKE.wait(wait):
+        def wait_for_reply(seconds: float) -> None:
+            if _REPLY_WAKE.wait(seconds):
                 _REPLY_WAKE.clear()
-        return replies
 
-    grid.push_messages = push_and_wake  # type: ignore[method-assign]
-    grid.send_and_receive = send_and_receive  # type: ignore[method-assign]
+        grid.push_messages = push_and_wake  # type: ignore[method-assign]
+        grid.send_and_receive = (  # type: ignore[method-assign]
+            lambda messages, *, timeout=None: _send_and_receive(grid, messages, timeout, wait_for_reply,
+                                                                _FALLBACK_POLL_S))
+    elif isinstance(grid, HttpGrid):
+        grid.send_and_receive = (  # type: ignore[method-assign]
+            lambda messages, *, timeout=None: _send_and_receive(grid, messages, timeout, time.sleep,
+                                                                _DEPLOYED_POLL_S))
 
 
 @app.main()
@@ -127,7 +144,7 @@ def main(grid: Grid, context: Context) -> None:
     from server.session import run_phases
 
     started = time.perf_counter()
-    _tune_simulation(grid)
+    _tune_grid(grid)
     plan = RunPlan.from_run_config(dict(context.run_config))
 
     def run_span(strategy, num_rounds: int) -> None:  # one phase = one legacy workflow

@@ -140,7 +140,7 @@ def test_send_and_receive_returns_as_soon_as_the_last_reply_is_stored(monkeypatc
     pending: list[_FakeMessage] = []
     monkeypatch.setattr(grid, "push_messages", lambda messages: ["a", "b"])
     monkeypatch.setattr(grid, "pull_messages", lambda ids: [pending.pop() for _ in list(pending)])
-    app._tune_simulation(grid)
+    app._tune_grid(grid)
 
     def reply_later() -> None:
         for reply_to in ("a", "b"):
@@ -164,18 +164,39 @@ def test_send_and_receive_keeps_its_timeout(monkeypatch) -> None:
     grid = _grid()
     monkeypatch.setattr(grid, "push_messages", lambda messages: ["a"])
     monkeypatch.setattr(grid, "pull_messages", lambda ids: [])
-    app._tune_simulation(grid)
+    app._tune_grid(grid)
     t0 = time.perf_counter()
     assert grid.send_and_receive(["m"], timeout=0.3) == []
     assert 0.28 < time.perf_counter() - t0 < 0.45
 
 
-def test_tune_simulation_leaves_other_grids_alone() -> None:
+def test_tune_grid_leaves_other_grids_alone() -> None:
     from server import app
 
-    class OtherGrid:  # a deployment grid
+    class OtherGrid:  # a grid of some other kind
         pull_interval = 1.0
 
     other = OtherGrid()
-    app._tune_simulation(other)  # type: ignore[arg-type]
+    app._tune_grid(other)  # type: ignore[arg-type]
     assert not vars(other)
+
+
+def test_a_deployed_serverapp_looks_for_replies_every_fifth_of_a_second(monkeypatch) -> None:
+    """Flower 1.42's HttpGrid sleeps 3 s between looks; five exchanges per SecAgg+ round each waited on it."""
+    import inspect
+
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    from server import app
+
+    assert "time.sleep(3)" in inspect.getsource(HttpGrid.send_and_receive)  # what _tune_grid replaces
+    grid = HttpGrid.__new__(HttpGrid)  # no SuperLink: push and pull are replaced below
+    pending: list[_FakeMessage] = []
+    monkeypatch.setattr(grid, "push_messages", lambda messages: ["a"], raising=False)
+    monkeypatch.setattr(grid, "pull_messages", lambda ids: [pending.pop() for _ in list(pending)], raising=False)
+    app._tune_grid(grid)
+    threading.Timer(0.5, lambda: pending.append(_FakeMessage("a"))).start()
+    t0 = time.perf_counter()
+    got = grid.send_and_receive(["m"])
+    assert [m.metadata.reply_to_message_id for m in got] == ["a"]
+    assert 0.45 < time.perf_counter() - t0 < 0.9
