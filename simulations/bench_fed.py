@@ -12,15 +12,14 @@ process's one-time costs (torch/MONAI imports, ``torch._dynamo`` on the first op
 round's compute, and two moments make a load spike from other jobs on the machine less likely to count.
 
 Peak memory: the summed RSS of the SuperLink's process tree (SuperExec, ServerApp, Ray and its
-workers), sampled every 0.5 s. Plain FedAvg runs ``simulations.bench_plain_app`` from a temporary copy
-of the project (see that module for why).
+workers), sampled every 0.5 s. Plain FedAvg runs are the same app with ``secure-aggregation = false``
+(simulated sites may send plain updates; a hospital's node refuses to).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,37 +35,19 @@ def sites(n: int) -> list[Path]:
     return [synthetic_site(f"fed-{i:02d}", PROFILES[i % len(PROFILES)], 6, 2, seed=100 + i) for i in range(n)]
 
 
-def _plain_app_dir(tmp: Path) -> Path:
-    """A copy of the project's code whose pyproject runs the pass-through client app."""
-    from simulations.flower_home import PROJECT_ROOT
-
-    app = tmp / "app"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "test_*.py")
-    for name in ("client", "server", "common", "simulations", "sarcofed"):
-        shutil.copytree(PROJECT_ROOT / name, app / name, ignore=ignore)
-    for name in ("README.md", ".gitignore"):
-        if (PROJECT_ROOT / name).exists():
-            shutil.copy(PROJECT_ROOT / name, app / name)
-    text = (PROJECT_ROOT / "pyproject.toml").read_text()
-    (app / "pyproject.toml").write_text(text.replace('clientapp = "client.app:app"',
-                                                     'clientapp = "simulations.bench_plain_app:app"'))
-    return app
-
-
 def federated_run(manifests: list[Path], secure: bool, tmp: Path) -> dict:
     """One run; returns wall seconds (flwr run), phase seconds, summary wall, peak RSS bytes, ok."""
     from simulations.bench_common import RssSampler
     from simulations.flower_home import PROJECT_ROOT, LocalSuperLink
 
     runs = tmp / f"runs-{len(manifests)}-{'secagg' if secure else 'plain'}"
-    app_dir = PROJECT_ROOT if secure else _plain_app_dir(tmp)
     config = {"preset": "tiny", "site-manifests": ",".join(map(str, manifests)), "run-dir": str(runs),
-              "secure-aggregation": secure, "min-sites": 2, **ROUNDS}
+              "sites-cache": str(tmp / "cache"), "secure-aggregation": secure, "min-sites": 2, **ROUNDS}
     link = LocalSuperLink(tmp / f"flwr_home-{len(manifests)}-{int(secure)}", num_supernodes=len(manifests))
     t0 = time.perf_counter()
     with link, RssSampler(lambda: [link.process.pid] if link.process else []) as sampler:
         t_ready = time.perf_counter()
-        result = link.run(config, app_dir=app_dir, timeout_s=1800, log_path=runs / "flwr-run.log")
+        result = link.run(config, app_dir=PROJECT_ROOT, timeout_s=1800, log_path=runs / "flwr-run.log")
     wall = time.perf_counter() - t_ready
     summary_path = runs / "latest" / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

@@ -4,10 +4,12 @@
     python -m simulations.demo --preset tiny               # a few minutes (make demo PRESET=tiny)
     python -m simulations.demo --preset demo --baselines   # + centralised and local-only (make compare)
 
-Steps: generate the consortium if missing (``.cache/sites/<preset>``); start a simulation SuperLink
-we own (simulations/flower_home.py); ``flwr run . sarcofed-sim`` with SecAgg+; stop the SuperLink;
-train the centralised and local-only baselines with the same budget; print per-site holdout Dice
-and SMA error for federated vs centralised vs local-only, and the report path.
+The federated run is ``flwr run . sarcofed-sim --stream --run-config simulations/profiles/<preset>.toml``
+(the profile holds the whole schedule; the rest is pyproject.toml's defaults), against a simulation
+SuperLink this script owns (simulations/flower_home.py), so anyone can repeat it with ``flwr run``.
+Steps: generate the consortium if missing (``.cache/sites/<consortium>``); run, printing the
+ServerApp's line per round; stop the SuperLink; optionally train the centralised and local-only
+baselines with the same budget; print the per-site holdout table and the report path.
 """
 
 from __future__ import annotations
@@ -16,19 +18,38 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
+import tomllib
 from pathlib import Path
 
-from simulations.flower_home import PROJECT_ROOT, LocalSuperLink
+from simulations.flower_home import CONNECTION, PROJECT_ROOT, LocalSuperLink, flwr_run_command
 
-# Per preset: the federated schedule (rounds and local epochs per phase); the baselines get the same budget.
-SCHEDULES: dict[str, dict[str, dict[str, int]]] = {
-    "tiny": {"rounds": {"ssl": 1, "seg": 2, "cls": 1}, "local_epochs": {"ssl": 1, "seg": 2, "cls": 1}},
-    # Sized for 2 CPU cores and 15 minutes: segmentation gets most of the budget (24 epochs over the pooled
-    # training slices, in 8 rounds so the non-IID sites meet often, with the server's learning-rate decay
-    # across rounds); one SSL round warms the encoder, one classifier round fits the image classifier.
-    "demo": {"rounds": {"ssl": 1, "seg": 8, "cls": 1}, "local_epochs": {"ssl": 1, "seg": 3, "cls": 2}},
-}
+PROFILES_DIR = PROJECT_ROOT / "simulations" / "profiles"
+PROGRESS_TAG = " sarcofed ["  # the ServerApp's per-round lines (server.strategy.PROGRESS_TAG)
+
+
+def load_profile(name: str) -> dict[str, object]:
+    """A named run schedule, simulations/profiles/<name>.toml, as run config overrides."""
+    path = PROFILES_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
+        raise SystemExit(f"no profile {path}; known profiles: {known}")
+    return tomllib.loads(path.read_text())
+
+
+def _schedule(profile: dict[str, object]) -> tuple[dict[str, int], dict[str, int]]:
+    rounds = {p: int(profile[f"rounds-{p}"]) for p in ("ssl", "seg", "cls")}  # type: ignore[call-overload]
+    epochs = {p: int(profile[f"local-epochs-{p}"]) for p in ("ssl", "seg", "cls")}  # type: ignore[call-overload]
+    return rounds, epochs
+
+
+def _show_progress(line: str) -> None:
+    """Print the ServerApp's per-round lines and its errors as they arrive; the rest goes to the log."""
+    if PROGRESS_TAG in line:
+        print("  " + line[line.index(PROGRESS_TAG) + 1 :], flush=True)
+    elif line.startswith("ERROR"):
+        print("  " + line, flush=True)
 
 
 def _consortium(toml: Path, cache: Path) -> dict[str, Path]:
@@ -51,33 +72,45 @@ def _fmt(value: object, pct: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(SCHEDULES), default="demo")
+    parser.add_argument("--preset", choices=sorted(p.stem for p in PROFILES_DIR.glob("*.toml")), default="demo",
+                        help="the profile simulations/profiles/<preset>.toml (schedule, model preset, consortium)")
     parser.add_argument("--baselines", action="store_true",
                         help="also train the centralised and local-only baselines with the same budget "
                              "(about 2x the federated run's time) and print the comparison table")
     parser.add_argument("--plain", action="store_true", help="secure aggregation off")
     parser.add_argument("--consortium", type=Path, default=None,
-                        help="consortium TOML (default: simulations/consortia/<preset>.toml)")
+                        help="consortium TOML (default: the profile's consortium)")
     args = parser.parse_args(argv)
     os.environ.update({"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"})
-    schedule = SCHEDULES[args.preset]
+    profile_path = PROFILES_DIR / f"{args.preset}.toml"
+    profile = load_profile(args.preset)
+    overrides: dict[str, object] = {}
+    if args.plain:
+        overrides["secure-aggregation"] = False
+    if args.consortium is not None:
+        overrides["consortium"] = str(args.consortium.absolute())
+    rounds, epochs = _schedule(profile)
     t0 = time.perf_counter()
-    cache = PROJECT_ROOT / ".cache" / "sites" / args.preset
-    toml = (args.consortium or PROJECT_ROOT / "simulations" / "consortia" / f"{args.preset}.toml").absolute()
+    consortium = str(overrides.get("consortium", profile["consortium"]))
+    toml = Path(consortium) if consortium.endswith(".toml") else PROJECT_ROOT / "simulations" / "consortia" / f"{consortium}.toml"
+    cache = PROJECT_ROOT / ".cache" / "sites" / toml.stem  # pyproject's sites-cache, as the ClientApp resolves it
     sites = _consortium(toml, cache)
     t_data = time.perf_counter() - t0
-    print(f"consortium {args.preset}: {len(sites)} sites in {cache} ({t_data:.0f} s)")
+    print(f"consortium {toml.stem}: {len(sites)} sites in {cache} ({t_data:.0f} s)")
 
     run_dir = PROJECT_ROOT / "runs"
-    run_config = {
-        "preset": args.preset, "consortium": str(toml), "sites-cache": str(cache), "run-dir": str(run_dir),
-        "secure-aggregation": not args.plain,
-        **{f"rounds-{p}": r for p, r in schedule["rounds"].items()},
-        **{f"local-epochs-{p}": e for p, e in schedule["local_epochs"].items()},
-    }
-    t1 = time.perf_counter()
-    with LocalSuperLink(PROJECT_ROOT / ".flwr_home", num_supernodes=len(sites)) as link:
-        result = link.run(run_config, log_path=run_dir / "flwr-run.log")
+    with tempfile.TemporaryDirectory(prefix="sarcofed-profile-") as tmp:
+        run_config: Path = profile_path
+        if overrides:  # flwr takes one TOML file or key=value pairs, not both: the profile plus the overrides
+            run_config = Path(tmp) / profile_path.name
+            run_config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in {**profile, **overrides}.items()))
+        command = " ".join(flwr_run_command(Path("."), CONNECTION, run_config.relative_to(PROJECT_ROOT)
+                                            if run_config.is_relative_to(PROJECT_ROOT) else run_config))
+        print(f"federated run: {command}  ({len(sites)} simulated sites; full log: {run_dir / 'flwr-run.log'})",
+              flush=True)
+        t1 = time.perf_counter()
+        with LocalSuperLink(PROJECT_ROOT / ".flwr_home", num_supernodes=len(sites)) as link:
+            result = link.run(run_config, log_path=run_dir / "flwr-run.log", on_line=_show_progress)
     t_fed = time.perf_counter() - t1
     folder = (run_dir / "latest").resolve()
     summary_path = folder / "summary.json"
@@ -98,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         t2 = time.perf_counter()
-        cen = centralised(sites, args.preset, schedule["rounds"], schedule["local_epochs"])
+        cen = centralised(sites, str(profile["preset"]), rounds, epochs)
         t_cen = time.perf_counter() - t2
-        loc = local_only(sites, args.preset, schedule["rounds"], schedule["local_epochs"])
+        loc = local_only(sites, str(profile["preset"]), rounds, epochs)
         t_loc = time.perf_counter() - t2 - t_cen
 
     from rich.console import Console
@@ -111,26 +144,22 @@ def main(argv: list[str] | None = None) -> int:
         table = Table(title=f"Holdout per site: federated (SecAgg+ {secure}) vs centralised vs local-only")
         columns = ("site", "n", "Dice fed", "Dice cen", "Dice local", "SMA err fed", "SMA err cen", "SMA err local")
     else:
-        table = Table(title=f"Holdout per site after the federated run (SecAgg+ {secure})")
-        columns = ("site", "n", "Dice", "SMA abs err", "sarcopenia acc.")
+        table = Table(title=f"Holdout per site after the federated run (SecAgg+ {secure}): sarcopenia from the "
+                            "estimated SMA vs from the image classifier")
+        columns = ("site", "n", "Dice", "SMA abs err", "SMA verdict acc.", "image classifier acc.", "classifier AUROC")
     for col in columns:
-        table.add_column(col)
-    for site in sites:
-        f, c, lo = fed.get(site, {}), cen.get(site, {}), loc.get(site, {})
+        table.add_column(col, justify="left" if col == "site" else "right")
+    pooled = summary["final_round"]["pooled"]
+    for site, f in [*((s, fed.get(s, {})) for s in sites), ("pooled", pooled)]:
+        c, lo = cen.get(site, {}), loc.get(site, {})
         n = str(f.get("n", c.get("n", "-")))
         if args.baselines:
-            table.add_row(site, n, _fmt(f.get("dice")), _fmt(c.get("dice_mean")), _fmt(lo.get("dice_mean")),
-                          _fmt(f.get("sma_abs_pct_err"), True), _fmt(c.get("sma_abs_pct_err_mean"), True),
+            table.add_row(site, n, _fmt(f.get("dice_mean")), _fmt(c.get("dice_mean")), _fmt(lo.get("dice_mean")),
+                          _fmt(f.get("sma_abs_pct_err_mean"), True), _fmt(c.get("sma_abs_pct_err_mean"), True),
                           _fmt(lo.get("sma_abs_pct_err_mean"), True))
         else:
-            table.add_row(site, n, _fmt(f.get("dice")), _fmt(f.get("sma_abs_pct_err"), True),
-                          _fmt(f.get("sarcopenia_accuracy")))
-    pooled = summary["final_round"]["pooled"]
-    pooled_row = [_fmt(pooled.get("dice")), _fmt(pooled.get("sma_abs_pct_err"), True)]
-    if args.baselines:
-        table.add_row("pooled", str(pooled.get("n", "-")), pooled_row[0], "", "", pooled_row[1], "", "")
-    else:
-        table.add_row("pooled", str(pooled.get("n", "-")), *pooled_row, _fmt(pooled.get("sarcopenia_accuracy")))
+            table.add_row(site, n, _fmt(f.get("dice_mean")), _fmt(f.get("sma_abs_pct_err_mean"), True),
+                          _fmt(f.get("sarcopenia_accuracy")), _fmt(f.get("cls_accuracy")), _fmt(f.get("cls_auroc")))
     console = Console()
     console.print(table)
     total = time.perf_counter() - t0

@@ -31,9 +31,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,24 +158,61 @@ class LocalSuperLink:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def run(self, run_config: Mapping[str, Any], *, app_dir: Path = PROJECT_ROOT, timeout_s: float = 3600.0,
-            log_path: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """``flwr run <app_dir> sarcofed-sim --stream --run-config ...``; returns when the run ends.
+    def run(self, run_config: Mapping[str, Any] | Path, *, app_dir: Path = PROJECT_ROOT, timeout_s: float = 3600.0,
+            log_path: Path | None = None, on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
+        """``flwr run`` of ``app_dir`` on this SuperLink (see :func:`flwr_run`); returns when the run ends."""
+        return flwr_run(app_dir, CONNECTION, self.env, run_config, timeout_s=timeout_s, log_path=log_path,
+                        on_line=on_line)
 
-        ``flwr run`` is given a temporary copy of the files it would bundle from ``app_dir`` (the same
-        FAB, built without walking ``.venv`` and the caches; see ``stage_app``); it runs in ``app_dir``.
-        ``run_config`` values are written as TOML literals (strings quoted, booleans lower-case).
-        """
-        overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
-        with tempfile.TemporaryDirectory(prefix="sarcofed-fab-") as staging:
-            cmd = ["flwr", "run", str(stage_app(Path(app_dir), Path(staging))), CONNECTION, "--stream"]
-            if overrides:
-                cmd += ["--run-config", overrides]
-            result = subprocess.run(cmd, env=self.env, cwd=app_dir, capture_output=True, text=True, timeout=timeout_s)
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_text(result.stdout + "\n" + result.stderr)
-        return result
+
+def write_connection(flwr_home: Path, name: str, address: str) -> Path:
+    """``$FLWR_HOME/config.toml`` with one plain-text (loopback) connection NAME -> ADDRESS, the default."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    path.write_text(f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\ninsecure = true\n')
+    return path
+
+
+def flwr_run_command(app_dir: Path, connection: str, run_config: Mapping[str, Any] | Path) -> list[str]:
+    """``flwr run APP CONNECTION --stream --run-config ...``: a profile TOML path, or key=value pairs
+    (values as TOML literals: strings quoted, booleans lower-case)."""
+    cmd = ["flwr", "run", str(app_dir), connection, "--stream"]
+    if isinstance(run_config, Path):
+        return [*cmd, "--run-config", str(run_config)]
+    overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
+    return [*cmd, "--run-config", overrides] if overrides else cmd
+
+
+def flwr_run(app_dir: Path, connection: str, env: Mapping[str, str], run_config: Mapping[str, Any] | Path, *,
+             timeout_s: float = 3600.0, log_path: Path | None = None,
+             on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``flwr_run_command`` in ``app_dir`` until the run ends; each output line also goes to ``on_line``.
+
+    ``flwr run`` is given a temporary copy of the files it would bundle from ``app_dir`` (the same
+    FAB, built without walking ``.venv`` and the caches; see ``stage_app``). The whole output (stdout
+    and stderr together) is returned and written to ``log_path``.
+    """
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="sarcofed-fab-") as staging:
+        cmd = flwr_run_command(stage_app(Path(app_dir), Path(staging)), connection, run_config)
+        with subprocess.Popen(cmd, env=dict(env), cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, bufsize=1) as process:
+            timer = threading.Timer(timeout_s, process.kill)
+            timer.start()
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    lines.append(line)
+                    if on_line is not None:
+                        on_line(line.rstrip("\n"))
+            finally:
+                timer.cancel()
+            returncode = process.wait()
+    output = "".join(lines)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(output)
+    return subprocess.CompletedProcess(cmd, returncode, output, "")
 
 
 def bundle_files(app_dir: Path) -> dict[str, Path]:
@@ -226,5 +264,9 @@ def _toml(value: Any) -> str:
 
 
 if __name__ == "__main__":
-    home = PROJECT_ROOT / ".flwr_home"
-    print(write_config(home, port=None, num_supernodes=int(os.environ.get("SARCOFED_NUM_SITES", "3"))))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write <checkout>/.flwr_home/config.toml: connection sarcofed-sim, "
+                                     "Flower's own detached local simulation SuperLink.")
+    parser.add_argument("--num-supernodes", type=int, default=4, help="simulated sites (demo consortium: 4, tiny: 3)")
+    print(write_config(PROJECT_ROOT / ".flwr_home", port=None, num_supernodes=parser.parse_args().num_supernodes))

@@ -189,7 +189,7 @@ def test_federated_run_over_tls_ends_with_metrics_for_all_three_sites(consortium
         assert set(metrics.loc[metrics["phase"] == phase, "site"]) == {*SITES, "pooled"}
     seg = metrics[metrics["phase"] == "seg"].set_index("site")
     assert (seg.loc[list(SITES), "n"] >= 5).all()
-    assert seg.loc[list(SITES), "dice"].between(0, 1).all()
+    assert seg.loc[list(SITES), "dice_mean"].between(0, 1).all()
     summary = json.loads((latest / "summary.json").read_text())
     assert summary["secure_aggregation"] is True and summary["failures"] == []
     assert any((latest / "checkpoints").glob("*.pt"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,7 @@ def first_run(three_sites, superlink_factory, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     link = superlink_factory(3)
     result = link.run({"preset": "tiny", "site-manifests": ",".join(map(str, three_sites)), "run-dir": str(runs),
-                       **ROUNDS}, timeout_s=300, log_path=runs / "flwr-run.log")
+                       "sites-cache": str(runs / "cache"), **ROUNDS}, timeout_s=300, log_path=runs / "flwr-run.log")
     link.stop()
     assert result.returncode == 0, (runs / "flwr-run.log").read_text()[-3000:]
     return runs
@@ -35,10 +36,10 @@ def test_run_folder_has_metrics_checkpoints_report(first_run: Path) -> None:
     seg = metrics[(metrics["phase"] == "seg")].set_index("site")
     assert (seg.loc[["site0", "site1", "site2"], "n"] == 5).all()
     assert seg.loc["pooled", "n"] == 15
-    site_dice = seg.loc[["site0", "site1", "site2"], "dice"]
+    site_dice = seg.loc[["site0", "site1", "site2"], "dice_mean"]
     assert site_dice.between(0, 1).all()
     want = float((site_dice * 5).sum() / 15)  # pooled = n-weighted mean
-    assert math.isclose(seg.loc["pooled", "dice"], want, rel_tol=1e-6)
+    assert math.isclose(seg.loc["pooled", "dice_mean"], want, rel_tol=1e-6)
     ckpts = sorted(p.name for p in (latest / "checkpoints").iterdir())
     assert ckpts == ["best.pt", "round-001-ssl-01.pt", "round-002-seg-01.pt", "round-003-cls-01.pt"]
     summary = json.loads((latest / "summary.json").read_text())
@@ -46,6 +47,14 @@ def test_run_folder_has_metrics_checkpoints_report(first_run: Path) -> None:
     assert summary["best"]["phase"] in ("seg", "cls")
     assert (latest / "report.html").is_file() and (latest / "dice_by_round.png").stat().st_size > 1000
     assert (latest / "bland_altman.png").is_file()
+
+
+def test_the_run_reports_each_round_as_it_goes(first_run: Path) -> None:
+    """`flwr run --stream` (and so `make demo` and `flwr log`) shows one line per round, with the pooled metrics."""
+    log = (first_run / "flwr-run.log").read_text()
+    assert "sarcofed [ssl 1/1] 3 sites trained" in log
+    assert re.search(r"sarcofed \[seg 1/1\] 3 sites trained, 3 evaluated, [0-9.]+ s \| pooled Dice 0\.\d{3}, SMA error", log)
+    assert "sarcofed [cls 1/1] 3 sites trained, 3 evaluated" in log
 
 
 def test_checkpoint_is_self_describing(first_run: Path) -> None:
@@ -63,7 +72,7 @@ def test_resume_with_a_broken_site_continues(first_run, three_sites, superlink_f
     checkpoint = first_run / "latest" / "checkpoints" / "round-002-seg-01.pt"
     link = superlink_factory(4)
     result = link.run({"preset": "tiny", "site-manifests": ",".join(map(str, [*three_sites, broken])),
-                       "run-dir": str(runs), "resume-from": str(checkpoint), "resume-phase": "seg",
+                       "run-dir": str(runs), "sites-cache": str(runs / "cache"), "resume-from": str(checkpoint), "resume-phase": "seg",
                        "resume-round": 1, **ROUNDS}, timeout_s=300, log_path=runs / "flwr-run.log")
     link.stop()
     assert result.returncode == 0, (runs / "flwr-run.log").read_text()[-3000:]
