@@ -7,9 +7,14 @@ inside every hospital. So the SuperLink listens on 127.0.0.1 only and nginx is w
 - ``/v1/fleet/*``   open to anyone with TLS (SuperNodes; the SuperLink itself checks their signed keys)
 - ``/health``       open (monitoring)
 - ``/v1/control/*`` only with a client certificate issued by the consortium CA with EKU clientAuth
-                    (``coordinator.crt`` from ``sarcofed pki init``), else 403
+                    (``coordinator.crt`` from ``sarcofed pki init``), else 403; a certificate on the
+                    CA's CRL (``crl.pem``, ``sarcofed pki revoke``) gets 400 on every route
 - ``/v1/runtime/*`` never (the SuperLink's own SuperExec/ServerApp use it over loopback), 403
 - anything else (``/docs``, ``/openapi.json``): 404
+
+Audit: every access-log line names the client certificate (subject DN, serial, verification result),
+so the log says which certificate made each control call. nginx reads certificates and the CRL when
+it starts or reloads (``nginx_command(config, reload=True)``).
 
 Streaming: HTTP/1.1 upstream, no buffering either way and hour-long read timeouts, so
 `flwr run --stream` / `flwr log --stream` and the SuperNodes' long pulls pass through unchanged.
@@ -33,7 +38,10 @@ daemon off;
 events {{ worker_connections 256; }}
 
 http {{
-    access_log {state}/access.log;
+    # Who called: the client certificate of every request ("-" without one; FAILED:<reason> if refused).
+    log_format sarcofed_audit '$time_iso8601 $remote_addr "$request" $status $body_bytes_sent $request_time '
+                              'client_verify="$ssl_client_verify" client_dn="$ssl_client_s_dn" client_serial="$ssl_client_serial"';
+    access_log {state}/access.log sarcofed_audit;
     client_body_temp_path {state}/body;
     proxy_temp_path {state}/proxy;
     fastcgi_temp_path {state}/fastcgi;
@@ -55,6 +63,7 @@ http {{
         ssl_client_certificate {ca_cert};
         ssl_verify_client optional;
         ssl_verify_depth 1;
+        ssl_crl {crl};                    # revoked certificates: a request with one gets 400
 
         client_max_body_size 512m;        # model updates (a FAB is capped at 10 MB by Flower)
         proxy_http_version 1.1;
@@ -103,6 +112,9 @@ def nginx_config(pki: PkiPaths, state_dir: Path, *, listen: str, upstream: str,
     for path in (pki.ca_cert, pki.superlink_cert, pki.superlink_key):
         if not path.is_file():
             raise ConfigError(f"the proxy needs {path.name}; run `sarcofed pki init {pki.root} --host NAME` first", path)
+    if not pki.crl.is_file():
+        raise ConfigError(f"the proxy needs the CA's revocation list (crl.pem); `sarcofed pki crl {pki.root}` writes an "
+                          "empty one where ca.key is kept: copy it here", pki.crl)
     state = Path(state_dir_in_config) if state_dir_in_config else Path(state_dir).resolve()
     root = Path(pki_dir_in_config) if pki_dir_in_config else pki.root.resolve()
     return NGINX_TEMPLATE.format(
@@ -112,6 +124,7 @@ def nginx_config(pki: PkiPaths, state_dir: Path, *, listen: str, upstream: str,
         ca_cert=root / pki.ca_cert.name,
         server_cert=root / pki.superlink_cert.name,
         server_key=root / pki.superlink_key.name,
+        crl=root / pki.crl.name,
     )
 
 
@@ -127,10 +140,15 @@ def write_nginx_config(pki: PkiPaths, state_dir: Path, *, listen: str, upstream:
     return config
 
 
-def nginx_command(config: Path, nginx: str | None = None) -> list[str]:
-    """Run nginx in the foreground on CONFIG (its prefix and error log in the same folder)."""
+def nginx_command(config: Path, nginx: str | None = None, *, reload: bool = False) -> list[str]:
+    """Run nginx in the foreground on CONFIG (its prefix and error log in the same folder).
+
+    reload=True: the line that tells the running nginx (pid file in the same folder) to read its
+    configuration, certificates and CRL again, without dropping connections (``nginx -s reload``).
+    """
     binary = nginx or shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists() and shutil.which(binary) is None:
         raise ConfigError("nginx is not installed; on Debian/Ubuntu: apt-get install -y nginx-light (or nginx)")
     state = Path(config).resolve().parent
-    return [binary, "-p", str(state), "-e", str(state / "error.log"), "-c", str(Path(config).resolve())]
+    command = [binary, "-p", str(state), "-e", str(state / "error.log"), "-c", str(Path(config).resolve())]
+    return [*command, "-s", "reload"] if reload else command

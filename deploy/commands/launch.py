@@ -22,6 +22,14 @@ deploy_app = typer.Typer(
 FlwrHome = Annotated[Path, typer.Option("--flwr-home", envvar="FLWR_HOME", help="Flower's home (apps, config.toml); default $FLWR_HOME or ~/.flwr.")]
 
 
+def _warn_expiry(pki_dir: Path) -> None:
+    """Print a warning (stderr) for each certificate or CRL of PKI_DIR that expires within 30 days."""
+    from deploy.pki import credential_warnings
+
+    for line in credential_warnings(pki_dir):
+        typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
+
+
 def _exec(command: list[str], flwr_home: Path, dry_run: bool) -> None:
     from deploy.launch import flower_env
 
@@ -42,11 +50,16 @@ def superlink(
     flwr_home: FlwrHome = Path.home() / ".flwr",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it.")] = False,
 ) -> None:
-    """Start flower-superlink with TLS, SuperNode authentication and a database; telemetry and installs off."""
+    """Start flower-superlink with TLS, SuperNode authentication and a database; telemetry and installs off.
+
+    Warns (stderr) when a certificate of the folder expires within 30 days.
+    """
     from deploy.launch import superlink_command
     from deploy.pki import PkiPaths
 
-    _exec(superlink_command(PkiPaths(pki_dir), database.absolute(), host=host, port=port), flwr_home, dry_run)
+    command = superlink_command(PkiPaths(pki_dir), database.absolute(), host=host, port=port)
+    _warn_expiry(pki_dir)
+    _exec(command, flwr_home, dry_run)
 
 
 @deploy_app.command("supernode")
@@ -84,12 +97,18 @@ def proxy(
     container: Annotated[bool, typer.Option("--container", help="Write /pki/... and /tmp/proxy paths into nginx.conf (deploy/docker/compose.yaml); implies --dry-run.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write nginx.conf and print the command instead of running it.")] = False,
 ) -> None:
-    """Start nginx in front of the SuperLink: fleet route open, control route only with the coordinator certificate."""
+    """Start nginx in front of the SuperLink: fleet route open, control route only with the coordinator certificate.
+
+    Revoked certificates (crl.pem) are refused. After `sarcofed pki revoke`, reload it:
+    nginx -p STATE_DIR -e STATE_DIR/error.log -c STATE_DIR/nginx.conf -s reload. Warns (stderr) when a certificate or the CRL
+    expires within 30 days.
+    """
     from deploy.pki import PkiPaths
     from deploy.proxy import nginx_command, write_nginx_config
 
     in_container = {"pki_dir_in_config": Path("/pki"), "state_dir_in_config": Path("/tmp/proxy")} if container else {}
     config = write_nginx_config(PkiPaths(pki_dir), state_dir, listen=listen, upstream=upstream, **in_container)
+    _warn_expiry(pki_dir)
     if container:
         typer.echo(f"wrote {config} for a container that mounts the PKI at /pki")
         return

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from flwr.common.config import parse_config_args
+from typer.testing import CliRunner
 
 from common.errors import ConfigError
+from deploy.commands.launch import deploy_app
 from deploy.launch import flower_env, superlink_command, supernode_command, write_coordinator_config
 from deploy.pki import PkiPaths, init_pki
 from deploy.proxy import nginx_command, write_nginx_config
@@ -67,5 +69,31 @@ def test_nginx_config_is_valid_and_guards_control(pki, tmp_path):
     text = config.read_text()
     assert "ssl_verify_client optional" in text and "$ssl_client_verify != SUCCESS" in text
     assert "location /v1/runtime/" in text and "proxy_buffering off" in text
+    assert f"ssl_crl {pki.crl.resolve()};" in text
+    for field in ("$ssl_client_verify", "$ssl_client_s_dn", "$ssl_client_serial"):
+        assert field in text.split("log_format sarcofed_audit", 1)[1].split(";", 1)[0]
+    assert "access.log sarcofed_audit;" in text
     check = subprocess.run([*nginx_command(config), "-t"], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+    assert nginx_command(config, reload=True)[-2:] == ["-s", "reload"]
+
+
+def test_proxy_refuses_to_start_without_a_crl(tmp_path):
+    pki = init_pki(tmp_path / "pki")
+    pki.crl.unlink()
+    with pytest.raises(ConfigError, match="sarcofed pki crl"):
+        write_nginx_config(pki, tmp_path / "proxy", listen="127.0.0.1:9443", upstream="127.0.0.1:9091")
+
+
+def test_deploy_commands_warn_of_certificates_about_to_expire(tmp_path):
+    pki = init_pki(tmp_path / "pki", client_days=10)
+    runner = CliRunner()
+    result = runner.invoke(deploy_app, ["superlink", str(pki.root), "--database", str(tmp_path / "s.db"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "coordinator.crt" in result.stderr and "expires in 10 days" in result.stderr
+    assert "flower-superlink" in result.stdout
+    result = runner.invoke(deploy_app, ["proxy", str(pki.root), "--state-dir", str(tmp_path / "proxy"), "--container"])
+    assert result.exit_code == 0 and "expires in 10 days" in result.stderr
+    fresh = init_pki(tmp_path / "fresh")
+    result = runner.invoke(deploy_app, ["superlink", str(fresh.root), "--database", str(tmp_path / "s.db"), "--dry-run"])
+    assert result.exit_code == 0 and result.stderr == ""
