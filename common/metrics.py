@@ -10,13 +10,53 @@ Policies (stated once, used everywhere):
   reverse) is a Dice of 0. MONAI's ``compute_dice(ignore_empty=True)`` returns NaN whenever the
   reference is empty; the two agree wherever the reference has at least one pixel.
 - Ratios whose denominator is zero (sensitivity without a sarcopenic patient, AUROC with one class)
-  are NaN, never 0 or 1, and come with the counts that made them.
+  are NaN, never 0 or 1.
 - SMA is the area of muscle-attenuation tissue inside the muscle outline: evaluation and predict
   pass a network's mask through ``apply_hu_window`` (Alberta, -29..+150 HU) before measuring it,
   as reference L3 masks are drawn; ``dice_raw`` keeps the score of the mask as the network gave it.
-- A site's summary never shows an aggregate over fewer than ``MIN_COHORT`` patients: the value is
-  NaN and its name is listed in ``suppressed_metrics``; the count ``<name>_n`` is still reported so
-  that pooled summaries can weigh correctly.
+
+Patients and rows. A per-patient table has one row per evaluated case (a slice; a patient may have
+several). ``n`` counts distinct patients by ``patient_id`` (a row without an id, or a table without
+the column, counts as one patient). Values are computed over rows, as a patient's slices are
+scored one by one; each ``<name>_n`` counts the rows its value is over, which is the weight that
+makes pooling exact. The suppression thresholds below count distinct patients.
+
+Suppression (``MIN_COHORT`` = 5; ``site_summary`` applies it, ``pooled_summary`` again to its own
+output). A hidden number is NaN, never 0, and its name is in ``suppressed_metrics``; 0 means that
+nothing was evaluated, and NaN with a count of 0 that the value is undefined or was not evaluated.
+
+1. A summary of fewer than ``MIN_COHORT`` patients sends no number: ``n``, every aggregate and every
+   count are NaN.
+2. An aggregate over fewer than ``MIN_COHORT`` patients is hidden together with its ``_n``.
+3. A binary-verdict block, the verdict from SMA (``sarcopenia_accuracy, sensitivity, specificity,
+   balanced_accuracy``) or the classifier (``cls_accuracy, cls_sensitivity, cls_specificity,
+   cls_auroc``), is shown or hidden as a whole, values and counts. It is shown only when each
+   reference class, sarcopenic and not sarcopenic, holds at least ``MIN_COHORT`` patients (an empty
+   class hides it too: it would say every patient is in the other). So a block's confusion table
+   can be recomputed from what is sent (TP = accuracy x n - specificity x n_neg) only when both of
+   its classes are that large. When both blocks are shown and their class counts (rows) differ by 1
+   to ``MIN_COHORT - 1``, the classifier block is hidden: the difference would count a reference
+   class among the rows that one block scored and the other did not.
+4. No count from 1 to ``MIN_COHORT - 1`` is sent (``shareable_count``), including
+   ``dice_n_both_empty`` and ``n_without_mask`` (``common.train.evaluate``).
+5. The pooled summary is computed only from what the sites sent, and a site's hidden value or count
+   contributes nothing: pooled summaries of two site sets (two rounds, a site dropping out) differ
+   only by numbers the sites sent themselves. Its counts stand in for patients (a site count is 0
+   or at least ``MIN_COHORT`` patients' rows).
+
+Not protected:
+
+- The cells of a shown block's confusion table: TP = sensitivity x sensitivity_n may be 1 to 4. The
+  threshold is on the reference classes a proportion is over, not on its numerator.
+- Differences between counts over nested sets of the same rows, which count rows lacking an input:
+  ``n - dice_mean_n`` (both masks empty), ``n - sma_bias_cm2_n`` (an SMA missing),
+  ``n - sarcopenia_accuracy_n`` (no verdict: height, sex or, for a BMI-dependent rule, weight
+  unknown). They may be 1 to 4 (rule 4 keeps ``dice_n_both_empty`` out of the message, not out of
+  reach); they say how many cases lack an input, not their values or classes (a class count over
+  such rows is rule 3's cross-block case). ``n`` is in patients and the ``_n`` in rows, so these
+  differences are exact only with one row per patient.
+- Summaries of two different tables of one site (a holdout changed between runs) can be
+  differenced; the rules hold per table, and a site's holdout is fixed within a run.
 """
 
 from __future__ import annotations
@@ -301,68 +341,93 @@ class DiceAccumulator:
 
 
 # ----------------------------------------------------------------------------- per-site summary
+MEANS: tuple[tuple[str, str], ...] = (
+    ("dice_mean", "dice"), ("dice_raw_mean", "dice_raw"), ("sma_abs_pct_err_mean", "sma_abs_pct_err"),
+    ("sma_ref_mean_cm2", "sma_ref_cm2"), ("sma_pred_mean_cm2", "sma_pred_cm2"), ("muscle_hu_mean", "muscle_hu_mean"),
+)
+"""(summary name, per-patient column) of each plain mean in a site summary."""
+
+BLAND_ALTMAN: tuple[str, ...] = ("sma_bias_cm2", "sma_sd_diff_cm2", "sma_loa_low", "sma_loa_high")
+"""The Bland-Altman aggregates of SMA (cm2), all over the same pairs."""
+
+VERDICT_BLOCK: tuple[str, ...] = ("sarcopenia_accuracy", "sensitivity", "specificity", "balanced_accuracy")
+"""The SMA verdict against the reference: shown or suppressed as a whole, values and counts."""
+
+CLASSIFIER_BLOCK: tuple[str, ...] = ("cls_accuracy", "cls_sensitivity", "cls_specificity", "cls_auroc")
+"""The image classifier against the reference: shown or suppressed as a whole, values and counts."""
+
+_BLOCKS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (VERDICT_BLOCK, "sensitivity_n", "specificity_n"),
+    (CLASSIFIER_BLOCK, "cls_sensitivity_n", "cls_specificity_n"),
+)
+"""Each block with the keys of its reference classes' counts (sarcopenic, not sarcopenic)."""
+
+_BARE_COUNTS: tuple[str, ...] = ("n", "dice_n_both_empty")
+"""Counts a summary sends that are not the ``_n`` of an aggregate."""
+
+
 def site_summary(per_patient: pd.DataFrame, min_cohort: int = MIN_COHORT) -> dict[str, object]:
-    """Aggregate a site's per-patient table into the numbers a site may share.
+    """Aggregate a site's per-patient table into the numbers a site may share, suppressed by the module policy.
 
     Parameters
     ----------
     per_patient : DataFrame
-        One row per patient, with any of the columns written by ``common.train.evaluate``:
-        ``dice, dice_raw, sma_ref_cm2, sma_pred_cm2, sma_abs_pct_err, muscle_hu_mean, sarcopenic_ref,
-        sarcopenic_pred, cls_prob``. Missing columns give NaN aggregates with n = 0.
+        One row per evaluated case (a slice; one patient may have several), with any of the
+        columns written by ``common.train.evaluate``: ``patient_id, dice, dice_raw, sma_ref_cm2,
+        sma_pred_cm2, sma_abs_pct_err, muscle_hu_mean, sarcopenic_ref, sarcopenic_pred, cls_prob``.
+        Missing columns give NaN aggregates over 0 rows; without ``patient_id`` each row counts
+        as a patient.
     min_cohort : int (default: MIN_COHORT = 5)
-        Aggregates over fewer patients than this are replaced by NaN and named in
-        ``suppressed_metrics``.
+        Fewest patients an aggregate, and each reference class of a binary-verdict block, may rest
+        on; smaller ones are suppressed (NaN, named in ``suppressed_metrics``), as is any count
+        from 1 to ``min_cohort - 1``.
 
     Returns
     -------
     dict
-        ``n`` (rows), and for every aggregate ``name`` its value and ``name_n`` (the patients it is
-        over: for ``sensitivity`` the sarcopenic references, for ``specificity`` the others, for
-        ``balanced_accuracy`` the smaller of the two), plus
-        ``dice_n_both_empty``, ``suppressed`` (bool) and ``suppressed_metrics`` (list of names).
+        ``n`` (distinct patients), and for every aggregate ``name`` its value and ``name_n`` (the
+        rows it is over: for ``sensitivity`` the sarcopenic references, for ``specificity`` the
+        others, for ``balanced_accuracy`` the smaller of the two), plus ``dice_n_both_empty``,
+        ``suppressed`` (bool) and ``suppressed_metrics`` (sorted names whose values are hidden).
         ``sarcopenia_accuracy``, ``sensitivity`` and ``specificity`` judge the verdict from the
         predicted SMA (``sarcopenic_pred``); ``cls_accuracy``, ``cls_sensitivity``,
         ``cls_specificity`` judge the image classifier (``cls_prob >= 0.5``) and ``cls_auroc`` its
         probability, all against ``sarcopenic_ref``, with the same denominators.
     """
     df = per_patient
-    out: dict[str, object] = {"n": int(len(df))}
+    ids = _patient_ids(df)
+    out: dict[str, object] = {"n": _distinct(ids, np.ones(len(df), dtype=bool))}
+    patients: dict[str, int] = {}  # distinct patients behind each aggregate outside the blocks
 
     def col(name: str) -> np.ndarray:
         if name not in df.columns:
             return np.full(len(df), np.nan)
         return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
 
-    def put_mean(name: str, values: np.ndarray) -> None:
-        finite = values[np.isfinite(values)]
-        out[name] = float(finite.mean()) if finite.size else math.nan
-        out[f"{name}_n"] = int(finite.size)
+    for name, column in MEANS:
+        values = col(column)
+        keep = np.isfinite(values)
+        out[name] = float(values[keep].mean()) if keep.any() else math.nan
+        out[f"{name}_n"] = int(keep.sum())
+        patients[name] = _distinct(ids, keep)
+    out["dice_n_both_empty"] = int(np.isnan(col("dice")).sum()) if "dice" in df.columns else 0
 
-    dice_values = col("dice")
-    put_mean("dice_mean", dice_values)
-    out["dice_n_both_empty"] = int(np.isnan(dice_values).sum()) if "dice" in df.columns else 0
-    put_mean("dice_raw_mean", col("dice_raw"))
-    put_mean("sma_abs_pct_err_mean", col("sma_abs_pct_err"))
-    put_mean("sma_ref_mean_cm2", col("sma_ref_cm2"))
-    put_mean("sma_pred_mean_cm2", col("sma_pred_cm2"))
-    put_mean("muscle_hu_mean", col("muscle_hu_mean"))
+    sma_pred, sma_ref = col("sma_pred_cm2"), col("sma_ref_cm2")
+    ba = bland_altman(sma_pred, sma_ref)
+    for name, value in zip(BLAND_ALTMAN, (ba.bias, ba.sd, ba.loa_low, ba.loa_high), strict=True):
+        out[name], out[f"{name}_n"] = value, ba.n
+        patients[name] = _distinct(ids, np.isfinite(sma_pred) & np.isfinite(sma_ref))
 
-    ba = bland_altman(col("sma_pred_cm2"), col("sma_ref_cm2"))
-    for key, value in (("sma_bias_cm2", ba.bias), ("sma_sd_diff_cm2", ba.sd),
-                       ("sma_loa_low", ba.loa_low), ("sma_loa_high", ba.loa_high)):
-        out[key], out[f"{key}_n"] = value, ba.n
-
-    verdict = binary_counts(_column_objects(df, "sarcopenic_pred"), _column_objects(df, "sarcopenic_ref"))
+    refs = _column_objects(df, "sarcopenic_ref")
+    preds = _column_objects(df, "sarcopenic_pred")
+    verdict = binary_counts(preds, refs)
     out["sarcopenia_accuracy"], out["sarcopenia_accuracy_n"] = verdict.accuracy, verdict.n
     out["sensitivity"], out["sensitivity_n"] = verdict.sensitivity, verdict.n_pos
     out["specificity"], out["specificity_n"] = verdict.specificity, verdict.n_neg
-    # Balanced accuracy rests on both classes: its n is the smaller one, so it is shown only when
-    # sensitivity and specificity both are.
     out["balanced_accuracy"] = verdict.balanced_accuracy
     out["balanced_accuracy_n"] = min(verdict.n_pos, verdict.n_neg)
 
-    probs, refs = col("cls_prob"), _column_objects(df, "sarcopenic_ref")
+    probs = col("cls_prob")
     cls_verdicts = [None if not math.isfinite(p) else bool(p >= 0.5) for p in probs]
     cls = binary_counts(cls_verdicts, refs)
     out["cls_accuracy"], out["cls_accuracy_n"] = cls.accuracy, cls.n
@@ -370,65 +435,146 @@ def site_summary(per_patient: pd.DataFrame, min_cohort: int = MIN_COHORT) -> dic
     out["cls_specificity"], out["cls_specificity_n"] = cls.specificity, cls.n_neg
     out["cls_auroc"], out["cls_auroc_n"] = auroc(probs, refs), cls.n
 
-    suppressed = _suppress(out, min_cohort)
+    classes = {
+        VERDICT_BLOCK: _class_patients(preds, refs, ids),
+        CLASSIFIER_BLOCK: _class_patients(cls_verdicts, refs, ids),
+    }
+    suppressed = _suppress(out, patients, classes, min_cohort)
     out["suppressed"] = bool(suppressed)
-    out["suppressed_metrics"] = sorted(suppressed)
+    out["suppressed_metrics"] = suppressed
     return out
 
 
-def _suppress(summary: dict[str, object], min_cohort: int) -> list[str]:
-    """NaN every aggregate whose ``_n`` is below ``min_cohort`` (but above 0); return their names."""
-    names: list[str] = []
-    for key in [k for k in summary if k.endswith("_n") and k[:-2] in summary]:
-        name = key[:-2]
-        n = int(summary[key])  # type: ignore[arg-type]
-        if 0 < n < min_cohort:
-            summary[name] = math.nan
-            names.append(name)
-    return names
+def count_patients(table: pd.DataFrame) -> int:
+    """Distinct patients of a table by ``patient_id``; a row without an id, or a table without the column, counts once.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Rows of cases (slices), e.g. a manifest or a per-patient table.
+
+    Returns
+    -------
+    int
+        Distinct non-empty ``patient_id`` values (compared as stripped strings) plus the rows without one.
+    """
+    return _distinct(_patient_ids(table), np.ones(len(table), dtype=bool))
+
+
+def shareable_count(count: int, min_cohort: int = MIN_COHORT) -> int | float:
+    """A count as it may be sent: itself when 0 or at least ``min_cohort``, NaN (hidden) in between."""
+    return int(count) if count == 0 or count >= min_cohort else math.nan
+
+
+def _suppress(summary: dict[str, object], patients: Mapping[str, int],
+              classes: Mapping[tuple[str, ...], tuple[int, int]], min_cohort: int) -> list[str]:
+    """Apply the module's suppression policy to ``summary`` in place; return the sorted names hidden.
+
+    ``patients`` holds the distinct patients behind each aggregate outside the two blocks, and
+    ``classes`` the patients in each block's reference classes (sarcopenic, not sarcopenic). Hiding
+    an aggregate sets its value and its ``_n`` to NaN.
+    """
+    hidden: set[str] = set()
+
+    def hide(name: str) -> None:
+        summary[name] = math.nan
+        if f"{name}_n" in summary:
+            summary[f"{name}_n"] = math.nan
+        hidden.add(name)
+
+    n = _num(summary["n"])
+    if 0 < n < min_cohort:
+        for name in [*patients, *VERDICT_BLOCK, *CLASSIFIER_BLOCK, *_BARE_COUNTS]:
+            if name in summary:
+                hide(name)
+        return sorted(hidden)
+
+    shown: list[tuple[str, str]] = []
+    for block, pos_key, neg_key in _BLOCKS:
+        n_pos, n_neg = classes[block]
+        if n_pos + n_neg == 0:
+            continue  # not evaluated: NaN values over 0 rows, nothing to hide
+        if min(n_pos, n_neg) < min_cohort:
+            for name in block:
+                hide(name)
+        else:
+            shown.append((pos_key, neg_key))
+    if len(shown) == 2:
+        # Both blocks' class counts are sent: a small difference would count one class among the
+        # rows only one block scored. The classifier block gives way.
+        (verdict_pos, verdict_neg), (cls_pos, cls_neg) = shown
+        for a, b in ((verdict_pos, cls_pos), (verdict_neg, cls_neg)):
+            if 0 < abs(_num(summary[a]) - _num(summary[b])) < min_cohort:
+                for name in CLASSIFIER_BLOCK:
+                    hide(name)
+                break
+
+    for name, count in patients.items():
+        if 0 < count < min_cohort:
+            hide(name)
+
+    for key in [k for k in summary if k in _BARE_COUNTS or (k.endswith("_n") and k[:-2] in summary)]:
+        count = _num(summary[key])
+        if math.isfinite(count) and math.isnan(shareable_count(int(count), min_cohort)):
+            summary[key] = math.nan
+            if key in _BARE_COUNTS:
+                hidden.add(key)
+    return sorted(hidden)
 
 
 # ----------------------------------------------------------------------------- pooling across sites
-_POOLED_MEANS = (
-    "dice_mean", "dice_raw_mean", "sma_abs_pct_err_mean", "sma_ref_mean_cm2", "sma_pred_mean_cm2", "muscle_hu_mean",
-    "sarcopenia_accuracy", "sensitivity", "specificity", "cls_accuracy", "cls_sensitivity", "cls_specificity",
-)
-
-
 def pooled_summary(summaries: Sequence[Mapping[str, object]], min_cohort: int = MIN_COHORT) -> dict[str, object]:
     """Combine site summaries (``site_summary`` output) into one, each mean weighted by its ``_n``.
 
     Exact for means and proportions (a proportion weighted by its denominator is the pooled
     proportion); the Bland-Altman SD is pooled from the sites' SDs and biases (between- plus
     within-site variance). AUROC cannot be pooled exactly from site values: ``cls_auroc`` is the
-    n-weighted mean of the site AUROCs, an approximation, flagged in ``cls_auroc_pooling``. Sites'
-    suppressed (NaN) values do not contribute. The pooled result is suppressed again below
-    ``min_cohort``.
+    n-weighted mean of the site AUROCs, an approximation, flagged in ``cls_auroc_pooling``. A site's
+    suppressed (NaN) value or count contributes nothing, to the means, their ``_n`` or ``n``. The
+    pooled result is suppressed by the same policy, its counts standing in for patients.
+
+    Parameters
+    ----------
+    summaries : sequence of mappings
+        Site summaries as sent (``site_summary`` or ``numeric_summary`` of it).
+    min_cohort : int (default: MIN_COHORT = 5)
+        As in ``site_summary``.
+
+    Returns
+    -------
+    dict
+        The keys of ``site_summary`` (less ``dice_n_both_empty``), plus ``n_sites`` and
+        ``cls_auroc_pooling``.
     """
-    out: dict[str, object] = {"n": int(sum(int(s.get("n", 0)) for s in summaries)), "n_sites": len(summaries)}  # type: ignore[call-overload]
-    for name in _POOLED_MEANS:
+    out: dict[str, object] = {"n": sum(_count(s.get("n")) for s in summaries), "n_sites": len(summaries)}
+    for name, _ in MEANS:
+        out[name], out[f"{name}_n"] = _weighted(summaries, name)
+    for name in ("sarcopenia_accuracy", "sensitivity", "specificity", "cls_accuracy", "cls_sensitivity",
+                 "cls_specificity"):
         out[name], out[f"{name}_n"] = _weighted(summaries, name)
     # Bland-Altman: pooled bias, then pooled variance of differences.
     bias, n_ba = _weighted(summaries, "sma_bias_cm2")
     ss, dof = 0.0, 0
     for s in summaries:
-        b, sd, n = _num(s.get("sma_bias_cm2")), _num(s.get("sma_sd_diff_cm2")), int(s.get("sma_bias_cm2_n", 0) or 0)  # type: ignore[call-overload]
+        b, sd, n = _num(s.get("sma_bias_cm2")), _num(s.get("sma_sd_diff_cm2")), _count(s.get("sma_bias_cm2_n"))
         if n > 0 and math.isfinite(b):
             ss += n * (b - bias) ** 2 + ((n - 1) * sd**2 if n > 1 and math.isfinite(sd) else 0.0)
             dof += n
     sd_pooled = math.sqrt(ss / (dof - 1)) if dof > 1 else math.nan
-    out["sma_bias_cm2"], out["sma_bias_cm2_n"] = bias, n_ba
-    out["sma_sd_diff_cm2"], out["sma_sd_diff_cm2_n"] = sd_pooled, n_ba
-    out["sma_loa_low"], out["sma_loa_low_n"] = bias - Z_95 * sd_pooled, n_ba
-    out["sma_loa_high"], out["sma_loa_high_n"] = bias + Z_95 * sd_pooled, n_ba
+    for name, value in zip(BLAND_ALTMAN, (bias, sd_pooled, bias - Z_95 * sd_pooled, bias + Z_95 * sd_pooled),
+                           strict=True):
+        out[name], out[f"{name}_n"] = value, n_ba
     sens, spec = _num(out["sensitivity"]), _num(out["specificity"])
     out["balanced_accuracy"] = (sens + spec) / 2.0
-    out["balanced_accuracy_n"] = min(int(out["sensitivity_n"]), int(out["specificity_n"]))  # type: ignore[call-overload]
+    out["balanced_accuracy_n"] = min(_count(out["sensitivity_n"]), _count(out["specificity_n"]))
     out["cls_auroc"], out["cls_auroc_n"] = _weighted(summaries, "cls_auroc")
     out["cls_auroc_pooling"] = "n-weighted mean of site AUROCs (approximate)"
-    suppressed = _suppress(out, min_cohort)
+
+    patients = {name: _count(out[f"{name}_n"]) for name in [*(m for m, _ in MEANS), *BLAND_ALTMAN]}
+    classes = {block: (_count(out[pos_key]), _count(out[neg_key])) for block, pos_key, neg_key in _BLOCKS}
+    suppressed = _suppress(out, patients, classes, min_cohort)
     out["suppressed"] = bool(suppressed)
-    out["suppressed_metrics"] = sorted(suppressed)
+    out["suppressed_metrics"] = suppressed
     return out
 
 
@@ -448,9 +594,10 @@ def numeric_summary(summary: Mapping[str, object]) -> dict[str, float]:
 
 
 def _weighted(summaries: Sequence[Mapping[str, object]], name: str) -> tuple[float, int]:
+    """Mean of the sites' ``name`` weighted by ``name_n``; sites whose value or count is missing or NaN left out."""
     total, weight = 0.0, 0
     for s in summaries:
-        value, n = _num(s.get(name)), int(s.get(f"{name}_n", 0) or 0)  # type: ignore[call-overload]
+        value, n = _num(s.get(name)), _count(s.get(f"{name}_n"))
         if n > 0 and math.isfinite(value):
             total += value * n
             weight += n
@@ -474,6 +621,11 @@ def _finite(x: object) -> bool:
 
 def _num(x: object) -> float:
     return float(x) if _finite(x) else math.nan  # type: ignore[arg-type]
+
+
+def _count(x: object) -> int:
+    """A count as sent, 0 when missing or hidden (NaN)."""
+    return int(float(x)) if _finite(x) else 0  # type: ignore[arg-type]
 
 
 def _ratio(num: int, den: int) -> float:
@@ -502,3 +654,30 @@ def _as_bool(x: object) -> bool | None:
 
 def _column_objects(df: pd.DataFrame, name: str) -> list[object]:
     return list(df[name]) if name in df.columns else [None] * len(df)
+
+
+def _patient_ids(df: pd.DataFrame) -> list[object]:
+    """Each row's patient: its ``patient_id`` as a stripped string, or the row itself when it has none."""
+    if "patient_id" not in df.columns:
+        return [("row", i) for i in range(len(df))]
+    ids: list[object] = []
+    for i, value in enumerate(df["patient_id"]):
+        missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+        text = "" if missing else str(value).strip()
+        ids.append(text if text else ("row", i))
+    return ids
+
+
+def _distinct(ids: Sequence[object], keep: np.ndarray) -> int:
+    """Distinct patients among the rows where ``keep`` is True."""
+    return len({ids[i] for i in np.flatnonzero(keep)})
+
+
+def _class_patients(pred: Sequence[object], ref: Sequence[object], ids: Sequence[object]) -> tuple[int, int]:
+    """Distinct patients among the rows with both verdicts known: (sarcopenic reference, not sarcopenic reference)."""
+    pos, neg = set(), set()
+    for p, r, patient in zip(pred, ref, ids, strict=True):
+        p_b, r_b = _as_bool(p), _as_bool(r)
+        if p_b is not None and r_b is not None:
+            (pos if r_b else neg).add(patient)
+    return len(pos), len(neg)

@@ -1,4 +1,4 @@
-"""Evaluate a model on a site's labelled slices: one row per patient, then the site summary.
+"""Evaluate a model on a site's labelled slices: one row per slice, then the site summary.
 
 Used as it is by ``sarcofed evaluate``, by the federated client after every round, and by the
 baselines, so that every number in a report is computed one way. Everything is measured on each
@@ -27,9 +27,11 @@ from common.metrics import (
     MIN_COHORT,
     abs_pct_error,
     apply_hu_window,
+    count_patients,
     dice,
     muscle_hu_mean,
     sarcopenia_verdict,
+    shareable_count,
     site_summary,
     sma_cm2,
 )
@@ -74,7 +76,8 @@ def evaluate_cases(
     manifest_dir : path, optional
         Folder that relative paths are relative to, when ``cases`` does not carry it in ``attrs``.
     min_cohort : int (default: 5)
-        Aggregates over fewer patients are suppressed in the summary.
+        Aggregates over fewer patients, and counts from 1 to ``min_cohort - 1``, are suppressed in
+        the summary (``common.metrics`` states the policy).
     batch_size : int (default: 16)
         Slices per forward pass (and held in memory at once).
     hu_window : bool (default: True)
@@ -85,11 +88,12 @@ def evaluate_cases(
     Returns
     -------
     per_patient : DataFrame
-        One row per evaluated patient, columns ``PER_PATIENT_COLUMNS`` (areas in cm2, SMI in cm2/m2,
-        HU; verdicts True/False/None).
+        One row per evaluated manifest row (a slice; a patient may have several), columns
+        ``PER_PATIENT_COLUMNS`` (areas in cm2, SMI in cm2/m2, HU; verdicts True/False/None).
     summary : dict
-        ``common.metrics.site_summary`` of that table plus ``cutoff`` (name, citation), ``split``,
-        ``n_without_mask`` and ``seconds``.
+        ``common.metrics.site_summary`` of that table (``n`` in distinct patients) plus ``cutoff``
+        (name, citation), ``split``, ``n_without_mask`` (patients of the split none of whose rows
+        has a mask; NaN from 1 to ``min_cohort - 1``) and ``seconds``.
 
     Raises
     ------
@@ -136,7 +140,7 @@ def evaluate_cases(
         "cutoff": {"name": rule.name, "citation": rule.citation, "men": rule.men, "women": rule.women,
                    "men_bmi25": rule.men_bmi25},
         "split": split or "all",
-        "n_without_mask": int(len(df) - len(labelled)),
+        "n_without_mask": shareable_count(count_patients(df) - count_patients(labelled), min_cohort),
         "classifier_evaluated": with_classifier,
         "mask_hu_window": list(MUSCLE_HU_RANGE) if hu_window else None,
         "seconds": round(time.perf_counter() - start, 3),

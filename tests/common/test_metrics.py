@@ -175,11 +175,11 @@ def test_site_summary_classifier_sensitivity_and_specificity_by_hand():
     assert s["cls_specificity"] == pytest.approx(4 / 5) and s["cls_specificity_n"] == 5
     assert s["cls_accuracy"] == pytest.approx(7 / 10) and s["cls_accuracy_n"] == 10
     assert "cls_sensitivity" not in s["suppressed_metrics"]
-    # Four sarcopenic references left: sensitivity over 4 is hidden, its count kept; specificity stays.
+    # Four sarcopenic references left: the whole classifier block is hidden, values and counts.
     fewer = metrics.site_summary(_classifier_table().iloc[1:])
-    assert math.isnan(fewer["cls_sensitivity"]) and fewer["cls_sensitivity_n"] == 4
-    assert "cls_sensitivity" in fewer["suppressed_metrics"]
-    assert fewer["cls_specificity"] == pytest.approx(4 / 5)
+    for name in metrics.CLASSIFIER_BLOCK:
+        assert math.isnan(fewer[name]) and math.isnan(fewer[f"{name}_n"]), name
+        assert name in fewer["suppressed_metrics"]
     # No classifier output (a seg round): NaN over 0 patients, not suppressed.
     seg = metrics.site_summary(_table(10, 5).drop(columns="cls_prob"))
     assert math.isnan(seg["cls_sensitivity"]) and seg["cls_sensitivity_n"] == 0
@@ -195,19 +195,140 @@ def test_pooled_summary_classifier_sensitivity_and_specificity():
     assert pooled["cls_specificity"] == pytest.approx((4 + 5) / 10) and pooled["cls_specificity_n"] == 10
 
 
-def test_site_summary_suppresses_below_five():
-    small = metrics.site_summary(_table(4, 2))
-    assert small["n"] == 4 and small["dice_mean_n"] == 4
-    for key in ("dice_mean", "sma_bias_cm2", "sma_loa_low", "sensitivity", "sarcopenia_accuracy", "cls_auroc"):
-        assert math.isnan(small[key]), key
-    assert small["suppressed"] is True and "dice_mean" in small["suppressed_metrics"]
-    # Nine patients but only three sarcopenic: sensitivity (over 3) is hidden, accuracy (over 9) is shown.
-    mixed = metrics.site_summary(_table(9, 3))
-    assert math.isnan(mixed["sensitivity"]) and mixed["sensitivity_n"] == 3
-    assert math.isnan(mixed["balanced_accuracy"])
-    assert mixed["sarcopenia_accuracy"] == 1.0 and mixed["specificity"] == 1.0
-    assert metrics.site_summary(_table(5, 5))["dice_mean_n"] == 5
-    assert not math.isnan(metrics.site_summary(_table(5, 0))["dice_mean"])
+def _counts(summary: dict) -> dict[str, float]:
+    """Every count a summary sends: ``n``, the ``_n`` of each aggregate, ``dice_n_both_empty``."""
+    flat = metrics.numeric_summary(summary)
+    return {k: v for k, v in flat.items() if k in ("n", "dice_n_both_empty") or (k.endswith("_n") and k[:-2] in flat)}
+
+
+def _attack_table() -> pd.DataFrame:
+    # 12 patients, 3 sarcopenic. SMA verdict: tp tp fn | fp, then 8 tn. Classifier (>= 0.5): the same cells.
+    sarc = [True] * 3 + [False] * 9
+    return pd.DataFrame({
+        "patient_id": [f"p{i}" for i in range(12)],
+        "dice": [0.9] * 12,
+        "sarcopenic_ref": sarc,
+        "sarcopenic_pred": [True, True, False, True] + [False] * 8,
+        "cls_prob": [0.9, 0.8, 0.2, 0.6] + [0.1] * 8,
+    })
+
+
+def test_differencing_cannot_recover_the_confusion_table():
+    table = _attack_table()
+    # Without suppression the attack works: TP = accuracy x n - specificity x n_neg = 10 - 8 = 2.
+    open_ = metrics.numeric_summary(metrics.site_summary(table, min_cohort=1))
+    assert open_["sarcopenia_accuracy"] * open_["sarcopenia_accuracy_n"] - open_["specificity"] * open_[
+        "specificity_n"] == pytest.approx(2)
+
+    sent = metrics.numeric_summary(s := metrics.site_summary(table))
+
+    for name in (*metrics.VERDICT_BLOCK, *metrics.CLASSIFIER_BLOCK):
+        assert math.isnan(sent[name]) and math.isnan(sent[f"{name}_n"]), name
+    assert {*metrics.VERDICT_BLOCK, *metrics.CLASSIFIER_BLOCK} <= set(s["suppressed_metrics"])
+    for acc, spec in (("sarcopenia_accuracy", "specificity"), ("cls_accuracy", "cls_specificity")):
+        assert math.isnan(sent[acc] * sent[f"{acc}_n"] - sent[spec] * sent[f"{spec}_n"])
+    assert sent["n"] == 12 and sent["dice_mean"] == pytest.approx(0.9) and sent["dice_mean_n"] == 12
+
+
+def test_counts_from_one_to_four_are_never_sent():
+    table = _attack_table()
+    table.loc[[0, 1], "dice"] = np.nan  # two cases with both masks empty
+    table["muscle_hu_mean"] = [40.0, 41.0, 42.0] + [np.nan] * 9  # measured on three patients only
+
+    s = metrics.site_summary(table)
+
+    assert s["dice_mean_n"] == 10 and s["dice_mean"] == pytest.approx(0.9)
+    assert math.isnan(s["dice_n_both_empty"]) and "dice_n_both_empty" in s["suppressed_metrics"]
+    assert math.isnan(s["muscle_hu_mean"]) and math.isnan(s["muscle_hu_mean_n"])
+    assert "muscle_hu_mean" in s["suppressed_metrics"]
+    assert math.isnan(s["sensitivity_n"]) and math.isnan(s["specificity_n"])  # 3 and 9
+    # Any table: every count sent is hidden, 0 or at least 5, at each site and pooled.
+    sites = [metrics.site_summary(_table(n, n_pos, seed=n)) for n in range(0, 13) for n_pos in range(0, n + 1)]
+    sites.append(s)
+    pooled = [metrics.pooled_summary([a, b]) for a, b in zip(sites, sites[1:])]
+    for summary in (*sites, *pooled):
+        for key, count in _counts(summary).items():
+            assert math.isnan(count) or count == 0 or count >= metrics.MIN_COHORT, (key, count)
+
+
+def test_a_patient_with_two_rows_counts_once():
+    table = pd.DataFrame({"patient_id": ["p0", "p0", "p1", "p2", "p3", "p4"],
+                          "dice": [0.9, 0.7, 0.8, 0.6, 0.5, 0.4]})
+
+    s = metrics.site_summary(table)
+
+    assert s["n"] == 5
+    # Values stay over rows: (0.9 + 0.7 + 0.8 + 0.6 + 0.5 + 0.4) / 6 = 0.65, over 6 rows.
+    assert s["dice_mean"] == pytest.approx(0.65) and s["dice_mean_n"] == 6
+    # Five rows of four patients: not enough, though five rows are.
+    fewer = metrics.site_summary(table[table["patient_id"] != "p4"])
+    assert math.isnan(fewer["n"]) and math.isnan(fewer["dice_mean"]) and math.isnan(fewer["dice_mean_n"])
+    # Without patient_id, rows count.
+    assert metrics.site_summary(table.drop(columns="patient_id"))["n"] == 6
+    assert metrics.count_patients(pd.DataFrame({"patient_id": ["a", " a", None, None, "b"]})) == 4
+
+
+def test_block_threshold_counts_patients_not_rows():
+    # Five sarcopenic rows but four sarcopenic patients (p0 twice); five patients not sarcopenic.
+    table = pd.DataFrame({
+        "patient_id": ["p0", "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"],
+        "sarcopenic_ref": [True] * 5 + [False] * 5,
+        "sarcopenic_pred": [True] * 5 + [False] * 5,
+    })
+
+    s = metrics.site_summary(table)
+
+    assert s["n"] == 9
+    for name in metrics.VERDICT_BLOCK:
+        assert math.isnan(s[name]) and math.isnan(s[f"{name}_n"]), name
+    table.loc[0, "patient_id"] = "p9"  # now five sarcopenic patients
+    shown = metrics.site_summary(table)
+    assert shown["sensitivity"] == 1.0 and shown["sensitivity_n"] == 5 and shown["sarcopenia_accuracy_n"] == 10
+
+
+def test_blocks_with_a_small_difference_in_class_counts_hide_the_classifier():
+    # 7 sarcopenic, 5 not, every verdict right; the classifier scored only 5 of the 7 sarcopenic.
+    table = pd.DataFrame({
+        "patient_id": [f"p{i}" for i in range(12)],
+        "sarcopenic_ref": [True] * 7 + [False] * 5,
+        "sarcopenic_pred": [True] * 7 + [False] * 5,
+        "cls_prob": [0.9] * 5 + [np.nan] * 2 + [0.1] * 5,
+    })
+
+    s = metrics.site_summary(table)
+
+    assert s["sensitivity"] == 1.0 and s["sensitivity_n"] == 7 and s["specificity_n"] == 5
+    for name in metrics.CLASSIFIER_BLOCK:  # 7 - 5 = 2 sarcopenic rows without a probability
+        assert math.isnan(s[name]) and math.isnan(s[f"{name}_n"]) and name in s["suppressed_metrics"], name
+    table["cls_prob"] = table["cls_prob"].fillna(0.7)
+    assert metrics.site_summary(table)["cls_sensitivity_n"] == 7
+
+
+def test_site_with_four_patients_sends_nothing_but_nan():
+    s = metrics.site_summary(_table(4, 2))
+
+    sent = metrics.numeric_summary(s)
+
+    assert sent.pop("suppressed") == 1.0
+    assert sent and all(math.isnan(v) for v in sent.values()), {k: v for k, v in sent.items() if not math.isnan(v)}
+    assert set(s["suppressed_metrics"]) == {
+        "n", "dice_n_both_empty", "dice_mean", "dice_raw_mean", "sma_abs_pct_err_mean", "sma_ref_mean_cm2",
+        "sma_pred_mean_cm2", "muscle_hu_mean", "sma_bias_cm2", "sma_sd_diff_cm2", "sma_loa_low", "sma_loa_high",
+        "sarcopenia_accuracy", "sensitivity", "specificity", "balanced_accuracy",
+        "cls_accuracy", "cls_sensitivity", "cls_specificity", "cls_auroc",
+    }
+
+
+def test_site_summary_block_edges():
+    five_each = metrics.site_summary(_table(10, 5))
+    assert five_each["sensitivity_n"] == 5 and five_each["specificity_n"] == 5 and five_each["suppressed"] is False
+    # Every patient sarcopenic: the empty class hides the block (its count would say so); the rest is shown.
+    all_sarcopenic = metrics.site_summary(_table(5, 5))
+    assert all_sarcopenic["dice_mean_n"] == 5 and not math.isnan(all_sarcopenic["dice_mean"])
+    assert math.isnan(all_sarcopenic["specificity_n"]) and math.isnan(all_sarcopenic["sarcopenia_accuracy"])
+    # No verdicts at all (a seg round has no classifier): NaN over 0 rows, not suppressed.
+    seg = metrics.site_summary(_table(10, 5).drop(columns="cls_prob"))
+    assert seg["cls_accuracy_n"] == 0 and "cls_accuracy" not in seg["suppressed_metrics"]
 
 
 def test_pooled_summary_equals_pooled_data():
@@ -221,13 +342,45 @@ def test_pooled_summary_equals_pooled_data():
     assert pooled["n"] == 25 and pooled["n_sites"] == 2 and pooled["sensitivity_n"] == 12
 
 
+def _site(n: int, n_pos: int, tp: int, dice: float) -> pd.DataFrame:
+    """n patients of Dice ``dice``: n_pos sarcopenic of whom tp found, the others all cleared."""
+    ref = [True] * n_pos + [False] * (n - n_pos)
+    return pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "dice": [dice] * n, "sarcopenic_ref": ref,
+                         "sarcopenic_pred": [True] * tp + [False] * (n - tp)})
+
+
 def test_pooled_summary_skips_suppressed_sites():
-    big, small = metrics.site_summary(_table(10, 5, seed=3)), metrics.site_summary(_table(3, 1, seed=4))
-    pooled = metrics.pooled_summary([big, small])
-    assert pooled["dice_mean"] == pytest.approx(big["dice_mean"]) and pooled["dice_mean_n"] == 10
-    assert pooled["n"] == 13
-    alone = metrics.pooled_summary([small])
-    assert math.isnan(alone["dice_mean"]) and alone["dice_mean_n"] == 0
+    shown = metrics.numeric_summary(metrics.site_summary(_site(10, 5, 4, 0.9)))  # sens 4/5, spec 5/5
+    no_block = metrics.numeric_summary(metrics.site_summary(_site(12, 3, 3, 0.6)))  # 3 sarcopenic: block hidden
+    tiny = metrics.numeric_summary(metrics.site_summary(_site(4, 2, 2, 0.1)))  # 4 patients: all hidden
+
+    pooled = metrics.pooled_summary([shown, no_block, tiny])
+
+    assert pooled["n"] == 22 and pooled["n_sites"] == 3  # 10 + 12; the 4 are not known
+    assert pooled["dice_mean"] == pytest.approx((10 * 0.9 + 12 * 0.6) / 22) and pooled["dice_mean_n"] == 22
+    assert pooled["sensitivity"] == pytest.approx(0.8) and pooled["sensitivity_n"] == 5
+    assert pooled["specificity"] == 1.0 and pooled["specificity_n"] == 5
+    assert pooled["sarcopenia_accuracy"] == pytest.approx(0.9) and pooled["sarcopenia_accuracy_n"] == 10
+    assert pooled["balanced_accuracy"] == pytest.approx(0.9) and pooled["suppressed_metrics"] == []
+    without = metrics.pooled_summary([no_block, tiny])
+    assert without["dice_mean"] == pytest.approx(0.6) and without["n"] == 12
+    assert math.isnan(without["sensitivity"]) and without["sensitivity_n"] == 0
+    alone = metrics.pooled_summary([tiny])
+    assert math.isnan(alone["dice_mean"]) and alone["dice_mean_n"] == 0 and alone["n"] == 0
+
+
+def test_pooled_summary_is_suppressed_like_a_site():
+    # Sites that did not suppress (min_cohort=1): the pooling applies the policy itself.
+    two, two_more = (metrics.site_summary(_site(2, 1, 1, 0.8), min_cohort=1) for _ in range(2))
+    pooled = metrics.pooled_summary([two, two_more])
+    assert math.isnan(pooled["n"]) and math.isnan(pooled["dice_mean"]) and math.isnan(pooled["dice_mean_n"])
+    assert {"n", "dice_mean", "sensitivity"} <= set(pooled["suppressed_metrics"])
+    open_site = metrics.site_summary(_site(12, 3, 3, 0.6), min_cohort=1)
+    assert open_site["sensitivity_n"] == 3
+    pooled = metrics.pooled_summary([open_site])
+    assert pooled["dice_mean"] == pytest.approx(0.6) and pooled["n"] == 12
+    for name in metrics.VERDICT_BLOCK:
+        assert math.isnan(pooled[name]) and math.isnan(pooled[f"{name}_n"]) and name in pooled["suppressed_metrics"]
 
 
 def test_sarcopenia_verdict_rules():
@@ -255,11 +408,11 @@ def test_numeric_summary_round_trips_through_pooling():
     s = metrics.site_summary(_table(8, 5))
     flat = metrics.numeric_summary(s)
     assert all(isinstance(v, float) for v in flat.values()) and "suppressed_metrics" not in flat
-    assert flat["suppressed"] == 1.0  # specificity over 3 patients is hidden
-    assert math.isnan(flat["specificity"]) and flat["specificity_n"] == 3.0
-    pooled = metrics.pooled_summary([flat, metrics.numeric_summary(metrics.site_summary(_table(9, 4, seed=5)))])
+    assert flat["suppressed"] == 1.0  # 3 patients not sarcopenic: both blocks hidden
+    assert math.isnan(flat["specificity"]) and math.isnan(flat["specificity_n"])
+    pooled = metrics.pooled_summary([flat, metrics.numeric_summary(metrics.site_summary(_table(10, 5, seed=5)))])
     assert pooled["specificity_n"] == 5 and pooled["specificity"] == 1.0  # only the second site's 5 count
-    assert pooled["dice_mean_n"] == 17
+    assert pooled["dice_mean_n"] == 18 and pooled["n"] == 18
 
 
 def test_apply_hu_window():

@@ -54,7 +54,7 @@ def site(tmp_path_factory):
 
 def test_per_patient_rows(site):
     manifest, model = site
-    df, summary = evaluate_cases(model, model.preset, manifest)
+    df, summary = evaluate_cases(model, model.preset, manifest, min_cohort=1)  # 1 of 5 sarcopenic: shown
     assert list(df.columns) == PER_PATIENT_COLUMNS
     assert list(df["patient_id"]) == ["p2", "p3", "p4", "p5", "p6"]  # holdout with a mask
     rule = get_cutoff("prado2008")
@@ -82,7 +82,8 @@ def test_per_patient_rows(site):
 def test_summary_and_cutoff(site):
     manifest, model = site
     df, summary = evaluate_cases(model, model.preset, manifest, cutoff="derstine2018")
-    assert summary["n"] == 5 and summary["n_without_mask"] == 1 and summary["split"] == "holdout"
+    assert summary["n"] == 5 and summary["split"] == "holdout"
+    assert math.isnan(summary["n_without_mask"])  # one patient (p7): a count under 5 is not sent
     assert summary["cutoff"]["name"] == "derstine2018" and "Derstine" in summary["cutoff"]["citation"]
     assert summary["dice_mean"] == pytest.approx(df["dice"].mean()) and summary["dice_mean_n"] == 5
     ba = metrics.bland_altman(df["sma_pred_cm2"], df["sma_ref_cm2"])
@@ -91,6 +92,9 @@ def test_summary_and_cutoff(site):
     for key in ("n", "dice_mean", "sma_abs_pct_err_mean", "sma_bias_cm2", "sarcopenia_accuracy", "sensitivity",
                 "specificity", "balanced_accuracy", "cls_accuracy", "cls_auroc", "cutoff", "suppressed"):
         assert key in summary
+    # Five patients cannot fill two reference classes of five: the verdict block is hidden, counts too.
+    for key in metrics.VERDICT_BLOCK:
+        assert math.isnan(summary[key]) and math.isnan(summary[f"{key}_n"]) and key in summary["suppressed_metrics"]
     rule = get_cutoff("derstine2018")
     expected = [s / h**2 < rule.threshold(x) for s, h, x in zip(df["sma_ref_cm2"], df["height_m"], df["sex"])]
     assert list(df["sarcopenic_ref"]) == expected
@@ -110,8 +114,9 @@ def test_hu_window_can_be_switched_off(site):
 def test_small_split_is_suppressed_and_empty_split_refused(site):
     manifest, model = site
     df, summary = evaluate_cases(model, model.preset, manifest, split="train")
-    assert len(df) == 2 and summary["dice_mean_n"] == 2
-    assert math.isnan(summary["dice_mean"]) and "dice_mean" in summary["suppressed_metrics"]
+    assert len(df) == 2 and math.isnan(summary["n"]) and math.isnan(summary["dice_mean_n"])
+    assert math.isnan(summary["dice_mean"]) and {"n", "dice_mean"} <= set(summary["suppressed_metrics"])
+    assert summary["n_without_mask"] == 0
     with pytest.raises(InputDataError, match="no labelled rows"):
         evaluate_cases(model, model.preset, manifest, split="unlabelled")
 
@@ -119,8 +124,25 @@ def test_small_split_is_suppressed_and_empty_split_refused(site):
 def test_classifier_probabilities(site):
     manifest, model = site
     df, summary = evaluate_cases(model, model.preset, manifest, split="all", with_classifier=True)
-    assert len(df) == 7 and df["cls_prob"].between(0, 1).all()
-    assert summary["cls_accuracy_n"] == 7 and summary["classifier_evaluated"] is True
+    assert len(df) == 7 and df["cls_prob"].between(0, 1).all() and summary["classifier_evaluated"] is True
     refs = df["sarcopenic_ref"].astype(bool)
+    # Seven patients cannot fill two classes of five: the classifier block goes out hidden.
+    assert math.isnan(summary["cls_accuracy_n"]) and "cls_auroc" in summary["suppressed_metrics"]
+    unsuppressed = metrics.site_summary(df, min_cohort=1)
+    assert unsuppressed["cls_accuracy_n"] == 7
     if refs.nunique() == 2:
-        assert summary["cls_auroc"] == pytest.approx(metrics.auroc(df["cls_prob"], refs))
+        assert unsuppressed["cls_auroc"] == pytest.approx(metrics.auroc(df["cls_prob"], refs))
+
+
+def test_n_counts_patients_not_rows(site):
+    manifest, model = site
+    second_slice = manifest[manifest["patient_id"] == "p2"]  # p2 has two labelled slices
+    unlabelled_slice = manifest[manifest["patient_id"] == "p3"].assign(mask_path="", mask_abspath="")
+    cases = pd.concat([manifest, second_slice, unlabelled_slice], ignore_index=True)
+
+    df, summary = evaluate_cases(model, model.preset, cases, manifest_dir=manifest.attrs["manifest_dir"],
+                                 min_cohort=1)
+
+    assert len(df) == 6 and summary["dice_mean_n"] == 6  # p2, p2, p3, p4, p5, p6: values over rows
+    assert summary["n"] == 5
+    assert summary["n_without_mask"] == 1  # p7; p3 has a labelled slice
