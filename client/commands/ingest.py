@@ -10,7 +10,7 @@ import typer
 
 
 def ingest(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of DICOM slices/series and NIfTI slices; searched recursively, never modified.")],
+    input_dir: Annotated[Path, typer.Argument(help="Folder of DICOM slices/series and NIfTI slices; searched recursively, never modified. Symbolic links are followed only to files inside it.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest CSV to write; rejected.csv is written beside it.")] = Path("manifest.csv"),
     masks: Annotated[Path | None, typer.Option("--masks", help="Folder of muscle masks (NIfTI or DICOM SEG). Default: masks are looked for in INPUT_DIR (*_mask.nii.gz, SEG).")] = None,
     meta: Annotated[Path | None, typer.Option("--meta", help="CSV of per-image overrides: key (file name, stem, SOPInstanceUID or SeriesInstanceUID), patient_key, split, sex, height_m (metres), weight_kg, age, site, l3_instance / l3_z_mm.")] = None,

@@ -3,6 +3,8 @@
 Reading is on every training step's path, so it does the minimum: one ``dcmread``, one pixel decode
 (pylibjpeg handles the compressed transfer syntaxes), one modality LUT, then flips/transposes as views.
 Every check that fails names the file and the DICOM tag by number and keyword, so a site can fix it.
+The declared size (DICOM header, NIfTI header) is checked before any pixel is decoded or loaded, and no
+NaN or infinite value leaves a reader: one such pixel is enough to turn a trained model into NaN.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ if TYPE_CHECKING:  # nibabel is imported lazily; only the type is needed here
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+# Largest slice read, in pixels a side (DICOM Rows and Columns, NIfTI X and Y). CT slices are
+# 512 x 512, high-resolution reconstructions 1024 or 2048; 4096 leaves room for any real slice while
+# bounding one frame at 16 Mi pixels (128 MiB as float64 HU). Decoders and nibabel allocate what the
+# header declares, so the header is held to this before any pixel is decoded or loaded.
+MAX_SLICE_SIDE = 4096
+# Largest decoded Pixel Data of one DICOM file, all frames together (a SEG has one frame per segment
+# and slice): 1 GiB is 4096 frames of 512 x 512 at one byte a pixel.
+MAX_PIXEL_DATA_BYTES = 1 << 30
 
 # (tag, keyword) of attributes without which a slice cannot be placed or converted to HU.
 _REQUIRED = [
@@ -62,7 +73,8 @@ def read_ct_slice(path: str | Path) -> CTSlice:
     Raises
     ------
     InputDataError
-        Not DICOM/NIfTI, not CT, a required tag missing, pixel data undecodable, or an oblique plane.
+        Not DICOM/NIfTI, not CT, a required tag missing, a declared size over MAX_SLICE_SIDE a side
+        (refused before decoding), pixel data undecodable, NaN or infinite HU, or an oblique plane.
     """
     path = Path(path)
     if is_nifti(path):
@@ -134,6 +146,7 @@ def ct_slice_from_dataset(ds, path: Path | None) -> CTSlice:
         raise InputDataError(f"(0028,0030) 'Pixel Spacing' is {spacing}, expected two positive numbers (mm)", path)
     if len(iop) != 6 or len(ipp) != 3:
         raise InputDataError(f"(0020,0037)/(0020,0032) have {len(iop)}/{len(ipp)} values, expected 6/3", path)
+    check_pixel_data_size(ds, path)
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise InputDataError(f"(0028,0002) 'Samples per Pixel' is {ds.SamplesPerPixel}, expected 1 (greyscale CT)", path)
     thickness = float(ds.get("SliceThickness") or 1.0)
@@ -153,7 +166,13 @@ def ct_slice_from_dataset(ds, path: Path | None) -> CTSlice:
         ) from None
     if stored.shape != (int(ds.Rows), int(ds.Columns)):
         raise InputDataError(f"pixel array is {stored.shape}, (0028,0010/0011) say {(ds.Rows, ds.Columns)}", path)
-    hu = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    with np.errstate(over="ignore"):  # HU beyond float32 become inf, which check_finite reports
+        hu = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    check_finite(
+        hu, path, "HU image",
+        f"HU = stored value x (0028,1053) 'Rescale Slope' {ds.get('RescaleSlope', 1)!s} + (0028,1052) "
+        f"'Rescale Intercept' {ds.get('RescaleIntercept', 0)!s}; the header is damaged: re-export the slice",
+    )
     hu = np.ascontiguousarray(geometry.to_canonical(hu))
     return CTSlice(
         hu=hu,
@@ -166,6 +185,78 @@ def ct_slice_from_dataset(ds, path: Path | None) -> CTSlice:
         sop_instance_uid=sop_instance_uid(ds),
         series_instance_uid=str(ds.get("SeriesInstanceUID", "") or "") or None,
         dataset=ds,
+    )
+
+
+# (tag, keyword, name, default) of the attributes that fix how many bytes Pixel Data decodes to.
+_SIZE_TAGS = [
+    ("(0028,0010)", "Rows", "Rows", None),
+    ("(0028,0011)", "Columns", "Columns", None),
+    ("(0028,0008)", "NumberOfFrames", "Number of Frames", 1),
+    ("(0028,0002)", "SamplesPerPixel", "Samples per Pixel", 1),
+    ("(0028,0100)", "BitsAllocated", "Bits Allocated", 16),
+]
+
+
+def check_pixel_data_size(ds, path: Path | None) -> None:
+    """Refuse, from the header alone, Pixel Data that would decode to more than SarcoFed reads.
+
+    A decoder allocates what Rows, Columns, Number of Frames, Samples per Pixel and Bits Allocated
+    declare before it reads the data: a JPEG 2000 file of a few kilobytes can declare 65535 x 65535
+    pixels (8 GiB as int16). So this runs before ``pixel_array`` is touched, for CT slices and SEGs.
+
+    Raises
+    ------
+    InputDataError
+        A frame larger than MAX_SLICE_SIDE a side, all frames over MAX_PIXEL_DATA_BYTES, or a size
+        attribute that is not a positive whole number.
+    """
+    declared = {}
+    for tag, keyword, name, default in _SIZE_TAGS:
+        value = ds.get(keyword, default)
+        try:
+            number = int(default if value in (None, "") else value)
+        except (TypeError, ValueError):
+            number = 0
+        if number < 1 or (keyword == "BitsAllocated" and number not in (1, 8, 16, 32, 64)):
+            raise InputDataError(f"{tag} '{name}' is {value!r}, which no pixel data can have; the header is damaged",
+                                 path)
+        declared[keyword] = number
+    rows, columns = declared["Rows"], declared["Columns"]
+    if max(rows, columns) > MAX_SLICE_SIDE:
+        raise InputDataError(
+            f"(0028,0010) 'Rows' x (0028,0011) 'Columns' declare {rows} x {columns} pixels a frame, more than "
+            f"the {MAX_SLICE_SIDE} x {MAX_SLICE_SIDE} SarcoFed decodes (a CT slice is 512 x 512, rarely 2048); "
+            "the header is damaged or the file is no CT slice. Nothing was decoded",
+            path,
+        )
+    bytes_per_sample = max(1, declared["BitsAllocated"] // 8)  # 1-bit SEG frames decode to a byte a pixel
+    n_bytes = rows * columns * declared["NumberOfFrames"] * declared["SamplesPerPixel"] * bytes_per_sample
+    if n_bytes > MAX_PIXEL_DATA_BYTES:
+        raise InputDataError(
+            f"Pixel Data declares {declared['NumberOfFrames']} frame(s) of {rows} x {columns} x "
+            f"{declared['SamplesPerPixel']} sample(s) at {declared['BitsAllocated']} bits, {n_bytes / 2**30:.1f} GiB "
+            f"decoded, more than the {MAX_PIXEL_DATA_BYTES / 2**30:.0f} GiB SarcoFed decodes from one file; "
+            "export only the L3 slice (or its segmentation). Nothing was decoded",
+            path,
+        )
+
+
+def check_finite(values: np.ndarray, path: Path | None, what: str, hint: str) -> None:
+    """Refuse NaN and infinite pixels: one NaN in one training image makes every weight of a model NaN.
+
+    ``what`` names the array in the message ("HU image", "NIfTI mask"), ``hint`` says where the values came from.
+    """
+    if values.dtype.kind not in "fc":  # integers and booleans are always finite
+        return
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    n_bad = int(values.size - np.count_nonzero(finite))
+    n_nan = int(np.count_nonzero(np.isnan(values)))
+    raise InputDataError(
+        f"{what} has non-finite pixels: {n_bad} of {values.size} ({n_nan} NaN, {n_bad - n_nan} infinite); {hint}",
+        path,
     )
 
 
@@ -204,35 +295,70 @@ def parse_age(value: object) -> float | None:
 def load_nifti_slice(path: Path, what: str = "image") -> tuple[np.ndarray, SliceGeometry]:
     """One axial NIfTI slice as stored ((X, Y) array) and its canonical geometry (sform/qform, RAS -> LPS).
 
-    Raises InputDataError for an unreadable file or anything but one slice (``what`` names it).
+    Raises InputDataError (``what`` names the file's role) for an unreadable file, a header that
+    declares anything but one slice of at most MAX_SLICE_SIDE a side, or NaN / infinite voxels.
     """
     data, geometry, _ = _load_nifti(path, what)
     return data, geometry
 
 
-def _load_nifti(path: Path, what: str) -> tuple[np.ndarray, SliceGeometry, Nifti1Header]:
-    """``load_nifti_slice`` plus the file's header (the mask writer needs the input's exact grid)."""
+def _load_nifti(
+    path: Path, what: str, dtype: type[np.floating] | None = None,
+) -> tuple[np.ndarray, SliceGeometry, Nifti1Header]:
+    """``load_nifti_slice`` plus the file's header (the mask writer needs the input's exact grid).
+
+    ``nib.load`` reads the header only; its shape and voxel type are checked before the voxels are
+    loaded, so a volume, or a header that declares billions of voxels over a tiny file, is refused
+    without reading them. ``dtype`` converts the voxels before they are checked for NaN and infinity
+    (a float64 value beyond float32 becomes inf).
+    """
     import nibabel as nib
 
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
     except Exception as error:
         raise InputDataError(f"cannot be read as NIfTI ({type(error).__name__}: {error})", path) from None
-    if data.ndim == 3 and data.shape[2] == 1:
-        data = data[:, :, 0]
-    if data.ndim != 2:
+    shape = _check_nifti_header(img.header, path, what)
+    try:
+        data = np.asarray(img.dataobj).reshape(shape[:2])
+    except Exception as error:
+        raise InputDataError(f"NIfTI voxel data cannot be read ({type(error).__name__}: {error}); the file may be "
+                             "truncated: copy it again from the source", path) from None
+    if dtype is not None:
+        with np.errstate(over="ignore"):
+            data = data.astype(dtype, copy=False)
+    check_finite(data, path, f"NIfTI {what}",
+                 "SarcoFed takes no NaN as 'outside the scan': fill such voxels with air (-1024 HU) in an image, "
+                 "0 in a mask, and check the header's scl_slope / scl_inter")
+    return data, geometry_from_affine(img.affine, data.shape, path), img.header
+
+
+def _check_nifti_header(header, path: Path, what: str) -> tuple[int, ...]:
+    """The header's shape when it is one slice of at most MAX_SLICE_SIDE a side with numeric voxels."""
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 1)):
         raise InputDataError(
-            f"NIfTI {what} has shape {data.shape}, expected one axial slice (X, Y) or (X, Y, 1); "
+            f"NIfTI {what} header declares shape {shape}, expected one axial slice (X, Y) or (X, Y, 1); "
             "extract the L3 slice first", path,
         )
-    return np.asarray(data), geometry_from_affine(img.affine, data.shape, path), img.header
+    if min(shape[:2]) < 1 or max(shape[:2]) > MAX_SLICE_SIDE:
+        raise InputDataError(
+            f"NIfTI {what} header declares {shape[0]} x {shape[1]} voxels, expected 1 to {MAX_SLICE_SIDE} a side "
+            "(a CT slice is 512 x 512); the header is damaged or the file is no CT slice", path,
+        )
+    dtype = header.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise InputDataError(
+            f"NIfTI {what} stores voxels as {dtype} (NIfTI datatype {int(header['datatype'])}), expected integers "
+            "or floats (HU in an image, 0/1 in a mask)", path,
+        )
+    return shape
 
 
 def _read_nifti_slice(path: Path) -> CTSlice:
     """NIfTI with one axial slice, values in HU."""
-    data, geometry, header = _load_nifti(path, "image")
-    hu = np.ascontiguousarray(geometry.to_canonical(np.asarray(data, dtype=np.float32)))
+    data, geometry, header = _load_nifti(path, "image", np.float32)
+    hu = np.ascontiguousarray(geometry.to_canonical(data))
     return CTSlice(hu=hu, geometry=geometry, path=path, nifti_header=header)
 
 

@@ -13,6 +13,10 @@ What becomes a row
   NIfTI/SEG under ``masks_dir``), is a mask. It belongs to the image whose file stem equals its own
   stem without that suffix, or whose SOPInstanceUID equals its stem; a SEG also to the image it
   references. A mask whose geometry disagrees is rejected; its image stays, without mask.
+* A symbolic link counts as its target when the target lies inside the folder scanned (input or masks
+  folder). Links out of it, dangling links and what is not a regular file are rejected, as is any image
+  or mask with a NaN or infinite pixel or a header that declares more than one slice of at most
+  ``MAX_SLICE_SIDE`` pixels a side (checked before anything is decoded).
 
 The meta CSV (``--meta``)
 -------------------------
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,8 +146,9 @@ def ingest(
     if meta_csv:
         skip.add(Path(meta_csv).resolve())
 
-    files = [p for p in _walk(input_dir) if p not in skip and not (masks_root and _under(p, masks_root))]
-    mask_files = list(_walk(masks_root)) if masks_root else []
+    files = [p for p in _walk(input_dir, rejected, "input folder", prune=masks_root)
+             if p not in skip and not (masks_root and _under(p, masks_root))]
+    mask_files = list(_walk(masks_root, rejected, "masks folder")) if masks_root else []
 
     headers: list[_Header] = []
     nifti_images: list[Path] = []
@@ -201,20 +207,58 @@ def ingest(
     if len(manifest):
         manifest = manifest.sort_values("image_path", kind="stable").reset_index(drop=True)
     write_manifest(manifest, out_manifest)
-    rejected_df = pd.DataFrame(sorted(rejected), columns=["path", "reason"])
+    rejected_df = pd.DataFrame(sorted(set(rejected)), columns=["path", "reason"])  # a folder can be walked twice
     rejected_path = out_manifest.parent / REJECTED_NAME
     rejected_df.to_csv(rejected_path, index=False)
     return IngestResult(out_manifest, rejected_path, manifest, rejected_df, warnings)
 
 
 # ---- scanning ---------------------------------------------------------------------------------------
-def _walk(root: Path):
-    """Files under root, sorted, skipping hidden files and folders (.git, .DS_Store...)."""
+def _walk(root: Path, rejected: list[tuple[str, str]], where: str, prune: Path | None = None) -> Iterator[Path]:
+    """Regular files under ``root`` as resolved paths, sorted, each once; hidden files and folders skipped.
+
+    A symbolic link is followed when its target lies inside ``root`` (``where`` names the folder in
+    reasons). A link out of it is reported in ``rejected``, not followed: the manifest would name a
+    file nobody put in the folder, and it has no path relative to the folder. Dangling links, link
+    loops and what is not a regular file (a FIFO blocks the reader forever) are reported too. Links to
+    folders are not walked: inside ``root`` their files are found where they are. ``prune`` is a folder
+    left out (the masks folder, walked on its own).
+    """
+    seen: set[Path] = set()
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and here / d != prune)
+        for name in dirs:
+            link = here / name
+            if link.is_symlink():
+                try:
+                    target = link.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    continue  # os.walk lists a link as a folder only when it leads to one
+                if not _under(target, root):
+                    rejected.append((str(link), f"symbolic link to a folder outside the {where} ({target}); "
+                                     "not followed: copy the files into the folder"))
         for name in sorted(names):
-            if not name.startswith("."):
-                yield (Path(folder) / name).resolve()
+            if name.startswith("."):
+                continue
+            path = here / name
+            try:
+                target = path.resolve(strict=True)
+            except FileNotFoundError:
+                rejected.append((str(path), f"symbolic link to {os.readlink(path)}, which does not exist"
+                                 if path.is_symlink() else "file disappeared while the folder was read"))
+                continue
+            except (OSError, RuntimeError) as error:  # a link loop, or a folder on the way without permission
+                rejected.append((str(path), f"cannot be opened ({type(error).__name__}: {error})"))
+                continue
+            if not _under(target, root):
+                rejected.append((str(path), f"symbolic link to a file outside the {where} ({target}); not "
+                                 "followed: copy the file into the folder"))
+            elif not target.is_file():
+                rejected.append((str(path), "not a regular file (a pipe, socket or device); only files are read"))
+            elif target not in seen:
+                seen.add(target)
+                yield target
 
 
 def _under(path: Path, root: Path) -> bool:

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.data.ctslice import CTSlice, SliceGeometry, geometry_from_axes
-from common.data.dicom_io import geometry_from_affine, is_nifti, load_nifti_slice, read_dataset
+from common.data.dicom_io import (
+    check_pixel_data_size, geometry_from_affine, is_nifti, load_nifti_slice, read_dataset,
+)
 from common.errors import InputDataError, MaskGeometryError
 
 if TYPE_CHECKING:  # nibabel is imported lazily; only the type is needed here
@@ -166,7 +168,12 @@ def _read_seg_mask(path: Path, ct: CTSlice) -> tuple[np.ndarray, SliceGeometry]:
             path,
         )
     segment = _muscle_segment(ds, path)
-    frames = ds.pixel_array
+    check_pixel_data_size(ds, path)
+    try:
+        frames = ds.pixel_array
+    except Exception as error:  # decoders raise many types; all mean the same to the user
+        raise InputDataError(f"(7FE0,0010) 'Pixel Data' of the DICOM SEG cannot be decoded ({type(error).__name__}: "
+                             f"{error}); the file may be truncated: export the segmentation again", path) from None
     if frames.ndim == 2:
         frames = frames[None]
     if str(ds.get("SegmentationType", "BINARY")) == "FRACTIONAL":

@@ -1,7 +1,11 @@
-"""`sarcofed check`: a clean manifest passes; a wrong reference SMA or a missing file fails with exit 2."""
+"""`sarcofed check`: a clean manifest passes; a wrong reference SMA, a missing file or a NaN pixel fails with exit 2."""
 
 from __future__ import annotations
 
+import json
+
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import typer
 from typer.testing import CliRunner
@@ -52,3 +56,21 @@ def test_check_flags_wrong_sma_and_missing_file(tmp_path, body):
     assert result.exit_code == 2
     assert "line 2" in result.output and "differs from the mask's area" in result.output
     assert "line 3" in result.output and "gone.dcm" in result.output
+
+
+def test_check_flags_nifti_image_with_one_nan_voxel(tmp_path, body):
+    """The row stays in the table as bad, with the file and the count: nothing reaches training."""
+    path, _ = _manifest(tmp_path, body)
+    hu, _ = body()
+    stored = hu.T[:, :, None].copy()
+    stored[7, 11, 0] = np.nan
+    nib.save(nib.Nifti1Image(stored, np.eye(4)), tmp_path / "nan.nii.gz")
+    df = pd.read_csv(path)
+    df.loc[1, "image_path"] = "nan.nii.gz"
+    df.to_csv(path, index=False)
+    result = runner.invoke(_app(), ["check", str(path), "--format", "json"])
+    assert result.exit_code == 2, result.output
+    bad = json.loads(result.output)["bad"]
+    assert [item["line"] for item in bad] == [3]
+    assert "nan.nii.gz" in bad[0]["problem"]
+    assert f"non-finite pixels: 1 of {hu.size} (1 NaN, 0 infinite)" in bad[0]["problem"]

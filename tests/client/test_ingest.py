@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -184,3 +185,74 @@ def test_nifti_slices_with_masks_beside_them_and_volume_rejected(tmp_path, body)
     ct, loaded = load_case(df.iloc[0])
     assert np.array_equal(loaded, mask) and np.allclose(ct.hu, hu)
     assert "expected one axial slice" in result.rejected.set_index("path").loc[str(folder / "volume.nii.gz"), "reason"]
+
+
+def test_ingest_reports_links_out_of_the_folder_and_dangling_links(tmp_path):
+    """Links inside the folder are followed (once per file); links out of it, dangling links and a FIFO are listed."""
+    folder, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (folder / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "a.dcm")
+    shutil.copy(get_testdata_file("CT_small.dcm"), elsewhere / "b.dcm")
+    (folder / "sub" / "alias.dcm").symlink_to("../a.dcm")
+    (folder / "outside.dcm").symlink_to(elsewhere / "b.dcm")
+    (folder / "dangling.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    (folder / "outdir").symlink_to(elsewhere, target_is_directory=True)
+    os.mkfifo(folder / "pipe")  # opening it for reading would wait for a writer forever
+    out = tmp_path / "out" / "manifest.csv"
+    result = runner.invoke(_app(), ["ingest", str(folder), "--out", str(out),
+                                    "--salt-file", str(tmp_path / "salt"), "--format", "json"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert list(read_manifest(out)["image_path"]) == ["../in/a.dcm"]
+    rejected = pd.read_csv(out.parent / "rejected.csv")
+    reasons = dict(zip(rejected["path"], rejected["reason"]))
+    assert set(reasons) == {str(folder / n) for n in ("outside.dcm", "dangling.dcm", "outdir", "pipe")}
+    assert reasons[str(folder / "outside.dcm")].startswith(
+        f"symbolic link to a file outside the input folder ({elsewhere / 'b.dcm'})")
+    assert reasons[str(folder / "dangling.dcm")] == f"symbolic link to {tmp_path / 'nowhere.dcm'}, which does not exist"
+    assert reasons[str(folder / "outdir")].startswith("symbolic link to a folder outside the input folder")
+    assert reasons[str(folder / "pipe")].startswith("not a regular file")
+
+
+def test_ingest_rejects_non_finite_and_oversized_files(tmp_path, body):
+    """NaN in an image or a mask, a DICOM declaring 65535 x 65535, a NIfTI volume: each in rejected.csv."""
+    import gzip
+
+    import nibabel as nib
+
+    from common.data.ctslice import SliceGeometry
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "a.dcm")
+    bomb = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    bomb.compress(pydicom.uid.JPEG2000Lossless)
+    bomb.Rows = bomb.Columns = 65535
+    bomb.SOPInstanceUID, bomb.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    bomb.save_as(folder / "bomb.dcm")
+    hu, mask = body()
+    geometry = SliceGeometry((0.9, 0.9), (-20.0, -20.0, 5.0), hu.shape)
+    nib.save(nib.Nifti1Image(hu.T[:, :, None], geometry.nifti_affine()), folder / "case.nii.gz")
+    nan_mask = mask.T[:, :, None].astype(np.float32)
+    nan_mask[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(nan_mask, geometry.nifti_affine()), folder / "case_mask.nii.gz")
+    nan_image = hu.T[:, :, None].copy()
+    nan_image[4, 4, 0] = np.nan
+    nib.save(nib.Nifti1Image(nan_image, geometry.nifti_affine()), folder / "nan.nii.gz")
+    header = nib.Nifti1Header()
+    header.set_data_shape((4096, 4096, 32767))
+    header.set_data_dtype(np.float64)
+    header["vox_offset"] = 352
+    (folder / "volume.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 1028))
+
+    result = ingest(folder, tmp_path / "m.csv", salt_file=tmp_path / "salt", progress=False)
+    assert result.exit_code == 0
+    df = read_manifest(tmp_path / "m.csv")
+    assert list(df["image_path"]) == ["in/a.dcm", "in/case.nii.gz"] and list(df["mask_path"]) == ["", ""]
+    reasons = {Path(p).name: r for p, r in zip(result.rejected["path"], result.rejected["reason"])}
+    assert set(reasons) == {"bomb.dcm", "case_mask.nii.gz", "nan.nii.gz", "volume.nii.gz"}
+    assert "declare 65535 x 65535 pixels" in reasons["bomb.dcm"]
+    assert f"NIfTI image has non-finite pixels: 1 of {hu.size} (1 NaN" in reasons["nan.nii.gz"]
+    assert f"NIfTI mask has non-finite pixels: 1 of {mask.size}" in reasons["case_mask.nii.gz"]
+    assert reasons["case_mask.nii.gz"].endswith("image case.nii.gz kept without mask")
+    assert "header declares shape (4096, 4096, 32767)" in reasons["volume.nii.gz"]

@@ -197,3 +197,80 @@ def test_blank_sop_instance_uid_is_read_from_file_meta(tmp_path, ct_small):
     assert ct.series_instance_uid is None  # blank and nothing repeats it: unknown, not ""
     del ds.file_meta.MediaStorageSOPInstanceUID
     assert ct_slice_from_dataset(ds, None).sop_instance_uid is None
+
+
+@pytest.mark.parametrize(("value", "counts"), [(np.nan, "(1 NaN, 0 infinite)"), (np.inf, "(0 NaN, 1 infinite)")],
+                         ids=["nan", "inf"])
+def test_nifti_image_with_one_non_finite_voxel_refused(tmp_path, value, counts):
+    import nibabel as nib
+
+    hu, _ = _BODY[0]()
+    stored = hu.T[:, :, None].copy()
+    stored[3, 5, 0] = value
+    nib.save(nib.Nifti1Image(stored, np.eye(4)), tmp_path / "bad.nii.gz")
+    with pytest.raises(InputDataError, match="NIfTI image has non-finite pixels") as info:
+        read_ct_slice(tmp_path / "bad.nii.gz")
+    assert f"1 of {hu.size} {counts}" in str(info.value) and info.value.path == tmp_path / "bad.nii.gz"
+
+
+@pytest.mark.parametrize(("slope", "counts"), [("NaN", "(16384 NaN, 0 infinite)"), ("1e38", "(0 NaN, 16384 infinite)")],
+                         ids=["nan-slope", "beyond-float32"])
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # 'NaN' is no valid DS: that is the damage tested
+def test_dicom_whose_rescale_gives_non_finite_hu_refused(tmp_path, ct_small, slope, counts):
+    """Integer Pixel Data times a NaN Rescale Slope is NaN HU; times 1e38 it is beyond float32, so inf."""
+    ds = pydicom.dcmread(ct_small)
+    ds.RescaleSlope = slope
+    ds.save_as(tmp_path / "slope.dcm")
+    with pytest.raises(InputDataError, match=r"HU image has non-finite pixels: 16384 of 16384") as info:
+        read_ct_slice(tmp_path / "slope.dcm")
+    assert counts in str(info.value) and f"'Rescale Slope' {slope}" in str(info.value)
+    assert "slope.dcm" in str(info.value)
+
+
+def test_dicom_declaring_65535_squared_pixels_refused_before_decoding(tmp_path, ct_small):
+    """A 20 kB JPEG 2000 file whose header says 65535 x 65535 (8 GiB as int16): refused from the header."""
+    import time
+    import tracemalloc
+
+    ds = pydicom.dcmread(ct_small)
+    ds.compress(pydicom.uid.JPEG2000Lossless)  # a real codestream of the real 128 x 128 slice
+    ds.Rows = ds.Columns = 65535
+    ds.save_as(tmp_path / "bomb.dcm")
+    assert (tmp_path / "bomb.dcm").stat().st_size < 32_000
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(InputDataError, match=r"declare 65535 x 65535 pixels a frame, more than the 4096 x 4096"):
+            read_ct_slice(tmp_path / "bomb.dcm")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 1.0
+    assert peak < 10 * 2**20  # nothing near the declared size was allocated
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "message"),
+    [
+        # 4 TiB declared, about 1 kB on disk: the header alone says it is a volume.
+        ("volume.nii.gz", (4096, 4096, 32767), r"header declares shape \(4096, 4096, 32767\), expected one axial slice"),
+        ("huge_slice.nii", (32767, 32767, 1), r"header declares 32767 x 32767 voxels, expected 1 to 4096 a side"),
+    ],
+    ids=["volume", "oversized-slice"],
+)
+def test_nifti_refused_from_its_header_before_the_voxels_are_read(tmp_path, name, shape, message):
+    import gzip
+    import time
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float64)
+    header["vox_offset"] = 352
+    content = header.binaryblock + b"\0" * 4 + b"\0" * 1024  # header, no extensions, 128 voxels of data
+    (tmp_path / name).write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    start = time.perf_counter()
+    with pytest.raises(InputDataError, match=message) as info:
+        read_ct_slice(tmp_path / name)
+    assert time.perf_counter() - start < 1.0 and name in str(info.value)

@@ -10,7 +10,7 @@ from common.data.ctslice import SliceGeometry
 from common.data.dicom_io import read_ct_slice, write_ct_dicom
 from common.data.mask_io import read_mask, write_mask_nifti
 from common.export.dicom_seg import write_muscle_seg
-from common.errors import MaskGeometryError
+from common.errors import InputDataError, MaskGeometryError
 
 
 @pytest.fixture(params=[False, True], ids=["top-down", "bottom-up"])
@@ -98,6 +98,30 @@ def test_dicom_seg_round_trip_and_reference_check(case, tmp_path, body):
                            height_m=1.8, weight_kg=80, age_years=60, slice_z_mm=33.0)
     with pytest.raises(MaskGeometryError, match="references"):
         read_mask(tmp_path / "m.seg.dcm", other)
+
+
+def test_float_nifti_mask_with_a_nan_voxel_refused(case, tmp_path):
+    """NaN > 0 is False: without the check this voxel would silently become background."""
+    ct, mask = case
+    stored = mask.T[:, :, None].astype(np.float32)
+    stored[10, 30, 0] = np.nan
+    nib.save(nib.Nifti1Image(stored, ct.geometry.nifti_affine()), tmp_path / "nan_mask.nii.gz")
+    with pytest.raises(InputDataError, match=rf"NIfTI mask has non-finite pixels: 1 of {mask.size} \(1 NaN") as info:
+        read_mask(tmp_path / "nan_mask.nii.gz", ct)
+    assert info.value.path == tmp_path / "nan_mask.nii.gz"
+
+
+def test_dicom_seg_declaring_too_many_frames_refused_before_decoding(case, tmp_path):
+    """A SEG whose header claims 2**20 frames (1.9 GiB decoded) is refused from the header."""
+    import pydicom
+
+    ct, mask = case
+    write_muscle_seg(tmp_path / "m.seg.dcm", mask, ct, model_name="reference", model_version="test")
+    ds = pydicom.dcmread(tmp_path / "m.seg.dcm")
+    ds.NumberOfFrames = 2**20
+    ds.save_as(tmp_path / "many.seg.dcm")
+    with pytest.raises(InputDataError, match=r"1048576 frame\(s\) of 48 x 40 x 1 sample\(s\) at 1 bits, 1.9 GiB"):
+        read_mask(tmp_path / "many.seg.dcm", ct)
 
 
 # A NIfTI CT slice in several index orders, all on one canonical grid: (H, W) = (48, 40), spacing
