@@ -21,6 +21,7 @@ from common.errors import ConfigError
 from common.models.presets import check_phase
 
 from client.federated_site import Site
+from client.policy import SitePolicy, UpdateGuardError
 
 
 @dataclass(frozen=True)
@@ -68,23 +69,51 @@ def fresh_model(preset_name: str) -> Any:
     return SarcoModel(get_preset(preset_name))
 
 
-def train_round(site: Site, preset_name: str, arrays: list[np.ndarray],
-                instructions: RoundInstructions) -> tuple[list[np.ndarray], int, dict[str, float | str]]:
+def unpack_message(arrays: list[np.ndarray], model: Any, keys: list[str]) -> list[np.ndarray]:
+    """The one vector a message carries, cut into the arrays of ``keys`` (ConfigError if it does not fit)."""
+    from common.secagg import unpack
+
+    state = model.state_dict()
+    if len(arrays) != 1:
+        raise ConfigError(f"a message should carry one packed vector, got {len(arrays)} arrays")
+    try:
+        return unpack(arrays[0], [tuple(state[k].shape) for k in keys])
+    except ValueError as error:
+        raise ConfigError(f"the message does not fit this preset's model: {error}") from None
+
+
+def check_finite(arrays: list[np.ndarray], what: str) -> None:
+    """Refuse NaN or infinite values: one of them, quantised and summed, would corrupt the global model."""
+    bad = sum(int(np.size(a) - np.count_nonzero(np.isfinite(a))) for a in arrays)
+    if bad:
+        raise UpdateGuardError(f"{what} is not finite", f"{bad} NaN or infinite values in {what}")
+
+
+def train_round(site: Site, preset_name: str, arrays: list[np.ndarray], instructions: RoundInstructions,
+                policy: SitePolicy) -> tuple[list[np.ndarray], int, dict[str, float | str]]:
     """Train one round locally; returns (``local - global`` of the phase's arrays, training slices, metrics).
 
-    ``arrays`` are the phase's inputs in ``phase_inputs`` order: its context (cls: the frozen encoder),
-    then the arrays it trains. Only the trained arrays' deltas go back (SecAgg+ clips what it sends, so
-    deltas; see ``common.secagg.delta``).
+    ``arrays`` is one vector (``common.secagg.pack``): the phase's inputs in ``phase_inputs`` order, its
+    context (cls: the frozen encoder), then the arrays it trains. Only the trained arrays' deltas go back,
+    packed the same way (SecAgg+ clips what it sends, so deltas; see ``common.secagg.delta``). Guards, before anything is computed or sent: the round's
+    settings within the site's policy, the global model finite; after training, the update finite and
+    within the policy's norm bound (``UpdateGuardError`` otherwise: the site drops out of the round).
     """
+    from common.privacy import update_norm
+
     from common.models.presets import get_preset
     from common.models.sarco import context_keys, get_weights, phase_inputs, set_arrays
-    from common.secagg import weight_delta
+    from common.secagg import pack, weight_delta
     from common.train.data import SliceDataset
     from common.train.loops import train_phase
 
+    policy.check_round(instructions.local_epochs, instructions.lr_scale)
+    check_finite(arrays, "the global model received")
     phase = instructions.phase
     model = fresh_model(preset_name)
-    set_arrays(model, phase_inputs(model, phase), arrays, what=f"{phase} round {instructions.round}")
+    keys = phase_inputs(model, phase)
+    arrays = unpack_message(arrays, model, keys)
+    set_arrays(model, keys, arrays, what=f"{phase} round {instructions.round}")
     sent = arrays[len(context_keys(model, phase)):]
     preset = get_preset(preset_name)
     dataset = SliceDataset(site.manifest, preset, phase, augment=True, seed=instructions.seed, cache_dir=site.cache_dir)
@@ -93,35 +122,66 @@ def train_round(site: Site, preset_name: str, arrays: list[np.ndarray],
         prox_mu=instructions.proximal_mu, progress=False, lr=preset.lr(phase) * instructions.lr_scale,
     )
     delta = weight_delta(get_weights(model, phase), sent)
-    return delta, int(result["num-examples"]), {"site": site.name, "loss": float(result["loss"])}
+    check_finite(delta, "the site's update")
+    norm = update_norm(delta)
+    if norm > policy.max_update_norm:
+        raise UpdateGuardError("the site's update norm is above the site's bound",
+                               f"update norm {norm:.4g} > max-update-norm {policy.max_update_norm:g}")
+    return [pack(delta)], int(result["num-examples"]), {"site": site.name, "loss": float(result["loss"])}
+
+
+PRIVACY_RECORD = "sarcofed.privacy"
+"""The site's privacy ledger for the run, in the node's own Context state (the SuperNode keeps it
+between messages; it never leaves the site)."""
+
+
+def add_site_noise(delta: list[np.ndarray], policy: SitePolicy, state: Any) -> tuple[list[np.ndarray], float]:
+    """Differential privacy at the site, before masking: clip + Gaussian noise (``common.privacy``), one
+    release more in the ledger; returns (the noised update, epsilon spent in this run so far).
+
+    Refuses (``PolicyRefusal`` "dp-max-epsilon") a round that would spend more than the policy allows.
+    """
+    from flwr.app import ConfigRecord
+
+    from common.privacy import clip_and_noise, gaussian_epsilon
+
+    from client.policy import PolicyRefusal
+
+    record = state.config_records.get(PRIVACY_RECORD) or ConfigRecord({"releases": 0})
+    releases = int(record["releases"]) + 1
+    epsilon = gaussian_epsilon(releases, policy.dp_noise_multiplier, policy.dp_delta)
+    if epsilon > policy.dp_max_epsilon:
+        raise PolicyRefusal("dp-max-epsilon", f"one more round would spend epsilon {epsilon:.3g} "
+                            f"> {policy.dp_max_epsilon:g} in this run")
+    noised, _ = clip_and_noise(delta, policy.dp_clip_norm, policy.dp_noise_multiplier)
+    state.config_records[PRIVACY_RECORD] = ConfigRecord({"releases": releases, "epsilon": epsilon})
+    return noised, epsilon
 
 
 def evaluate_round(site: Site, preset_name: str, cutoff: str, arrays: list[np.ndarray],
-                   instructions: RoundInstructions) -> tuple[float, int, dict[str, float | str]]:
+                   instructions: RoundInstructions, policy: SitePolicy) -> tuple[float, int, dict[str, float | str]]:
     """Score the global model on the site's holdout; returns (1 - Dice, patients, the site summary's numbers).
 
-    ``arrays`` are ``get_weights(model, p)`` for each p in ``instructions.eval_phases``, one after another.
+    ``arrays`` is one vector: ``get_weights(model, p)`` for each p in ``instructions.eval_phases``, packed.
+    Aggregates over fewer than the policy's ``min_cohort`` patients are suppressed before they leave.
     """
     from common.data.manifest import read_manifest
     from common.metrics import numeric_summary
     from common.models.presets import get_preset
-    from common.models.sarco import exchange_keys, set_weights
+    from common.models.sarco import exchange_keys, set_arrays
     from common.train.evaluate import evaluate_cases
 
+    check_finite(arrays, "the global model received")
     model = fresh_model(preset_name)
-    start = 0
-    for phase in instructions.eval_phases:
-        count = len(exchange_keys(model, phase))
-        set_weights(model, phase, arrays[start : start + count])
-        start += count
-    if start != len(arrays):
-        raise ConfigError(f"evaluation got {len(arrays)} arrays, phases {instructions.eval_phases} need {start}")
+    keys = [k for phase in instructions.eval_phases for k in exchange_keys(model, phase)]
+    set_arrays(model, keys, unpack_message(arrays, model, keys), what=f"evaluation of {instructions.phase}")
     _, summary = evaluate_cases(model, get_preset(preset_name), read_manifest(site.manifest), cutoff=cutoff,
                                 split="holdout", with_classifier=instructions.phase == "cls",
-                                manifest_dir=site.manifest.parent)
+                                manifest_dir=site.manifest.parent, min_cohort=policy.min_cohort)
     metrics: dict[str, float | str] = dict(numeric_summary(summary))
     metrics["suppressed_metrics"] = ",".join(summary.get("suppressed_metrics", []))
     metrics["site"] = site.name
     dice_mean = float(summary.get("dice_mean", math.nan))
     loss = 1.0 - dice_mean if math.isfinite(dice_mean) else 0.0
-    return loss, int(summary.get("n", 0)), metrics
+    n = float(summary.get("n", math.nan))
+    return loss, int(n) if math.isfinite(n) else 0, metrics  # a hidden count (< 5 patients) weighs nothing

@@ -10,6 +10,7 @@ training loss only). Per-site numbers reach the recorder; the strategy itself st
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg, FedProx
 
-from common.secagg.delta import apply_delta
+from common.secagg.delta import apply_delta, pack, unpack
 
 
 # What a site needs to evaluate after each phase, as phases whose arrays are sent one after another:
@@ -38,6 +39,8 @@ class RoundRecorder(Protocol):
 
     def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]],
                        failures: list[str]) -> dict[str, Any]: ...
+
+    def after_abort(self, phase: str, phase_round: int, reason: str, failures: list[str]) -> None: ...
 
 
 def round_lr_scale(phase_round: int, last_round: int, floor: float = 0.1) -> float:
@@ -58,8 +61,13 @@ class _PhaseDeltaMixin:
 
     def _setup_phase(self, phase: str, first_round: int, local_epochs: int, seed: int, arrays: list[np.ndarray],
                      recorder: RoundRecorder, eval_arrays: Callable[[], list[np.ndarray]] | None,
-                     last_round: int | None = None, context_arrays: list[np.ndarray] | None = None) -> None:
+                     last_round: int | None = None, context_arrays: list[np.ndarray] | None = None,
+                     min_sites: int = 1, min_sites_wait_s: float = 600.0) -> None:
         self.phase = phase
+        self.min_sites, self.min_sites_wait_s = min_sites, min_sites_wait_s
+        self.aborted: dict[int, str] = {}
+        # node id -> site name, from every reply that named its site (kept by the recorder for the whole run)
+        self.site_names: dict[int, str] = getattr(recorder, "site_names", {})
         self.context_arrays = [np.asarray(a) for a in context_arrays or []]
         self._round_started = time.perf_counter()
         self._fit_counts = (0, 0)
@@ -81,7 +89,11 @@ class _PhaseDeltaMixin:
                 "eval-phases": EVAL_PHASES.get(self.phase, ""), "lr-scale": round_lr_scale(r, self.last_round)}
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return ndarrays_to_parameters(self.global_arrays)
+        return ndarrays_to_parameters([pack(self.global_arrays)])
+
+    def update_shapes(self) -> list[tuple[int, ...]]:
+        """What a site's reply to a training message holds: one vector, the phase's arrays packed."""
+        return [(int(sum(np.size(a) for a in self.global_arrays)),)]
 
     def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
         """Send the phase's inputs: its frozen context (cls: the encoder), then the arrays it trains.
@@ -90,14 +102,30 @@ class _PhaseDeltaMixin:
         travel with the message; sites send back deltas of the trained arrays only.
         """
         self._round_started = time.perf_counter()
-        parameters = ndarrays_to_parameters([*self.context_arrays, *self.global_arrays])
+        # num_available() refreshes the legacy client manager from the grid (else every 5 s only)
+        if client_manager.num_available() < self.min_sites and not client_manager.wait_for(
+                self.min_sites, timeout=self.min_sites_wait_s):
+            raise TooFewSitesError(
+                f"[{self.phase} round {self.phase_round(server_round)}] {len(client_manager)} sites connected after "
+                f"waiting {self.min_sites_wait_s:g} s; run config min-sites is {self.min_sites} (min-sites-wait sets "
+                "the wait)")
+        parameters = ndarrays_to_parameters([pack([*self.context_arrays, *self.global_arrays])])
         return super().configure_fit(server_round, parameters, client_manager)  # type: ignore[misc]
 
+    def fit_aborted(self, server_round: int, reason: str, failures: list[Any]) -> None:
+        """The round's update was not made (secure aggregation halted, no usable update, sites sharing a
+        name): recorded as aborted, the global model unchanged, no evaluation of it."""
+        r = self.phase_round(server_round)
+        self.aborted[server_round] = reason
+        log(ERROR, "[%s round %d] aborted: %s", self.phase, r, reason)
+        self.recorder.after_abort(self.phase, r, reason, [failure_text(f, self.site_names) for f in failures])
+        self._progress(r, {}, evaluated=None, aborted=reason)
+
     def configure_evaluate(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
-        if not EVAL_PHASES.get(self.phase):
+        if not EVAL_PHASES.get(self.phase) or server_round in self.aborted:
             return []
-        if self.eval_arrays is not None:  # the union the holdout needs (cls: the seg decoder too)
-            parameters = ndarrays_to_parameters(self.eval_arrays())
+        # the union the holdout needs (cls: the seg decoder too), packed into one vector
+        parameters = ndarrays_to_parameters([pack(self.eval_arrays() if self.eval_arrays else self.global_arrays)])
         return super().configure_evaluate(server_round, parameters, client_manager)  # type: ignore[misc]
 
     def aggregate_fit(
@@ -107,28 +135,30 @@ class _PhaseDeltaMixin:
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         r = self.phase_round(server_round)
-        reasons = [_failure_text(f) for f in failures]
+        self.site_names.update({proxy.node_id: str(res.metrics["site"]) for proxy, res in results if "site" in res.metrics})
+        reasons = [failure_text(f, self.site_names) for f in failures]
         log(INFO, "[%s round %d] received %d results and %d failures", self.phase, r, len(results), len(failures))
         for reason in reasons:
             log(WARNING, "[%s round %d] a site failed and was left out: %s", self.phase, r, reason)
         fits = [{"site": str(res.metrics.get("site", proxy.node_id)), "n_train": int(res.num_examples),
-                 "loss": float(res.metrics.get("loss", math.nan))} for proxy, res in results]
+                 "loss": float(res.metrics.get("loss", math.nan)),
+                 "dp_epsilon": float(res.metrics.get("dp_epsilon", math.nan))} for proxy, res in results]
         self._fit_counts = (len(results), len(failures))
         duplicate = _duplicate_sites([f["site"] for f in fits])
         if duplicate:
-            reason = f"sites share a name ({duplicate}): the round's update is not applied"
-            log(ERROR, "[%s round %d] %s; give each SuperNode its own site-name", self.phase, r, reason)
-            self.recorder.after_fit(self.phase, r, self.global_arrays, [], [*reasons, reason])
+            self.fit_aborted(server_round, f"sites share a name ({duplicate}); give each SuperNode its own site-name",
+                             reasons)
             return None, {}
         mean_delta, metrics = super().aggregate_fit(server_round, results, failures)  # type: ignore[misc]
-        if mean_delta is not None:
-            self.global_arrays = apply_delta(self.global_arrays, parameters_to_ndarrays(mean_delta))
+        if mean_delta is None:
+            self.fit_aborted(server_round, "no site's update could be aggregated", reasons)
+            return None, {}
+        [mean] = parameters_to_ndarrays(mean_delta)
+        self.global_arrays = apply_delta(self.global_arrays, unpack(mean, [np.shape(a) for a in self.global_arrays]))
         row = self.recorder.after_fit(self.phase, r, self.global_arrays, fits, reasons)
         if not EVAL_PHASES.get(self.phase):
             self._progress(r, row or {}, evaluated=None)
-        if mean_delta is None:
-            return None, {}
-        return ndarrays_to_parameters(self.global_arrays), metrics
+        return ndarrays_to_parameters([pack(self.global_arrays)]), metrics
 
     def aggregate_evaluate(
         self,
@@ -138,7 +168,8 @@ class _PhaseDeltaMixin:
     ) -> tuple[float | None, dict[str, Scalar]]:
         r = self.phase_round(server_round)
         summaries = [{**res.metrics, "site": str(res.metrics.get("site", proxy.node_id))} for proxy, res in results]
-        reasons = [_failure_text(f) for f in failures]
+        self.site_names.update({proxy.node_id: str(res.metrics["site"]) for proxy, res in results if "site" in res.metrics})
+        reasons = [failure_text(f, self.site_names) for f in failures]
         for reason in reasons:
             log(WARNING, "[%s round %d] a site failed to evaluate: %s", self.phase, r, reason)
         duplicate = _duplicate_sites([str(s["site"]) for s in summaries])
@@ -150,8 +181,13 @@ class _PhaseDeltaMixin:
         self._progress(r, pooled, evaluated=(len(summaries), len(reasons)))
         return super().aggregate_evaluate(server_round, results, failures)  # type: ignore[misc]
 
-    def _progress(self, phase_round: int, pooled: dict[str, Any], evaluated: tuple[int, int] | None) -> None:
+    def _progress(self, phase_round: int, pooled: dict[str, Any], evaluated: tuple[int, int] | None,
+                  aborted: str = "") -> None:
         """One line per round for the coordinator (``flwr log``, ``flwr run --stream``, ``make demo``)."""
+        if aborted:
+            log(INFO, f"{PROGRESS_TAG} [{self.phase} {phase_round}/{self.last_round}] aborted: {aborted} "
+                      f"({time.perf_counter() - self._round_started:.1f} s)")
+            return
         trained, failed = self._fit_counts
         parts = [f"{trained} sites trained" + (f", {failed} failed" if failed else "")]
         if evaluated is not None:
@@ -164,6 +200,10 @@ class _PhaseDeltaMixin:
         elif math.isfinite(loss):
             line += f" | training loss {loss:.4f}"
         log(INFO, line)
+
+
+class TooFewSitesError(RuntimeError):
+    """Fewer sites than ``min-sites`` connected within ``min-sites-wait``: the run stops with this message."""
 
 
 PROGRESS_TAG = "sarcofed"
@@ -182,11 +222,23 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _failure_text(failure: tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException) -> str:
-    if isinstance(failure, BaseException):
-        return str(failure).strip() or type(failure).__name__
-    proxy, res = failure
-    return f"node {proxy.node_id}: {res.status.message}"
+_FLOWER_REASON = re.compile(r"<class '[\w.]+'>:<'(.*)'>$", re.DOTALL)  # how Flower wraps a ClientApp's exception
+_NODE = re.compile(r"\bnode (\d+)\b")
+
+
+def failure_text(failure: Any, site_names: dict[int, str] | None = None) -> str:
+    """A site's failure as the coordinator reads it: which node (and site, once it has been heard from),
+    and what it said, without Flower's wrapping (``Error(code=2, reason="<class ...>:<'...'>")``)."""
+    if isinstance(failure, tuple):
+        proxy, res = failure
+        text = f"node {proxy.node_id}: {res.status.message}"
+    else:
+        arg = failure.args[0] if getattr(failure, "args", None) else None
+        text = getattr(arg, "reason", None) or str(failure).strip() or type(failure).__name__
+    text = _FLOWER_REASON.sub(r"\1", text)
+    names = site_names or {}
+    return _NODE.sub(lambda m: f"node {m.group(1)} ({names[int(m.group(1))]})" if int(m.group(1)) in names
+                     else m.group(0), text, count=1)
 
 
 class DeltaFedAvg(_PhaseDeltaMixin, FedAvg):
@@ -211,6 +263,7 @@ def make_strategy(
     eval_arrays: Callable[[], list[np.ndarray]] | None = None,
     last_round: int | None = None,
     context_arrays: list[np.ndarray] | None = None,
+    min_sites_wait_s: float = 600.0,
 ) -> FedAvg:
     """Build the phase's strategy: every available site trains and evaluates; failures are accepted.
 
@@ -232,6 +285,7 @@ def make_strategy(
         ``EVAL_PHASES[phase]`` (the sites split it by phase); None sends the phase's arrays.
     context_arrays : the arrays the phase reads but does not train (``common.models.sarco.context_keys``),
         sent before ``arrays`` in every training message
+    min_sites_wait_s : how long a round waits for ``min_sites`` sites before the run stops (TooFewSitesError)
     """
     common: dict[str, Any] = dict(
         fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=min_sites, min_evaluate_clients=min_sites,
@@ -243,7 +297,7 @@ def make_strategy(
     else:
         strategy = DeltaFedAvg(**common)
     strategy._setup_phase(phase, first_round, local_epochs, seed, arrays, recorder, eval_arrays, last_round,  # type: ignore[attr-defined]
-                            context_arrays)
+                            context_arrays, min_sites, min_sites_wait_s)
     config: Callable[[int], dict[str, Scalar]] = strategy._config  # type: ignore[attr-defined]
     strategy.on_fit_config_fn = config
     strategy.on_evaluate_config_fn = config

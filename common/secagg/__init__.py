@@ -5,13 +5,14 @@
 - ``quantize``: Flower's stochastic quantisation vectorised, into uint32.
 - ``transport``: masked vectors built and sent as uint32 rather than int64 (half the bytes, same
   values), arrays read without copies; installs ``quantize`` into Flower's client mod.
-- ``delta``: what crosses SecAgg+: float weight deltas (local - global), never integer counters.
+- ``delta``: what crosses SecAgg+: float weight deltas (local - global), never integer counters,
+  packed into one vector per message.
 """
 
-from common.secagg.delta import apply_delta, float_positions, weight_delta
+from common.secagg.delta import apply_delta, float_positions, pack, unpack, weight_delta
 from common.secagg.mask_prg import MASK_PRG_INFO, mask_arrays, override_flower_prg
 from common.secagg.quantize import stochastic_quantize
 from common.secagg.transport import compact_masked_transport
 
 __all__ = ["MASK_PRG_INFO", "apply_delta", "compact_masked_transport", "float_positions", "mask_arrays",
-           "override_flower_prg", "stochastic_quantize", "weight_delta"]
+           "override_flower_prg", "pack", "stochastic_quantize", "unpack", "weight_delta"]

@@ -45,3 +45,28 @@ def apply_delta(global_: Sequence[np.ndarray], delta: Sequence[np.ndarray]) -> l
             raise ValueError(f"apply_delta: delta {i} has shape {np.shape(d)}, expected {np.shape(out[i])}")
         out[i] = (out[i].astype(np.float64) + np.asarray(d, dtype=np.float64)).astype(out[i].dtype)
     return out
+
+
+def pack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """All arrays as one float32 vector, in order: what a federated message carries.
+
+    Flower moves every array of a message as separate objects, one request each between SuperNode and
+    SuperLink (a tiny-preset segmentation model is 72 arrays: about 8 s per message on a busy 2-core
+    host); one vector is one object, whatever the model. ``unpack`` with the same shapes undoes it.
+    """
+    if not arrays:
+        return np.zeros(0, np.float32)
+    return np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1) for a in arrays])
+
+
+def unpack(flat: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """The arrays of ``shapes`` read in order from one vector made by :func:`pack` (ValueError on a size mismatch)."""
+    flat = np.asarray(flat).reshape(-1)
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    if flat.size != sum(sizes):
+        raise ValueError(f"unpack: a vector of {flat.size} values for arrays of {sum(sizes)} values")
+    out, start = [], 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        out.append(flat[start : start + size].reshape(shape))
+        start += size
+    return out

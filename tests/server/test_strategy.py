@@ -13,6 +13,7 @@ from flwr.server.client_manager import SimpleClientManager
 
 from server.recorder import Recorder
 from server.run_folder import RunFolder
+from common.secagg import pack, unpack
 from server.strategy import make_strategy
 
 
@@ -40,7 +41,7 @@ def _strategy(model, phase: str, tmp_path: Path):
 
 
 def _fit(site: str, arrays: list[np.ndarray], n: int = 10) -> tuple[SimpleNamespace, FitRes]:
-    deltas = [np.full_like(a, 0.01) for a in arrays]
+    deltas = [pack([np.full_like(a, 0.01) for a in arrays])]
     return SimpleNamespace(node_id=hash(site) % 1000), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(deltas), n,
                                                              {"site": site, "loss": 0.5})
 
@@ -53,12 +54,12 @@ def test_a_classifier_round_carries_the_encoder_it_trains_on(tiny_model, tmp_pat
     manager.register(SimpleNamespace(cid="a", node_id=1))  # type: ignore[arg-type]
     manager.register(SimpleNamespace(cid="b", node_id=2))  # type: ignore[arg-type]
     [(_, fit_ins), *_] = strategy.configure_fit(1, ndarrays_to_parameters([]), manager)
-    sent = parameters_to_ndarrays(fit_ins.parameters)
-    n_context = len(context_keys(tiny_model, "cls"))
-    assert n_context > 0 and len(sent) == n_context + len(exchange_keys(tiny_model, "cls"))
-    encoder = tiny_model.state_dict()
-    for key, array in zip(context_keys(tiny_model, "cls"), sent, strict=False):
-        np.testing.assert_array_equal(array, encoder[key].numpy())
+    [sent] = parameters_to_ndarrays(fit_ins.parameters)  # one vector: Flower moves each array separately
+    state = tiny_model.state_dict()
+    keys = [*context_keys(tiny_model, "cls"), *exchange_keys(tiny_model, "cls")]
+    assert len(context_keys(tiny_model, "cls")) > 0
+    for key, array in zip(keys, unpack(sent, [tuple(state[k].shape) for k in keys]), strict=True):
+        np.testing.assert_array_equal(array, state[key].numpy())
 
 
 def test_two_sites_with_one_name_fail_the_round(tiny_model, tmp_path: Path, caplog) -> None:
@@ -100,3 +101,35 @@ def test_each_round_logs_one_progress_line(tiny_model, tmp_path: Path, caplog) -
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sarcofed [")]
     assert line.startswith("sarcofed [seg 2/3] 2 sites trained, 1 failed, 2 evaluated, ")
     assert line.endswith("| pooled Dice 0.805, SMA error 4.0%")
+
+
+def test_too_few_sites_is_a_clear_error_after_the_configured_wait(tiny_model, tmp_path: Path) -> None:
+    import time
+
+    from server.strategy import TooFewSitesError
+
+    strategy, _ = _strategy(tiny_model, "seg", tmp_path)
+    strategy.min_sites_wait_s = 0.5
+    manager = SimpleClientManager()
+    manager.register(SimpleNamespace(cid="a", node_id=1))  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    with pytest.raises(TooFewSitesError, match=r"1 sites connected after waiting 0.5 s; run config min-sites is 2"):
+        strategy.configure_fit(1, ndarrays_to_parameters([]), manager)
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_full_disk_stops_the_round_and_keeps_the_last_good_checkpoint(tiny_model, tmp_path: Path) -> None:
+    """The kernel's own ENOSPC (/dev/full) under the checkpoint being written."""
+    from common.errors import CheckpointError
+    from common.models.checkpoint import load_checkpoint
+
+    strategy, recorder = _strategy(tiny_model, "seg", tmp_path)
+    strategy.aggregate_fit(1, [_fit("a", strategy.global_arrays), _fit("b", strategy.global_arrays)], [])
+    good = recorder.folder.checkpoint_path(1, "seg", 1)
+    assert good.is_file()
+    full = recorder.folder.checkpoint_path(2, "seg", 2)
+    full.with_name(full.name + ".tmp").symlink_to("/dev/full")
+    with pytest.raises(CheckpointError, match="earlier checkpoints are intact"):
+        strategy.aggregate_fit(2, [_fit("a", strategy.global_arrays), _fit("b", strategy.global_arrays)], [])
+    assert not full.exists() and not full.with_name(full.name + ".tmp").exists()
+    load_checkpoint(good)  # intact
