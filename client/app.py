@@ -6,7 +6,8 @@ and returns the site summary (aggregates only; anything over fewer than 5 patien
 The run config is read once per message into ``common.run_config.RunConfig``; where the data is comes
 from the node config (``client.federated_site``). Nothing is kept in this module between messages:
 deployed, each message runs in a fresh process. An exception is left to Flower, which reports it to
-the server as this site's failure; the round goes on with the other sites.
+the server as this site's failure (``client.boundary``: a category, never paths or values); the round
+goes on with the other sites.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
+from client.boundary import site_boundary
 from client.federated_site import resolve_site
-from client.task import RoundInstructions, evaluate_round, train_round
+from client.policy import SitePolicy
+from client.task import RoundInstructions, add_site_noise, evaluate_round, train_round
 from common.run_config import RunConfig
 from common.secagg import compact_masked_transport, override_flower_prg
 
@@ -35,18 +38,24 @@ compact_masked_transport(client_mod=_SECAGG_MOD)
 
 
 class SiteClient(NumPyClient):
-    """A hospital in the federation."""
+    """A hospital in the federation, under its own policy (``client.policy``, from the node config)."""
 
     def __init__(self, context: Context) -> None:
         self.run_config = RunConfig.from_mapping(context.run_config)
         self.site = resolve_site(context.node_config, self.run_config)
+        self.policy = SitePolicy.for_node(context.node_config, self.run_config.simulated_site_policy)
+        self.state = context.state
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        return train_round(self.site, self.run_config.preset, parameters, RoundInstructions.from_config(config))
+        delta, n, metrics = train_round(self.site, self.run_config.preset, parameters,
+                                        RoundInstructions.from_config(config), self.policy)
+        if self.policy.dp_enabled:
+            delta, metrics["dp_epsilon"] = add_site_noise(delta, self.policy, self.state)
+        return delta, n, metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
         return evaluate_round(self.site, self.run_config.preset, self.run_config.cutoff, parameters,
-                              RoundInstructions.from_config(config))
+                              RoundInstructions.from_config(config), self.policy)
 
 
 def client_fn(context: Context):  # type: ignore[no-untyped-def]
@@ -72,4 +81,5 @@ def secure_unless_simulated(msg: Message, ctxt: Context, call_next: ClientAppCal
     return secaggplus_mod(msg, ctxt, call_next)
 
 
-app = ClientApp(client_fn=client_fn, mods=[secure_unless_simulated])
+# Mods wrap in list order: the boundary sees every message first and every reply (or error) last.
+app = ClientApp(client_fn=client_fn, mods=[site_boundary, secure_unless_simulated])

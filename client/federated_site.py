@@ -24,7 +24,7 @@ from common.run_config import RunConfig
 # Resolved as a file next to this package (the app bundle ships the TOMLs), not imported: client/ does
 # not import simulations/.
 _CONSORTIA_DIR = Path(__file__).resolve().parents[1] / "simulations" / "consortia"
-NODE_CONFIG_KEYS: tuple[str, ...] = ("data-path", "site-name", "cache-dir")
+NODE_CONFIG_KEYS: tuple[str, ...] = ("data-path", "site-name", "cache-dir", "policy")
 """What a hospital's node config may hold (a misspelt key is an error, not a silent default)."""
 
 

@@ -42,8 +42,11 @@ class RunConfig:
     secagg_quantization_range: int
     secagg_max_weight: float
     min_sites: int
+    min_sites_wait: float
+    round_timeout: float
     seed: int
     cutoff: str
+    simulated_site_policy: str
     run_dir: str
     resume_from: str
     resume_phase: str

@@ -70,6 +70,7 @@ def supernode(
     data_path: Annotated[Path, typer.Option(help="This hospital's manifest.csv (from `sarcofed ingest`); it never leaves the hospital.")],
     site_name: Annotated[str, typer.Option(help="This hospital's name in the consortium's metrics and reports (required; unique in the consortium).")],
     cache_dir: Annotated[Path | None, typer.Option(help="Where resampled slices are kept between rounds (each round runs in a fresh process); default: none, every round reads the images again.")] = None,
+    policy: Annotated[Path | None, typer.Option(help="This hospital's policy file (TOML: what the node accepts; deploy/README.md lists the keys). Default: the built-in floors.")] = None,
     port: Annotated[int, typer.Option(help="Local runtime API port on 127.0.0.1 (ClientApps connect here).")] = 9094,
     flwr_home: FlwrHome = Path.home() / ".flwr",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it.")] = False,
@@ -83,8 +84,13 @@ def supernode(
             raise ConfigError(f"{what}: file not found", path)
     if not site_name.strip():
         raise ConfigError("--site-name: give this hospital's name (unique in the consortium)")
+    if policy is not None:
+        from client.policy import SitePolicy
+
+        SitePolicy.from_node_config({"policy": str(policy)})  # a bad file fails here, not in the first round
     command = supernode_command(superlink_address, ca.absolute(), key.absolute(), data_path, site_name=site_name,
-                                runtime_port=port, cache_dir=cache_dir)
+                                runtime_port=port, cache_dir=cache_dir,
+                                extra_node_config={"policy": str(policy.absolute())} if policy else None)
     _exec(command, flwr_home, dry_run)
 
 
