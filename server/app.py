@@ -27,10 +27,11 @@ from typing import Any
 
 from flwr.app import Context
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import DefaultWorkflow
 from flwr.server.workflow.secure_aggregation import secaggplus_workflow
 
 from common.secagg import compact_masked_transport, override_flower_prg
+from server.secure_workflow import GuardedSecAggPlusWorkflow
 
 # Masks from the whole shared secret (flwr #7522); the ClientApp installs the same generator. Masked
 # vectors arrive as uint32 from SarcoFed clients and are widened to int64 before Flower's arithmetic.
@@ -150,14 +151,16 @@ def main(grid: Grid, context: Context) -> None:
     def run_span(strategy, num_rounds: int) -> None:  # one phase = one legacy workflow
         fit_workflow = None
         if plan.secure_aggregation:
-            fit_workflow = SecAggPlusWorkflow(
+            fit_workflow = GuardedSecAggPlusWorkflow(
                 num_shares=plan.secagg_num_shares,
                 reconstruction_threshold=plan.secagg_reconstruction_threshold,
                 clipping_range=plan.secagg_clipping_range,
                 quantization_range=plan.secagg_quantization_range,
                 max_weight=plan.secagg_max_weight,
+                timeout=plan.round_timeout,
             )
-        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=num_rounds), strategy=strategy)
+        config = ServerConfig(num_rounds=num_rounds, round_timeout=plan.round_timeout)
+        legacy = LegacyContext(context=context, config=config, strategy=strategy)
         DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
 
     run_phases(plan, run_span, started=started)

@@ -49,6 +49,8 @@ class RunPlan:
     secagg_quantization_range: int
     secagg_max_weight: float
     min_sites: int
+    min_sites_wait: float
+    round_timeout: float
     seed: int
     cutoff: str
     run_dir: Path
@@ -74,8 +76,9 @@ class RunPlan:
         strategy = config.strategy.lower()
         if strategy not in STRATEGIES:
             raise ConfigError(f"run config: strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        if config.min_sites < 1:
-            raise ConfigError(f"run config: min-sites must be >= 1, got {config.min_sites}")
+        if config.min_sites < 1 or config.min_sites_wait <= 0 or config.round_timeout <= 0:
+            raise ConfigError(f"run config: need min-sites >= 1, min-sites-wait > 0 and round-timeout > 0, got "
+                              f"{config.min_sites}, {config.min_sites_wait}, {config.round_timeout}")
         if config.resume_from:
             if config.resume_phase not in PHASES:
                 raise ConfigError(f"run config: resume-from is set, so resume-phase must be one of {PHASES}, "
@@ -96,6 +99,8 @@ class RunPlan:
             secagg_quantization_range=config.secagg_quantization_range,
             secagg_max_weight=config.secagg_max_weight,
             min_sites=config.min_sites,
+            min_sites_wait=config.min_sites_wait,
+            round_timeout=config.round_timeout,
             seed=config.seed,
             cutoff=config.cutoff,
             run_dir=Path(config.run_dir).expanduser().absolute(),

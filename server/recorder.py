@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from server.run_folder import RunFolder, csv_row, pooled_row
+from server.run_folder import POOLED, RunFolder, csv_row, pooled_row
 
 
 class Recorder:
@@ -30,6 +30,8 @@ class Recorder:
         self._checkpoint: Path | None = None
         self.last_rows: list[dict[str, Any]] = []
         self.round_seconds: list[float] = []
+        self.dp_epsilon: dict[str, float] = {}  # site -> epsilon spent so far in this run (sites with DP on)
+        self.site_names: dict[int, str] = {}  # node id -> site name, as the strategies learn them
         self._t = time.perf_counter()
 
     def after_fit(self, phase: str, phase_round: int, arrays: list[np.ndarray], fits: list[dict[str, Any]],
@@ -39,6 +41,9 @@ class Recorder:
         from common.models.sarco import set_weights
 
         self.global_round += 1
+        for fit in fits:
+            if math.isfinite(fit.get("dp_epsilon", math.nan)):
+                self.dp_epsilon[fit["site"]] = fit["dp_epsilon"]
         set_weights(self.model, phase, arrays)
         self._checkpoint = self.folder.checkpoint_path(self.global_round, phase, phase_round)
         self._save(self.model, self._checkpoint, phase, phase_round)
@@ -48,6 +53,18 @@ class Recorder:
         if phase == "ssl":  # no holdout metric in ssl: the row carries the training loss only
             return self._write(phase, phase_round, [])
         return None
+
+    def after_abort(self, phase: str, phase_round: int, reason: str, failures: list[str]) -> None:
+        """A round whose update was not made: its failures, and one pooled row ``aborted: <reason>`` (no
+        checkpoint, no site rows: nothing of the round's training is repeated from an earlier one)."""
+        self.global_round += 1
+        for failure in failures:
+            self.folder.record_failure(phase, phase_round, "fit", failure)
+        self.folder.record_failure(phase, phase_round, "round", f"aborted: {reason}")
+        self._fits, self._checkpoint = [], None
+        self.folder.append_rows([{"site": POOLED, "status": f"aborted: {reason}", "round": phase_round,
+                                  "phase": phase, "global_round": self.global_round}])
+        self._t = time.perf_counter()
 
     def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]],
                        failures: list[str]) -> dict[str, Any]:
@@ -71,8 +88,11 @@ class Recorder:
             fit = fits.get(site, {})
             row["n_train"] = fit.get("n_train", 0)
             row["loss"] = fit.get("loss", math.nan)
+            row["dp_epsilon"] = fit.get("dp_epsilon", math.nan)
             rows.append(row)
         pooled = pooled_row(list(by_site.values()), [(f["n_train"], f["loss"]) for f in self._fits])
+        spent = [f["dp_epsilon"] for f in self._fits if math.isfinite(f.get("dp_epsilon", math.nan))]
+        pooled["dp_epsilon"] = max(spent) if spent else math.nan
         now = time.perf_counter()
         self.round_seconds.append(now - self._t)
         self._t = now

@@ -328,7 +328,8 @@ def _plot_bland_altman(table: pd.DataFrame, path: Path) -> bool:
         ax.plot([], [], color="black", linestyle="--",
                 label=f"pooled 95% limits {p['sma_loa_low']:.2f} .. {p['sma_loa_high']:.2f}")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xticks(list(x), [f"{s}\n(n={int(n)})" for s, n in zip(sites["site"], sites["n"], strict=True)], fontsize=7)
+    ax.set_xticks(list(x), [f"{s}\n(n={int(n) if n == n else '<5'})" for s, n in zip(sites["site"], sites["n"], strict=True)],
+                  fontsize=7)
     ax.set_ylabel("SMA predicted - reference (cm2)")
     ax.set_title("Bland-Altman of SMA (holdout, from site aggregates)")
     ax.legend(fontsize=7)

@@ -25,7 +25,10 @@ Columns of metrics.csv, in order (``COLUMNS``). The holdout columns carry the na
   resting on fewer than ``common.metrics.MIN_COHORT`` patients.
 - ``n_train``: training slices this round (pooled: their sum); ``loss``: the mean training loss
   (pooled: weighted by ``n_train``).
-- ``status``: ``ok`` for every row written.
+- ``dp_epsilon``: a site that adds differential-privacy noise to its updates (its own policy) reports
+  the epsilon it has spent in this run so far (at its policy's delta); empty otherwise. Pooled: the
+  largest.
+- ``status``: ``ok``, or for the one pooled row of a round whose update was not made, ``aborted: <why>``.
 
 An empty cell is a value not evaluated, suppressed (named in ``suppressed_metrics``) or undefined
 (a sensitivity without a sarcopenic patient, an AUROC with one class).
@@ -56,7 +59,7 @@ HOLDOUT_METRICS: tuple[str, ...] = (
 
 COLUMNS: tuple[str, ...] = (
     "round", "phase", "global_round", "site", "n", *HOLDOUT_METRICS, "suppressed_metrics", "n_train", "loss",
-    "status",
+    "dp_epsilon", "status",
 )
 """The columns of metrics.csv, in order; the module docstring gives their meaning and units."""
 
@@ -85,7 +88,7 @@ def _names(value: Any) -> str:
 def csv_row(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics.csv columns of one site (or pooled) summary from ``common.metrics`` (NaN where suppressed)."""
     n = _num(summary.get("n"))
-    row: dict[str, Any] = {"n": int(n) if math.isfinite(n) else 0}
+    row: dict[str, Any] = {"n": int(n) if math.isfinite(n) else math.nan}  # empty: hidden (< 5 patients)
     row.update({name: _num(summary.get(name)) for name in HOLDOUT_METRICS})
     row["suppressed_metrics"] = _names(summary.get("suppressed_metrics"))
     return row

@@ -68,19 +68,33 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
         done_before = sum(plan.rounds[p] for p in phases[: phases.index(plan.resume_phase)]) + plan.resume_round
     recorder = Recorder(folder, model, _save_checkpoint, start_global_round=done_before)
     timings: dict[str, float] = {}
-    for span in plan.spans():
-        t0 = time.perf_counter()
-        strategy = make_strategy(
-            plan.strategy, phase=span.phase, first_round=span.first_round, local_epochs=span.local_epochs,
-            seed=plan.seed, arrays=get_weights(model, span.phase), recorder=recorder, min_sites=plan.min_sites,
-            proximal_mu=plan.proximal_mu, eval_arrays=_eval_arrays(model, span.phase),
-            last_round=plan.rounds[span.phase], context_arrays=get_arrays(model, context_keys(model, span.phase)),
-        )
-        run_span(strategy, span.num_rounds)
-        timings[span.phase] = round(time.perf_counter() - t0, 2)
+    outcome = "completed"
+    try:
+        for span in plan.spans():
+            t0 = time.perf_counter()
+            strategy = make_strategy(
+                plan.strategy, phase=span.phase, first_round=span.first_round, local_epochs=span.local_epochs,
+                seed=plan.seed, arrays=get_weights(model, span.phase), recorder=recorder, min_sites=plan.min_sites,
+                proximal_mu=plan.proximal_mu, eval_arrays=_eval_arrays(model, span.phase),
+                last_round=plan.rounds[span.phase], context_arrays=get_arrays(model, context_keys(model, span.phase)),
+                min_sites_wait_s=plan.min_sites_wait,
+            )
+            run_span(strategy, span.num_rounds)
+            timings[span.phase] = round(time.perf_counter() - t0, 2)
+    except Exception as error:  # the run stops, but its folder says why and keeps what it learned
+        outcome = f"failed: {error}"
+        raise
+    finally:
+        _write_summary(plan, model, folder, recorder, timings, started, outcome)
+    return folder.path
+
+
+def _write_summary(plan: RunPlan, model: Any, folder: RunFolder, recorder: Recorder, timings: dict[str, float],
+                   started: float, outcome: str) -> None:
     final = [r for r in recorder.last_rows if r["site"] != POOLED]
     pooled = next((r for r in recorder.last_rows if r["site"] == POOLED), {})
     summary = {
+        "outcome": outcome,
         "preset": model.preset.name,
         "rounds": plan.rounds,
         "local_epochs": plan.local_epochs,
@@ -98,6 +112,9 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
         "phase_seconds": timings,
         "wall_seconds": round(time.perf_counter() - started, 2),
         "final_round": {"sites": final, "pooled": pooled},
+        "privacy": {"dp_epsilon_by_site": dict(sorted(recorder.dp_epsilon.items())),
+                    "note": "epsilon each site reported spending in this run, at its own policy's delta"}
+        if recorder.dp_epsilon else None,
     }
     folder.write_summary(summary)
     try:
@@ -109,4 +126,3 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
         from logging import WARNING
 
         log(WARNING, "report not written: %s", error)
-    return folder.path

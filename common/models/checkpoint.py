@@ -55,7 +55,11 @@ def save_checkpoint(path: str | Path, model: SarcoModel, *, preset: Preset | Non
         "extra": dict(extra or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    try:
+        torch.save(payload, tmp)
+    except (OSError, RuntimeError) as error:  # a full disk: torch reports ENOSPC as either
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write the checkpoint ({error}); earlier checkpoints are intact", path) from None
     tmp.replace(path)  # never leave a half-written checkpoint under the real name
     return path
 

@@ -63,6 +63,8 @@ def stochastic_quantize(parameters: Sequence[np.ndarray], clipping_range: float,
         dtype = np.float32 if arr.dtype == np.float32 and target_range <= 2**24 else np.float64
         # Flat: numpy returns scalars, not arrays, for 0-d inputs. The product is a new array.
         y = np.multiply(arr.reshape(-1), scale, dtype=dtype)
+        if not np.isfinite(y).all():  # NaN cast to uint32 is undefined: 0 on one run, 2**31 on the next
+            raise ValueError("stochastic_quantize: NaN or infinite values cannot be quantised; the update is refused")
         np.clip(y, -bound, bound, out=y)
         if half:
             y += dtype(0.5)

@@ -78,7 +78,7 @@ def test_metrics_csv_carries_the_site_summary_names(tmp_path, monkeypatch) -> No
     metrics = pd.read_csv(folder.metrics_csv)
 
     assert list(metrics.columns) == ["round", "phase", "global_round", "site", *SUMMARY_NAMES,
-                                     "suppressed_metrics", "n_train", "loss", "status"]
+                                     "suppressed_metrics", "n_train", "loss", "dp_epsilon", "status"]
     assert len(metrics) == 9 and metrics["phase"].tolist() == ["ssl"] * 3 + ["seg"] * 3 + ["cls"] * 3
     ssl = metrics[metrics["phase"] == "ssl"]
     assert ssl[SUMMARY_NAMES].isna().all().all() and ssl["loss"].notna().all()

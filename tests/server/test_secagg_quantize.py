@@ -74,3 +74,11 @@ def test_the_same_update_rounds_the_same_way_and_stays_unbiased() -> None:
     scale = Q / (2 * CLIP)
     mean_error = float((a[0].astype(np.float64) - Q / 2 - x[0].astype(np.float64) * scale).mean())
     assert abs(mean_error) < 0.01  # unbiased: E[q] = y (the error of 200k values averages out)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_refused_not_wrapped(bad: float) -> None:
+    x = np.zeros(10, np.float32)
+    x[3] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        stochastic_quantize([x], CLIP, Q)
