@@ -48,6 +48,9 @@ def flower_env(flwr_home: Path, base: Mapping[str, str] | None = None) -> dict[s
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
         PYTHONUNBUFFERED="1",
     )
+    # A SuperExec looks for a message to start a ClientApp for every second by default; every round is
+    # five such hand-overs at each site (Flower's own setting, a local request).
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
     # The SuperLink and SuperNodes start flower-superexec / flwr-serverapp / flwr-clientapp by name.
     scripts = str(Path(sys.executable).parent)
     if scripts not in env.get("PATH", "").split(os.pathsep):
@@ -112,7 +115,8 @@ def supernode_command(
     if cache_dir is not None:
         node_config["cache-dir"] = str(Path(cache_dir).resolve())
     node_config.update(extra_node_config or {})
-    command = [_bin("flower-supernode"), "--superlink", superlink]
+    # Flower's SuperNode, looking for messages every 0.5 s instead of 3 s (deploy/supernode_main.py)
+    command = [sys.executable, "-m", "deploy.supernode_main", "--superlink", superlink]
     if insecure:
         command.append("--insecure")
     if ca_cert is not None:

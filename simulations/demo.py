@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="secure aggregation off")
     parser.add_argument("--consortium", type=Path, default=None,
                         help="consortium TOML (default: the profile's consortium)")
+    parser.add_argument("--site-policy", type=Path, default=None,
+                        help="a site policy file every simulated site applies (e.g. differential privacy: "
+                             "simulations/policies/dp.toml)")
     args = parser.parse_args(argv)
     os.environ.update({"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"})
     profile_path = PROFILES_DIR / f"{args.preset}.toml"
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["secure-aggregation"] = False
     if args.consortium is not None:
         overrides["consortium"] = str(args.consortium.absolute())
+    if args.site_policy is not None:
+        overrides["simulated-site-policy"] = str(args.site_policy.absolute())
     rounds, epochs = _schedule(profile)
     t0 = time.perf_counter()
     consortium = str(overrides.get("consortium", profile["consortium"]))
@@ -162,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                           _fmt(f.get("sarcopenia_accuracy")), _fmt(f.get("cls_accuracy")), _fmt(f.get("cls_auroc")))
     console = Console()
     console.print(table)
+    if summary.get("privacy"):
+        spent = ", ".join(f"{site} {eps:.3g}" for site, eps in summary["privacy"]["dp_epsilon_by_site"].items())
+        console.print(f"differential privacy at the sites: epsilon spent in this run: {spent}")
     total = time.perf_counter() - t0
     baselines = f", centralised {t_cen:.0f} s, local-only {t_loc:.0f} s" if args.baselines else ""
     console.print(f"times: data {t_data:.0f} s, federated {t_fed:.0f} s{baselines}, total {total:.0f} s")

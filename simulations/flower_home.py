@@ -46,6 +46,7 @@ QUIET_ENV = {
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "RAY_USAGE_STATS_ENABLED": "0",  # Ray's own usage telemetry (the simulation's clients run on Ray)
+    "PYTHONUNBUFFERED": "1",  # `flwr run --stream` lines reach the caller as they are logged
 }
 
 # Latency settings of a local simulation; a value already in the caller's environment wins. Not here:

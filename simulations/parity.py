@@ -29,10 +29,12 @@ import numpy as np
 
 from simulations.flower_home import PROJECT_ROOT, LocalSuperLink, flwr_run, write_connection
 
-# Two rounds in seg and cls: the second round of a phase is where state kept between messages
-# (a cached model, a continued random stream) would show.
+# Two rounds of seg: the second round of a phase is where state kept between messages (a continued
+# random stream) would show; one cls round: a classifier round in a fresh process is where a model kept
+# between messages (the encoder under the head) would show. SSL messages in fresh processes are
+# compared one by one in tests/client/test_app_stateless.py; a deployed round costs a minute on 2 cores.
 PARITY_SCHEDULE: dict[str, Any] = {
-    "rounds-ssl": 1, "rounds-seg": 2, "rounds-cls": 2,
+    "rounds-ssl": 0, "rounds-seg": 2, "rounds-cls": 1,
     "local-epochs-ssl": 1, "local-epochs-seg": 1, "local-epochs-cls": 1,
 }
 
@@ -92,7 +94,8 @@ def compare_runs(run_a: Path, run_b: Path, preset: str, seed: int) -> list[Round
     return out
 
 
-def _run_config(manifests: Mapping[str, Path], work: Path, extra: Mapping[str, Any]) -> dict[str, Any]:
+def run_config(manifests: Mapping[str, Path], work: Path, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config of a parity run: tiny preset, the sites listed, folders under ``work``, PARITY_SCHEDULE."""
     return {"preset": "tiny", "site-manifests": ",".join(str(p) for p in manifests.values()),
             "sites-cache": str(work / "cache"), "run-dir": str(work / "runs"), **PARITY_SCHEDULE, **extra}
 
@@ -100,7 +103,7 @@ def _run_config(manifests: Mapping[str, Path], work: Path, extra: Mapping[str, A
 def run_simulated(manifests: Mapping[str, Path], work: Path, extra: Mapping[str, Any] | None = None) -> Path:
     """One local simulation of the sites; returns its run folder."""
     with LocalSuperLink(work / "flwr_home", num_supernodes=len(manifests)) as link:
-        result = link.run(_run_config(manifests, work, extra or {}), timeout_s=1800, log_path=work / "flwr-run.log")
+        result = link.run(run_config(manifests, work, extra or {}), timeout_s=1800, log_path=work / "flwr-run.log")
     if result.returncode != 0:
         raise RuntimeError(f"simulated run failed (exit {result.returncode}); see {work / 'flwr-run.log'}")
     return (work / "runs" / "latest").resolve()
@@ -130,7 +133,7 @@ def run_deployed(manifests: Mapping[str, Path], work: Path, extra: Mapping[str, 
                                         runtime_port=free_port(), insecure=True, cache_dir=work / "cache" / name)
             processes.append(start(f"supernode-{name}", command, env, work / "logs", cwd=PROJECT_ROOT))
         write_connection(work / "flwr_home", "parity", f"127.0.0.1:{port}")
-        result = flwr_run(PROJECT_ROOT, "parity", env, _run_config(manifests, work, extra or {}),
+        result = flwr_run(PROJECT_ROOT, "parity", env, run_config(manifests, work, extra or {}),
                           timeout_s=1800, log_path=work / "flwr-run.log")
         if result.returncode != 0:
             raise RuntimeError(f"deployed run failed (exit {result.returncode}); see {work / 'flwr-run.log'}")

@@ -66,6 +66,7 @@ class Consortium:
         command = supernode_command(
             address or self.fleet_address, (ca or self.pki.ca_cert) if use_ca else None, key, manifest,
             site_name=name, runtime_port=free_port(), insecure=insecure, max_retries=max_retries,
+            cache_dir=self.work / "cache" / name,
         )
         process = start(f"supernode-{name}", command, self.env, self.work / "logs")
         self.processes.append(process)

@@ -97,3 +97,21 @@ def test_deploy_commands_warn_of_certificates_about_to_expire(tmp_path):
     fresh = init_pki(tmp_path / "fresh")
     result = runner.invoke(deploy_app, ["superlink", str(fresh.root), "--database", str(tmp_path / "s.db"), "--dry-run"])
     assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_the_supernode_idle_poll_is_shortened_on_the_installed_flower():
+    """deploy.supernode_main replaces Flower 1.42's 3 s idle sleep; an upgrade that moves it must be noticed."""
+    import inspect
+    import subprocess
+    import sys
+
+    import flwr.supernode.start_client_internal as loop
+
+    assert "time.sleep(3)" in inspect.getsource(loop)
+    code = ("import time, flwr.supernode.start_client_internal as loop\n"
+            "from deploy.supernode_main import shorten_idle_poll\n"
+            "assert shorten_idle_poll(loop)\n"
+            "t0 = time.monotonic(); loop.time.sleep(3); assert time.monotonic() - t0 < 1.0\n"
+            "assert loop.time.monotonic() > 0\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
