@@ -44,6 +44,7 @@ class RunConfig:
     min_sites: int
     min_sites_wait: float
     round_timeout: float
+    max_update_norm: float
     seed: int
     cutoff: str
     simulated_site_policy: str

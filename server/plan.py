@@ -51,6 +51,7 @@ class RunPlan:
     min_sites: int
     min_sites_wait: float
     round_timeout: float
+    max_update_norm: float
     seed: int
     cutoff: str
     run_dir: Path
@@ -101,6 +102,7 @@ class RunPlan:
             min_sites=config.min_sites,
             min_sites_wait=config.min_sites_wait,
             round_timeout=config.round_timeout,
+            max_update_norm=config.max_update_norm,
             seed=config.seed,
             cutoff=config.cutoff,
             run_dir=Path(config.run_dir).expanduser().absolute(),

@@ -77,7 +77,7 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
                 seed=plan.seed, arrays=get_weights(model, span.phase), recorder=recorder, min_sites=plan.min_sites,
                 proximal_mu=plan.proximal_mu, eval_arrays=_eval_arrays(model, span.phase),
                 last_round=plan.rounds[span.phase], context_arrays=get_arrays(model, context_keys(model, span.phase)),
-                min_sites_wait_s=plan.min_sites_wait,
+                min_sites_wait_s=plan.min_sites_wait, max_update_norm=plan.max_update_norm,
             )
             run_span(strategy, span.num_rounds)
             timings[span.phase] = round(time.perf_counter() - t0, 2)

@@ -62,8 +62,9 @@ class _PhaseDeltaMixin:
     def _setup_phase(self, phase: str, first_round: int, local_epochs: int, seed: int, arrays: list[np.ndarray],
                      recorder: RoundRecorder, eval_arrays: Callable[[], list[np.ndarray]] | None,
                      last_round: int | None = None, context_arrays: list[np.ndarray] | None = None,
-                     min_sites: int = 1, min_sites_wait_s: float = 600.0) -> None:
+                     min_sites: int = 1, min_sites_wait_s: float = 600.0, max_update_norm: float = math.inf) -> None:
         self.phase = phase
+        self.max_update_norm = max_update_norm
         self.min_sites, self.min_sites_wait_s = min_sites, min_sites_wait_s
         self.aborted: dict[int, str] = {}
         # node id -> site name, from every reply that named its site (kept by the recorder for the whole run)
@@ -154,6 +155,11 @@ class _PhaseDeltaMixin:
             self.fit_aborted(server_round, "no site's update could be aggregated", reasons)
             return None, {}
         [mean] = parameters_to_ndarrays(mean_delta)
+        norm = float(np.linalg.norm(mean.astype(np.float64)))
+        if not norm <= self.max_update_norm:  # NaN too: the sum hides which site, not that one is off
+            self.fit_aborted(server_round, f"the aggregated update's norm {norm:.4g} is above max-update-norm "
+                                           f"{self.max_update_norm:g}: a site sent a corrupted or hostile update", reasons)
+            return None, {}
         self.global_arrays = apply_delta(self.global_arrays, unpack(mean, [np.shape(a) for a in self.global_arrays]))
         row = self.recorder.after_fit(self.phase, r, self.global_arrays, fits, reasons)
         if not EVAL_PHASES.get(self.phase):
@@ -264,6 +270,7 @@ def make_strategy(
     last_round: int | None = None,
     context_arrays: list[np.ndarray] | None = None,
     min_sites_wait_s: float = 600.0,
+    max_update_norm: float = math.inf,
 ) -> FedAvg:
     """Build the phase's strategy: every available site trains and evaluates; failures are accepted.
 
@@ -286,6 +293,9 @@ def make_strategy(
     context_arrays : the arrays the phase reads but does not train (``common.models.sarco.context_keys``),
         sent before ``arrays`` in every training message
     min_sites_wait_s : how long a round waits for ``min_sites`` sites before the run stops (TooFewSitesError)
+    max_update_norm : a round whose aggregated update (L2 norm, all arrays) is larger, or not finite, is
+        aborted: with secure aggregation the server cannot see which site sent a corrupted update, but
+        SecAgg+ bounds each value a site adds, so one hostile site shows up in the sum's norm
     """
     common: dict[str, Any] = dict(
         fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=min_sites, min_evaluate_clients=min_sites,
@@ -297,7 +307,7 @@ def make_strategy(
     else:
         strategy = DeltaFedAvg(**common)
     strategy._setup_phase(phase, first_round, local_epochs, seed, arrays, recorder, eval_arrays, last_round,  # type: ignore[attr-defined]
-                            context_arrays, min_sites, min_sites_wait_s)
+                            context_arrays, min_sites, min_sites_wait_s, max_update_norm)
     config: Callable[[int], dict[str, Scalar]] = strategy._config  # type: ignore[attr-defined]
     strategy.on_fit_config_fn = config
     strategy.on_evaluate_config_fn = config

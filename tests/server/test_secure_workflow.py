@@ -165,3 +165,29 @@ def test_a_site_lost_at_setup_and_another_lost_at_training_still_make_the_round(
 class _Failing(NumPyClient):
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
         raise RuntimeError("training failed at this site")
+
+
+class _Hostile(NumPyClient):
+    """A site running altered code: its update is a million times too large (its own guards are gone)."""
+
+    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+        return [pack(_deltas(9)) * np.float32(1e6)], 40, {"site": "hostile", "loss": 0.1}
+
+
+def test_a_hostile_huge_update_aborts_the_round_instead_of_moving_the_model(loopback_grid) -> None:
+    """SecAgg+ hides which site it was, but clips each value it adds: the sum's norm gives it away."""
+    apps = {1000 + pid: ClientApp(client_fn=(lambda pid=pid: lambda ctx: _Site(pid, 30).to_client())(),
+                                  mods=[secaggplus_mod]) for pid in range(3)}
+    apps[1003] = ClientApp(client_fn=lambda ctx: _Hostile().to_client(), mods=[secaggplus_mod])
+    grid = loopback_grid(apps)
+    recorder = _Recorder()
+    strategy = make_strategy("fedavg", phase="ssl", first_round=1, local_epochs=1, seed=0,
+                             arrays=[np.zeros(s, np.float32) for s in SHAPES], recorder=recorder, min_sites=4,
+                             proximal_mu=0.0, min_sites_wait_s=5, max_update_norm=10.0)
+    ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    legacy = LegacyContext(ctx, config=ServerConfig(num_rounds=1), strategy=strategy)
+    DefaultWorkflow(fit_workflow=GuardedSecAggPlusWorkflow(num_shares=4, reconstruction_threshold=3, clipping_range=CLIP,
+                                                           max_weight=1000.0))(grid, legacy)
+    [(round_, reason, _)] = recorder.aborts
+    assert "above max-update-norm 10" in reason and recorder.fits == []
+    assert not np.any(strategy.global_arrays[0])  # the global model did not move
