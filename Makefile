@@ -11,6 +11,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PRESET ?= demo
+# Two pytest-xdist workers, one test file each at a time (slow files first: tests/conftest.py).
+TEST_WORKERS ?= 2
 
 # Hospital networks: nothing leaves unless we say so. Runs use this environment, not a fresh one per run.
 export FLWR_TELEMETRY_ENABLED := 0
@@ -43,7 +45,7 @@ paper-check: install
 	$(PY) -m simulations.paper_check --preset $(PRESET)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 bench: install
 	$(PY) -m simulations.bench

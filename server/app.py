@@ -163,4 +163,4 @@ def main(grid: Grid, context: Context) -> None:
         legacy = LegacyContext(context=context, config=config, strategy=strategy)
         DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
 
-    run_phases(plan, run_span, started=started)
+    run_phases(plan, run_span, started=started, flower_run_id=context.run_id, run_config=dict(context.run_config))

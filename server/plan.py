@@ -1,8 +1,11 @@
 """The run plan: what the ServerApp does with the run config (``common.run_config.RunConfig``).
 
 Keys are kebab-case, as Flower's run config is. One run = the phases ssl -> seg -> cls, each for
-``rounds-<phase>`` rounds (0 skips a phase); ``resume-from`` + ``resume-phase`` + ``resume-round``
-restart after a given round from a checkpoint (the coordinator loses at most one round).
+``rounds-<phase>`` rounds (0 skips a phase). A run stopped part way (the coordinator loses at most
+the round in flight) goes on with ``resume-from = <its run folder>``: the phase and round come from
+the folder's last checkpoint, the run continues in that folder, and its schedule must be the one the
+folder's run.json records. ``resume-from = <a checkpoint file>`` + ``resume-phase`` + ``resume-round``
+starts a new run folder from any checkpoint instead.
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.run_config import RunConfig
+from server.run_folder import last_checkpoint, read_run_record
 
 PHASES: tuple[str, ...] = ("ssl", "seg", "cls")
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
+SCHEDULE_KEYS: tuple[str, ...] = (
+    "preset", "rounds-ssl", "rounds-seg", "rounds-cls", "local-epochs-ssl", "local-epochs-seg", "local-epochs-cls",
+    "strategy", "proximal-mu", "secure-aggregation", "seed", "cutoff",
+)
+"""What a run resumed from its folder must share with the run that began it (the rest may change,
+e.g. a site joins or the round timeout grows)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,8 @@ class RunPlan:
     resume_from: Path | None
     resume_phase: str
     resume_round: int
+    resume_folder: Path | None = None
+    resume_global_round: int = 0
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunPlan:
@@ -80,13 +92,26 @@ class RunPlan:
         if config.min_sites < 1 or config.min_sites_wait <= 0 or config.round_timeout <= 0:
             raise ConfigError(f"run config: need min-sites >= 1, min-sites-wait > 0 and round-timeout > 0, got "
                               f"{config.min_sites}, {config.min_sites_wait}, {config.round_timeout}")
-        if config.resume_from:
+        resume_folder, resume_from, resume_phase, resume_round = None, None, config.resume_phase, config.resume_round
+        if config.resume_from and Path(config.resume_from).expanduser().is_dir():
+            resume_folder = Path(config.resume_from).expanduser().resolve()
+            if config.resume_phase or config.resume_round:
+                raise ConfigError("run config: resume-from is a run folder, which says where it stopped: leave "
+                                  "resume-phase and resume-round unset")
+            _check_same_schedule(resume_folder, run_config)
+            last = last_checkpoint(resume_folder)
+            resume_from, resume_phase, resume_round = last.path, last.phase, last.phase_round
+        elif config.resume_from:
+            if not Path(config.resume_from).expanduser().is_file():
+                raise ConfigError(f"run config: resume-from {config.resume_from!r} is neither a run folder nor a "
+                                  "checkpoint file")
+            resume_from = Path(config.resume_from).expanduser().absolute()
             if config.resume_phase not in PHASES:
                 raise ConfigError(f"run config: resume-from is set, so resume-phase must be one of {PHASES}, "
                                   f"got {config.resume_phase!r}")
-            if not 0 <= config.resume_round <= rounds[config.resume_phase]:
-                raise ConfigError(f"run config: resume-round {config.resume_round} is outside "
-                                  f"0..rounds-{config.resume_phase}={rounds[config.resume_phase]}")
+        if resume_from is not None and not 0 <= resume_round <= rounds[resume_phase]:
+            raise ConfigError(f"run config: resume-round {resume_round} is outside "
+                              f"0..rounds-{resume_phase}={rounds[resume_phase]}")
         return cls(
             preset=config.preset,
             rounds=rounds,
@@ -106,9 +131,12 @@ class RunPlan:
             seed=config.seed,
             cutoff=config.cutoff,
             run_dir=Path(config.run_dir).expanduser().absolute(),
-            resume_from=Path(config.resume_from).expanduser().absolute() if config.resume_from else None,
-            resume_phase=config.resume_phase,
-            resume_round=config.resume_round,
+            resume_from=resume_from,
+            resume_phase=resume_phase,
+            resume_round=resume_round,
+            resume_folder=resume_folder,
+            resume_global_round=(sum(rounds[p] for p in PHASES[: PHASES.index(resume_phase)]) + resume_round
+                                 if resume_from is not None else 0),
         )
 
     def spans(self) -> list[PhaseSpan]:
@@ -125,3 +153,14 @@ class RunPlan:
             if first <= self.rounds[phase]:
                 out.append(PhaseSpan(phase, first, self.rounds[phase], self.local_epochs[phase]))
         return out
+
+
+def _check_same_schedule(folder: Path, run_config: Mapping[str, Any]) -> None:
+    """A run continued in its folder keeps the schedule its run.json records (a folder without run.json
+    predates the record: nothing to check against)."""
+    before = read_run_record(folder).get("run_config") or {}
+    changed = [f"{key} {before[key]!r} -> {run_config.get(key)!r}" for key in SCHEDULE_KEYS
+               if key in before and before[key] != run_config.get(key)]
+    if changed:
+        raise ConfigError(f"run config: resume-from {folder} continues a run with another schedule ({'; '.join(changed)}): "
+                          f"submit it with the run config in {folder / 'run.json'}")

@@ -1,7 +1,9 @@
-"""The run folder (DESIGN.md section 3): metrics.csv, summary.json, checkpoints/, report, runs/latest.
+"""The run folder: run.json, metrics.csv, summary.json, checkpoints/, report, runs/latest.
 
 One folder per run, named by start time and preset, under ``run-dir``; ``<run-dir>/latest`` is a
-relative symlink to the newest. ``metrics.csv`` has one row per round x phase x site plus one
+relative symlink to the newest. ``run.json`` holds the run config and every Flower run that worked
+in the folder (its run id, start, and the round it resumed after): a run resumed from its folder
+(``resume-from = <folder>``) continues there, after its last checkpoint. ``metrics.csv`` has one row per round x phase x site plus one
 ``site == "pooled"`` row per round, appended as rounds finish so a crashed run keeps what it learned.
 Only aggregates reach this folder: sites send summaries, never per-patient values.
 
@@ -40,12 +42,15 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import time
+from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.errors import ConfigError
 from common.metrics import pooled_summary
 
 POOLED = "pooled"
@@ -110,6 +115,52 @@ def pooled_row(site_summaries: Sequence[Mapping[str, Any]], train: Sequence[tupl
     return row
 
 
+CHECKPOINT_NAME = re.compile(r"round-(\d{3,})-(ssl|seg|cls)-(\d{2,})\.pt")
+RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class RoundCheckpoint:
+    """A checkpoint after one finished round: checkpoints/round-<global>-<phase>-<round>.pt."""
+
+    path: Path
+    global_round: int
+    phase: str
+    phase_round: int
+
+
+def last_checkpoint(folder: Path) -> RoundCheckpoint:
+    """The checkpoint of the last finished round in a run folder (where a resume continues from).
+
+    Raises
+    ------
+    ConfigError
+        ``folder`` is not a run folder, or no round of it finished.
+    """
+    folder = Path(folder)
+    if not (folder / "checkpoints").is_dir():
+        raise ConfigError(f"{folder}: not a run folder (no checkpoints/ in it)")
+    found = []
+    for path in (folder / "checkpoints").iterdir():
+        match = CHECKPOINT_NAME.fullmatch(path.name)
+        if match:
+            found.append(RoundCheckpoint(path, int(match[1]), match[2], int(match[3])))
+    if not found:
+        raise ConfigError(f"{folder}: no round of this run finished (no checkpoints/round-*.pt): start a fresh run")
+    return max(found, key=lambda c: c.global_round)
+
+
+def read_run_record(folder: Path) -> dict[str, Any]:
+    """run.json of a run folder ({} for a folder written before run folders had one)."""
+    path = Path(folder) / RUN_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+
+
 class RunFolder:
     """Writer for one run's folder; the ServerApp holds one and calls it as rounds finish."""
 
@@ -120,6 +171,7 @@ class RunFolder:
         self.metrics_csv = self.path / "metrics.csv"
         self.best: dict[str, Any] = {"dice_mean": -math.inf}
         self.failures: list[dict[str, Any]] = []
+        self.previous_summary: dict[str, Any] = {}  # a reopened folder's summary.json, as the last run left it
 
     @classmethod
     def create(cls, run_dir: Path, preset: str) -> RunFolder:
@@ -132,11 +184,71 @@ class RunFolder:
             suffix += 1
             path = run_dir / f"{stamp}-{preset}-{suffix}"
         folder = cls(path)
-        latest = run_dir / "latest"
+        folder._point_latest()
+        return folder
+
+    @classmethod
+    def reopen(cls, path: Path) -> RunFolder:
+        """An existing run folder, to continue a run in: the best round and the failures so far are kept
+        (from its summary.json), new rows append to its metrics.csv, and ``latest`` points at it again."""
+        folder = cls(Path(path))
+        summary_path = folder.path / "summary.json"
+        if summary_path.is_file():
+            try:
+                summary = json.loads(summary_path.read_text())
+            except json.JSONDecodeError:
+                summary = {}
+            if not isinstance(summary, dict):
+                summary = {}
+            if isinstance(summary.get("best"), dict):
+                folder.best = summary["best"]
+            folder.failures = list(summary.get("failures") or [])
+            folder.previous_summary = summary
+        if not math.isfinite(float(folder.best.get("dice_mean", -math.inf))):
+            folder.best = folder._best_from_metrics()
+        folder._point_latest()
+        return folder
+
+    def _best_from_metrics(self) -> dict[str, Any]:
+        """The best pooled round in metrics.csv whose checkpoint is still here (a run that stopped before
+        writing its summary)."""
+        best: dict[str, Any] = {"dice_mean": -math.inf}
+        if not self.metrics_csv.is_file():
+            return best
+        with self.metrics_csv.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                dice = _num(row.get("dice_mean"))
+                if row.get("site") != POOLED or row.get("status") != "ok" or not dice > best["dice_mean"]:
+                    continue
+                phase, phase_round, global_round = row["phase"], int(row["round"]), int(row["global_round"])
+                checkpoint = self.checkpoint_path(global_round, phase, phase_round)
+                if checkpoint.is_file():
+                    best = {"dice_mean": dice, "phase": phase, "round": phase_round, "global_round": global_round,
+                            "checkpoint": checkpoint.name}
+        return best
+
+    def _point_latest(self) -> None:
+        latest = self.path.parent / "latest"
         if latest.is_symlink() or latest.exists():
             latest.unlink()
-        os.symlink(path.name, latest)
-        return folder
+        os.symlink(self.path.name, latest)
+
+    def record_run(self, flower_run_id: int | None, run_config: Mapping[str, Any],
+                   resumed_after: RoundCheckpoint | None) -> dict[str, Any]:
+        """Add this Flower run to run.json (the first one also stores the run config); returns the record."""
+        record = read_run_record(self.path)
+        record.setdefault("run_config", dict(run_config))
+        record.setdefault("flower_runs", []).append({
+            "run_id": flower_run_id,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "resumed_after": None if resumed_after is None else {
+                "phase": resumed_after.phase, "round": resumed_after.phase_round,
+                "global_round": resumed_after.global_round, "checkpoint": resumed_after.path.name},
+        })
+        tmp = self.path / f".{RUN_RECORD}.tmp"
+        tmp.write_text(json.dumps(_json_safe(record), indent=2, default=str))
+        tmp.replace(self.path / RUN_RECORD)
+        return record
 
     def append_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append rows to metrics.csv (header written once); unknown keys are dropped, missing left empty."""

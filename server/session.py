@@ -1,7 +1,7 @@
 """One federated run from the server's side, independent of how a phase's rounds are carried out.
 
-``run_phases`` builds (or resumes) the union model, opens the run folder, and for each phase still to
-run hands a strategy to ``run_span`` (the ServerApp passes a function that runs Flower's legacy
+``run_phases`` builds (or resumes) the union model, opens the run folder (a new one, or the folder of
+the run it resumes), and for each phase still to run hands a strategy to ``run_span`` (the ServerApp passes a function that runs Flower's legacy
 workflow with or without SecAgg+). At the end it writes summary.json and the report.
 """
 
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
+from flwr.common import log
+
 from server.plan import RunPlan
 from server.recorder import Recorder
-from server.run_folder import POOLED, RunFolder
+from server.run_folder import POOLED, RunFolder, last_checkpoint
 from server.strategy import make_strategy
 
 
@@ -46,7 +49,8 @@ def _eval_arrays(model: Any, phase: str) -> Callable[[], list[Any]]:
     return lambda: [a for p in phases for a in get_weights(model, p)]
 
 
-def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: float | None = None) -> Path:
+def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: float | None = None,
+               flower_run_id: int | None = None, run_config: dict[str, Any] | None = None) -> Path:
     """Run every phase span of ``plan``; returns the run folder.
 
     Parameters
@@ -56,17 +60,22 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
         Runs ``num_rounds`` rounds of the given strategy (the strategy reports each round itself).
     started : float, optional
         ``time.perf_counter()`` when the ServerApp started (for the summary's wall time).
+    flower_run_id, run_config : optional
+        Flower's run id and the run config, recorded in the folder's run.json.
     """
     from common.models.sarco import context_keys, get_arrays, get_weights
 
     started = time.perf_counter() if started is None else started
     model = build_model(plan)
-    folder = RunFolder.create(plan.run_dir, model.preset.name)
-    done_before = 0
-    if plan.resume_from is not None:
-        phases = ("ssl", "seg", "cls")
-        done_before = sum(plan.rounds[p] for p in phases[: phases.index(plan.resume_phase)]) + plan.resume_round
-    recorder = Recorder(folder, model, _save_checkpoint, start_global_round=done_before)
+    if plan.resume_folder is not None:
+        folder = RunFolder.reopen(plan.resume_folder)
+        resumed_after = last_checkpoint(plan.resume_folder)
+    else:
+        folder, resumed_after = RunFolder.create(plan.run_dir, model.preset.name), None
+    record = folder.record_run(flower_run_id, run_config or {}, resumed_after)
+    log(INFO, "sarcofed run folder: %s (Flower run %s%s)", folder.path, flower_run_id,
+        "" if resumed_after is None else f", resumed after {resumed_after.phase} round {resumed_after.phase_round}")
+    recorder = Recorder(folder, model, _save_checkpoint, start_global_round=plan.resume_global_round)
     timings: dict[str, float] = {}
     outcome = "completed"
     try:
@@ -85,16 +94,24 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
         outcome = f"failed: {error}"
         raise
     finally:
-        _write_summary(plan, model, folder, recorder, timings, started, outcome)
+        _write_summary(plan, model, folder, recorder, timings, started, outcome,
+                       [r["run_id"] for r in record["flower_runs"]])
     return folder.path
 
 
 def _write_summary(plan: RunPlan, model: Any, folder: RunFolder, recorder: Recorder, timings: dict[str, float],
-                   started: float, outcome: str) -> None:
+                   started: float, outcome: str, flower_run_ids: list[Any]) -> None:
     final = [r for r in recorder.last_rows if r["site"] != POOLED]
+    wall = round(time.perf_counter() - started, 2)
+    if plan.resume_folder is not None:  # continued in its folder: the times cover every Flower run of it
+        before = folder.previous_summary
+        timings = {p: round(float((before.get("phase_seconds") or {}).get(p, 0.0)) + timings.get(p, 0.0), 2)
+                   for p in {*(before.get("phase_seconds") or {}), *timings}}
+        wall = round(float(before.get("wall_seconds") or 0.0) + wall, 2)
     pooled = next((r for r in recorder.last_rows if r["site"] == POOLED), {})
     summary = {
         "outcome": outcome,
+        "flower_run_ids": flower_run_ids,
         "preset": model.preset.name,
         "rounds": plan.rounds,
         "local_epochs": plan.local_epochs,
@@ -107,10 +124,11 @@ def _write_summary(plan: RunPlan, model: Any, folder: RunFolder, recorder: Recor
             "max_weight": plan.secagg_max_weight, "mask_prg": "HKDF-SHA256 -> ChaCha20 (common/secagg/mask_prg.py)",
         } if plan.secure_aggregation else None,
         "resumed_from": None if plan.resume_from is None else {
-            "checkpoint": str(plan.resume_from), "phase": plan.resume_phase, "round": plan.resume_round},
+            "checkpoint": str(plan.resume_from), "phase": plan.resume_phase, "round": plan.resume_round,
+            "same_folder": plan.resume_folder is not None},
         "cutoff": plan.cutoff,
         "phase_seconds": timings,
-        "wall_seconds": round(time.perf_counter() - started, 2),
+        "wall_seconds": wall,
         "final_round": {"sites": final, "pooled": pooled},
         "privacy": {"dp_epsilon_by_site": dict(sorted(recorder.dp_epsilon.items())),
                     "note": "epsilon each site reported spending in this run, at its own policy's delta"}
@@ -122,7 +140,6 @@ def _write_summary(plan: RunPlan, model: Any, folder: RunFolder, recorder: Recor
 
         write_report(folder.path)
     except Exception as error:  # the report is a view of files already written: never lose the run over it
-        from flwr.common import log
         from logging import WARNING
 
         log(WARNING, "report not written: %s", error)

@@ -23,6 +23,7 @@ def site(tmp_path_factory) -> Path:
                       n_unlabelled=4, seed=0)
 
 
+@pytest.mark.slow
 def test_ssl_then_seg_then_cls(site, tmp_path):
     ssl = _sarcofed("train-local", "--phase", "ssl", "--data", str(site), "--out", str(tmp_path / "ssl.pt"),
                     "--preset", "tiny", "--epochs", "1", "--no-progress")
@@ -42,6 +43,7 @@ def test_ssl_then_seg_then_cls(site, tmp_path):
     assert cls.returncode == 0, cls.stderr
 
 
+@pytest.mark.slow
 def test_errors_are_one_line(site, tmp_path):
     bad_phase = _sarcofed("train-local", "--phase", "pretrain", "--data", str(site), "--out", str(tmp_path / "x.pt"))
     assert bad_phase.returncode == 3 and "ssl, seg, cls" in bad_phase.stderr and "Traceback" not in bad_phase.stderr

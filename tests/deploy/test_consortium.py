@@ -237,7 +237,8 @@ def test_superlink_restart_mid_run(consortium, tmp_path):
 
     Survives: the registered nodes (same IDs, back online by themselves), the run history, and every
     round finished before the restart (its checkpoint). Does not: the round in flight; the run ends
-    finished:failed and the coordinator resubmits it from the last checkpoint, losing at most that round.
+    finished:failed and the coordinator resubmits it with ``resume-from`` its run folder: the run goes on
+    in that folder after its last finished round, losing at most the round in flight.
     """
     from deploy.launch import start, stop_all, superlink_command, wait_for_log
 
@@ -275,17 +276,23 @@ def test_superlink_restart_mid_run(consortium, tmp_path):
 
     interrupted = (tmp_path / "runs" / "latest").resolve()
     done = sorted(p.name for p in (interrupted / "checkpoints").glob("round-*.pt"))
-    last = done[-1]  # round-<global>-<phase>-<round>.pt
-    _, _, phase, phase_round = last.removesuffix(".pt").split("-")
-    resume = (f"{config} resume-from='{interrupted / 'checkpoints' / last}' resume-phase='{phase}' "
-              f"resume-round={int(phase_round)}")
-    out = consortium.flwr("run", str(REPO), FEDERATION, "--stream", "--run-config", resume, timeout=900)
+    # The coordinator names the run folder; the phase and round to go on from are the folder's to say.
+    out = consortium.flwr("run", str(REPO), FEDERATION, "--stream", "--run-config",
+                          f"{config} resume-from='{interrupted}'", timeout=900)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    resumed = (tmp_path / "runs" / "latest").resolve()
-    assert resumed != interrupted
-    redone = sorted(p.name for p in (resumed / "checkpoints").glob("round-*.pt"))
-    print(f"\nrestart: {len(done)} round(s) kept, {len(redone)} run after the resume, of 2")
-    assert len(done) >= 1 and len(done) + len(redone) == 2  # every round exactly once: at most the one in flight lost
+    assert (tmp_path / "runs" / "latest").resolve() == interrupted  # one run, one folder
+    after = sorted(p.name for p in (interrupted / "checkpoints").glob("round-*.pt"))
+    print(f"\nrestart: {len(done)} round(s) kept, {len(after) - len(done)} run after the resume, of 2")
+    assert len(done) >= 1 and after == ["round-001-ssl-01.pt", "round-002-ssl-02.pt"]  # at most the one in flight lost
+    import pandas as pd
+
+    pooled = pd.read_csv(interrupted / "metrics.csv").query("site == 'pooled'")
+    assert pooled["global_round"].tolist() == [1, 2] and (pooled["status"] == "ok").all()  # every round once
+    runs = [r["run_id"] for r in json.loads((interrupted / "run.json").read_text())["flower_runs"]]
+    assert len(runs) == 2 and str(runs[0]) == run_id and runs[1] != runs[0]
+    summary = json.loads((interrupted / "summary.json").read_text())
+    assert summary["outcome"] == "completed" and summary["flower_run_ids"] == runs
+    assert summary["resumed_from"]["same_folder"] is True
 
 
 def _status(consortium, run_id: str) -> str:

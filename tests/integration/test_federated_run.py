@@ -26,6 +26,7 @@ def first_run(three_sites, superlink_factory, tmp_path_factory) -> Path:
     return runs
 
 
+@pytest.mark.slow
 def test_run_folder_has_metrics_checkpoints_report(first_run: Path) -> None:
     latest = first_run / "latest"
     assert latest.is_symlink() and (latest / "summary.json").is_file()
@@ -64,6 +65,7 @@ def test_checkpoint_is_self_describing(first_run: Path) -> None:
     assert info["phase"] == "seg" and model.preset.name == "tiny"
 
 
+@pytest.mark.slow
 def test_resume_with_a_broken_site_continues(first_run, three_sites, superlink_factory, tmp_path) -> None:
     broken = tmp_path / "broken_site" / "manifest.csv"
     broken.parent.mkdir()

@@ -120,3 +120,46 @@ def test_folder_latest_best_and_report(tmp_path) -> None:
     assert "0.600" in (folder.path / "report.md").read_text()
     assert len(pd.read_csv(folder.metrics_csv)) == 6
     assert RunFolder.create(tmp_path, "tiny").path != folder.path  # same second: a new folder, latest moves
+
+
+def _three_seg_rounds(folder: RunFolder) -> None:
+    for r, dice in enumerate([0.5, 0.7, 0.6], start=1):
+        ckpt = folder.checkpoint_path(r, "seg", r)
+        ckpt.write_bytes(f"weights {r}".encode())
+        folder.append_rows([{"site": "pooled", "n": 5, "dice_mean": dice, "round": r, "phase": "seg",
+                             "global_round": r, "status": "ok"}])
+        folder.offer_best(ckpt, dice, "seg", r, r)
+
+
+@pytest.mark.parametrize("summary_written", [True, False], ids=["after-summary", "stopped-before-summary"])
+def test_a_reopened_folder_keeps_its_best_round_failures_and_rows(tmp_path, summary_written: bool) -> None:
+    from server.run_folder import last_checkpoint, read_run_record
+
+    folder = RunFolder.create(tmp_path, "tiny")
+    first = folder.record_run(111, {"preset": "tiny", "rounds-seg": 5}, None)
+    _three_seg_rounds(folder)
+    folder.record_failure("seg", 3, "fit", "node 7 (b) did not reply")
+    if summary_written:
+        folder.write_summary({"outcome": "failed: the SuperLink went away"})
+    RunFolder.create(tmp_path, "tiny")  # another run since: latest moved on
+
+    again = RunFolder.reopen(folder.path)
+    assert (tmp_path / "latest").resolve() == folder.path.resolve()
+    assert again.best["dice_mean"] == 0.7 and again.best["checkpoint"] == "round-002-seg-02.pt"
+    assert again.failures == (folder.failures if summary_written else [])
+    last = last_checkpoint(folder.path)
+    assert (last.global_round, last.phase, last.phase_round) == (3, "seg", 3)
+    record = again.record_run(222, {"preset": "tiny", "rounds-seg": 99}, last)
+    assert first["flower_runs"][0]["run_id"] == 111
+    assert [r["run_id"] for r in record["flower_runs"]] == [111, 222] == [
+        r["run_id"] for r in read_run_record(folder.path)["flower_runs"]]
+    assert record["run_config"]["rounds-seg"] == 5  # the config the run began with
+    assert record["flower_runs"][1]["resumed_after"] == {"phase": "seg", "round": 3, "global_round": 3,
+                                                         "checkpoint": "round-003-seg-03.pt"}
+    ckpt = again.checkpoint_path(4, "seg", 4)
+    ckpt.write_bytes(b"weights 4")
+    assert not again.offer_best(ckpt, 0.65, "seg", 4, 4)  # worse than round 2: best.pt stays
+    assert (again.checkpoints / "best.pt").read_bytes() == b"weights 2"
+    again.append_rows([{"site": "pooled", "dice_mean": 0.65, "round": 4, "phase": "seg", "global_round": 4,
+                        "status": "ok"}])
+    assert pd.read_csv(folder.metrics_csv)["global_round"].tolist() == [1, 2, 3, 4]  # one table, one header

@@ -31,6 +31,7 @@ def report(cache, tmp_path_factory):
     return out, json.loads((out / "paper_check.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_step_ran_on_the_slices_it_should(report):
     _, result = report
     steps = {s["key"]: s for s in result["steps"]}
