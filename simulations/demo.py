@@ -55,7 +55,7 @@ def _show_progress(line: str) -> None:
 def _consortium(toml: Path, cache: Path) -> dict[str, Path]:
     from common.phantom import ensure_consortium
 
-    return {name: Path(p) for name, p in sorted(ensure_consortium(toml, cache).items())}
+    return {name: Path(p) for name, p in sorted(ensure_consortium(toml, cache, workers=os.cpu_count() or 1).items())}
 
 
 def _fmt(value: object, pct: bool = False) -> str:

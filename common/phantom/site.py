@@ -180,12 +180,13 @@ def write_consortium(config: str | Path | Mapping, out_dir: str | Path) -> dict[
     return {name: _write_one(out, name, spec) for name, spec in sites.items()}
 
 
-def ensure_consortium(config: str | Path | Mapping, cache_dir: str | Path) -> dict[str, Path]:
+def ensure_consortium(config: str | Path | Mapping, cache_dir: str | Path, workers: int = 1) -> dict[str, Path]:
     """Like :func:`write_consortium`, but reuse each site already in ``cache_dir`` with the same description.
 
     A site is regenerated when its folder, manifest or ``site.json`` is missing, or when the
     fingerprint of its description (profile fields, sizes, seed, generator version) differs. A folder
-    that exists without ``site.json`` is not ours: it is never deleted (ConfigError).
+    that exists without ``site.json`` is not ours: it is never deleted (ConfigError). ``workers > 1``
+    writes that many sites at once, each in its own process (same files: every site has its own seed).
     """
     import fcntl
 
@@ -195,11 +196,12 @@ def ensure_consortium(config: str | Path | Mapping, cache_dir: str | Path) -> di
     # Simulated clients may call this at the same time: one generates, the others wait and reuse.
     with open(cache / ".consortium.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _ensure_locked(sites, cache)
+        return _ensure_locked(sites, cache, workers)
 
 
-def _ensure_locked(sites: dict[str, dict], cache: Path) -> dict[str, Path]:
+def _ensure_locked(sites: dict[str, dict], cache: Path, workers: int) -> dict[str, Path]:
     manifests: dict[str, Path] = {}
+    todo: dict[str, dict] = {}
     for name, spec in sites.items():
         folder = cache / name
         info = folder / SITE_FILE
@@ -212,8 +214,18 @@ def _ensure_locked(sites: dict[str, dict], cache: Path) -> dict[str, Path]:
             if done == _fingerprint(name, spec):
                 manifests[name] = manifest
                 continue
-        manifests[name] = _write_one(cache, name, spec)
-    return manifests
+        todo[name] = spec
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the caller may hold threads (torch, Ray) that a forked child must not inherit
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {name: pool.submit(_write_one, cache, name, spec) for name, spec in todo.items()}
+            manifests.update({name: future.result() for name, future in futures.items()})
+    else:
+        manifests.update({name: _write_one(cache, name, spec) for name, spec in todo.items()})
+    return {name: manifests[name] for name in sites}
 
 
 def _write_one(out: Path, name: str, spec: dict) -> Path:
