@@ -50,10 +50,15 @@ def clip_and_noise(arrays: Sequence[np.ndarray], clip_norm: float, noise_multipl
     return out, norm
 
 
+EPSILON_CAP = 1e12
+"""Beyond this the accountant reports inf: the noise gives no guarantee worth a number."""
+
+
 def _delta(eps: float, mu: float) -> float:
+    """delta(eps) of mu-GDP; the second term in log space, where exp(eps) alone overflows for eps > 709."""
     from scipy.stats import norm
 
-    return float(norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2))
+    return float(norm.cdf(-eps / mu + mu / 2) - math.exp(eps + norm.logcdf(-eps / mu - mu / 2)))
 
 
 def gaussian_epsilon(releases: int, noise_multiplier: float, delta: float) -> float:
@@ -73,7 +78,7 @@ def gaussian_epsilon(releases: int, noise_multiplier: float, delta: float) -> fl
     low, high = 0.0, 1.0
     while _delta(high, mu) > delta:
         high *= 2.0
-        if high > 1e6:
+        if high > EPSILON_CAP:
             return math.inf
     for _ in range(100):  # bisection: delta(eps) falls as eps grows
         mid = (low + high) / 2

@@ -41,3 +41,11 @@ def test_epsilon_grows_with_rounds_and_falls_with_noise() -> None:
     by_rounds = [gaussian_epsilon(t, 1.0, 1e-5) for t in (1, 2, 8)]
     assert by_rounds == sorted(by_rounds)
     assert gaussian_epsilon(8, 4.0, 1e-5) < gaussian_epsilon(8, 1.0, 1e-5)
+
+
+@pytest.mark.parametrize("noise_multiplier", [1e-4, 1e-3, 1e-2])
+def test_little_noise_gives_a_large_epsilon_not_an_overflow(noise_multiplier: float) -> None:
+    """exp(eps) overflows a float past eps = 709: the accountant must still answer (as the demo's DP policy needs)."""
+    eps = [gaussian_epsilon(t, noise_multiplier, 1e-5) for t in (1, 6)]
+    assert 709 < eps[0] < eps[1] < math.inf
+    assert _delta(eps[1], math.sqrt(6) / noise_multiplier) == pytest.approx(1e-5, rel=1e-2)
