@@ -100,11 +100,14 @@ def supernode_command(
     max_retries: int | None = None,
     cache_dir: Path | None = None,
     extra_node_config: Mapping[str, str | int | float] | None = None,
+    max_clientapp_seconds: float | None = None,
 ) -> list[str]:
     """`flower-supernode` for one hospital: trusts only the consortium CA, signs in with its own key.
 
     DATA_PATH is the site's manifest.csv (``sarcofed ingest`` output or a synthetic site's manifest);
-    CACHE_DIR, where the site keeps resampled slices between rounds (optional).
+    CACHE_DIR, where the site keeps resampled slices between rounds (optional); MAX_CLIENTAPP_SECONDS,
+    the longest one ClientApp process may work on a message before the node ends it (default: the
+    wrapper's, deploy/supernode_main.py).
 
     ``ca_cert=None`` / ``private_key=None`` / ``insecure=True`` exist for the negative tests (a
     misconfigured SuperNode must be refused); a real deployment passes both files.
@@ -115,7 +118,8 @@ def supernode_command(
     if cache_dir is not None:
         node_config["cache-dir"] = str(Path(cache_dir).resolve())
     node_config.update(extra_node_config or {})
-    # Flower's SuperNode, looking for messages every 0.5 s instead of 3 s (deploy/supernode_main.py)
+    # Flower's SuperNode, looking for messages every 0.5 s instead of 3 s and ending stale ClientApps
+    # (deploy/supernode_main.py)
     command = [sys.executable, "-m", "deploy.supernode_main", "--superlink", superlink]
     if insecure:
         command.append("--insecure")
@@ -130,6 +134,8 @@ def supernode_command(
     ]
     if max_retries is not None:
         command += ["--max-retries", str(max_retries)]
+    if max_clientapp_seconds is not None:
+        command += ["--max-clientapp-seconds", f"{max_clientapp_seconds:g}"]
     return command
 
 

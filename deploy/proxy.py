@@ -152,3 +152,117 @@ def nginx_command(config: Path, nginx: str | None = None, *, reload: bool = Fals
     state = Path(config).resolve().parent
     command = [binary, "-p", str(state), "-e", str(state / "error.log"), "-c", str(Path(config).resolve())]
     return [*command, "-s", "reload"] if reload else command
+
+
+# -- the coordinator's local forwarder: `flwr` (plain HTTP on loopback) -> the gate (mutual TLS) -------
+
+FORWARDER_TEMPLATE = """\
+# Written by SarcoFed deploy/proxy.py. Lets `flwr` (no client certificate) reach the gate's control
+# route: plain HTTP on loopback in, HTTPS with the coordinator certificate out.
+worker_processes 1;
+pid {state}/nginx.pid;
+error_log {state}/error.log warn;
+daemon off;
+
+events {{ worker_connections 64; }}
+
+http {{
+    access_log {state}/access.log;
+    client_body_temp_path {state}/body;
+    proxy_temp_path {state}/proxy;
+    fastcgi_temp_path {state}/fastcgi;
+    uwsgi_temp_path {state}/uwsgi;
+    scgi_temp_path {state}/scgi;
+    server_tokens off;
+
+    upstream gate {{
+        server {gate};
+        keepalive 4;
+    }}
+
+    server {{
+        listen {listen};
+        client_max_body_size 64m;         # a Flower App Bundle is capped at 10 MB
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_buffering off;              # `flwr log --stream` passes through as it comes
+        proxy_request_buffering off;
+        proxy_read_timeout 3600s;
+        proxy_send_timeout 3600s;
+        proxy_ssl_certificate {client_cert};
+        proxy_ssl_certificate_key {client_key};
+        proxy_ssl_trusted_certificate {ca_cert};
+        proxy_ssl_verify on;
+        proxy_ssl_verify_depth 1;
+        proxy_ssl_name {server_name};
+        proxy_ssl_server_name on;
+        proxy_ssl_protocols TLSv1.2 TLSv1.3;
+        proxy_ssl_session_reuse on;
+
+        location /v1/control/ {{
+            proxy_pass https://gate;
+        }}
+        location / {{
+            return 404;
+        }}
+    }}
+}}
+"""
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def forwarder_config(ca_cert: Path, client_cert: Path, client_key: Path, state_dir: Path, *, listen: str,
+                     gate: str, server_name: str | None = None) -> str:
+    """nginx.conf text for a forwarder on LISTEN ("127.0.0.1:9092", loopback only) to the gate at GATE
+    ("link.consortium.example:9443"), presenting CLIENT_CERT and trusting only CA_CERT.
+
+    SERVER_NAME: the DNS name the gate's certificate must carry (default: GATE's host, or ``localhost``
+    when that is an IP address: nginx matches DNS names only, and every SuperLink certificate of
+    ``sarcofed pki init`` carries DNS:localhost beside its IPs; trust still rests on CA_CERT alone).
+    Whoever can reach LISTEN acts with the coordinator certificate, so it may not leave the machine.
+    """
+    host = listen.rsplit(":", 1)[0] if ":" in listen else ""
+    if host not in LOOPBACK_HOSTS:
+        raise ConfigError(f"--listen {listen!r}: the forwarder carries the coordinator certificate and speaks plain "
+                          "HTTP, so it listens on loopback only (127.0.0.1:PORT, localhost:PORT or [::1]:PORT)")
+    if ":" not in gate or gate.startswith(("http://", "https://")):
+        raise ConfigError(f"--address {gate!r}: give the gate as HOST:PORT (e.g. link.consortium.example:9443)")
+    for path, what in ((ca_cert, "CA certificate"), (client_cert, "coordinator certificate"), (client_key, "coordinator key")):
+        if not Path(path).is_file():
+            raise ConfigError(f"the forwarder needs the {what} (from the PKI folder of `sarcofed pki init`)", path)
+    return FORWARDER_TEMPLATE.format(
+        state=Path(state_dir).resolve(),
+        listen=listen,
+        gate=gate,
+        client_cert=Path(client_cert).resolve(),
+        client_key=Path(client_key).resolve(),
+        ca_cert=Path(ca_cert).resolve(),
+        server_name=server_name or _dns_name(gate.rsplit(":", 1)[0].strip("[]")),
+    )
+
+
+def _dns_name(host: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return "localhost"
+
+
+def write_forwarder_config(ca_cert: Path, client_cert: Path, client_key: Path, state_dir: Path, *, listen: str,
+                           gate: str, server_name: str | None = None) -> Path:
+    """Write STATE_DIR/nginx.conf for the forwarder (and its temp folders); returns the config path.
+
+    Start it with ``nginx_command(config)``, as the gate.
+    """
+    text = forwarder_config(ca_cert, client_cert, client_key, state_dir, listen=listen, gate=gate,
+                            server_name=server_name)
+    state = Path(state_dir)
+    for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    config = state / "nginx.conf"
+    config.write_text(text)
+    return config

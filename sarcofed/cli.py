@@ -54,8 +54,14 @@ for _name, _target in COMMANDS.items():
     _module, _func = _target.split(":")
     app.command(_name)(getattr(importlib.import_module(_module), _func))
 
-# Command groups: `sarcofed pki ...` (credentials) and `sarcofed deploy ...` (SuperLink, SuperNode, proxy).
-for _name, _target in {"pki": "deploy.commands.pki:pki_app", "deploy": "deploy.commands.launch:deploy_app"}.items():
+# Command groups: `sarcofed pki ...` (credentials), `sarcofed deploy ...` (SuperLink, SuperNode, proxy) and
+# `sarcofed coordinator ...` (runs and hospitals, through the gate with the coordinator certificate).
+GROUPS: dict[str, str] = {
+    "pki": "deploy.commands.pki:pki_app",
+    "deploy": "deploy.commands.launch:deploy_app",
+    "coordinator": "deploy.commands.coordinator:coordinator_app",
+}
+for _name, _target in GROUPS.items():
     _module, _attr = _target.split(":")
     app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
 

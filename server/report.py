@@ -1,10 +1,11 @@
-"""The run report: report.md + report.html with PNG plots, built from metrics.csv and summary.json only.
+"""The run report: report.md + report.html with PNG plots, built from the run folder's files only
+(metrics.csv, summary.json, run.json).
 
-In order: the run's settings and best round; the holdout metrics of every evaluated round, per site
-and pooled, each column headed by a readable name above its metrics.csv name (``server.run_folder``);
-the training loss of every round; site failures; two plots; and last, the comparison the paper
-makes, per site and pooled, from the last cls round: the image classifier's verdict against the
-sarcopenia verdict from the predicted SMA.
+In order: the run's outcome, its Flower run ids (run.json), settings and best round; the holdout
+metrics of every evaluated round, per site and pooled, each column headed by a readable name (its
+metrics.csv name, ``server.run_folder``, in the heading's tooltip); the training loss of every round;
+site failures; two plots; and last, the comparison the paper makes, per site and pooled, from the
+last cls round: the image classifier's verdict against the sarcopenia verdict from the predicted SMA.
 
 Plots: per-site holdout Dice by round (pooled in black), and a Bland-Altman view of SMA built from
 aggregates (each site's bias with its 95% limits, and the pooled bias and limits as lines): sites
@@ -24,16 +25,20 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
+from common.errors import ConfigError
 from common.metrics import MIN_COHORT
-from server.run_folder import COLUMNS, POOLED
+from server.run_folder import COLUMNS, POOLED, read_run_record
 
 NOT_AVAILABLE = "—"
 SUPPRESSED = "suppressed"
+PHASES = {"ssl": "SSL pretraining", "seg": "Segmentation", "cls": "Classifier"}
+STAGES = {"fit": "training", "evaluate": "evaluation", "round": "whole round"}
 
 _Kind = Literal["count", "score", "proportion", "percent", "cm2", "loss", "points", "text", "written"]
 
@@ -174,52 +179,107 @@ def format_cell(row: Mapping[str, Any], column: _Column) -> str:
 
 def _plain(value: Any) -> str:
     """A summary.json value as prose: mappings as "key value, ...", lists joined, None as "—"."""
-    if value is None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return NOT_AVAILABLE
     if isinstance(value, Mapping):
-        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items()) or NOT_AVAILABLE
     if isinstance(value, (list, tuple)):
-        return ", ".join(_plain(v) for v in value)
+        return ", ".join(_plain(v) for v in value) or NOT_AVAILABLE
     return str(value)
 
 
+def phase_name(phase: Any) -> str:
+    """"Segmentation" for seg, and so on; an unknown phase as it is."""
+    return PHASES.get(str(phase), str(phase))
+
+
+def duration(seconds: Any) -> str:
+    """Seconds as a person reads them: "48 s", "12 min 22 s", "3 h 05 min"."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return NOT_AVAILABLE
+    if not math.isfinite(value):
+        return NOT_AVAILABLE
+    if value < 90:
+        return f"{value:.0f} s"
+    minutes, rest = divmod(round(value), 60)
+    return f"{minutes} min {rest:02d} s" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def readable_time(stamp: Any) -> str:
+    """run.json's "2026-12-02T04:39:39+0000" as "2026-12-02 04:39:39 +0000"; anything else as prose."""
+    try:
+        return datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S%z").strftime("%Y-%m-%d %H:%M:%S %z")
+    except ValueError:
+        return _plain(stamp)
+
+
 # ----------------------------------------------------------------------------- sections
-def _settings(summary: Mapping[str, Any]) -> list[str]:
+def _flower_runs(record: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    """The Flower runs that worked in this folder (run.json), with when each started and where it resumed."""
+    runs = [r for r in record.get("flower_runs") or [] if isinstance(r, Mapping)]
+    if not runs:
+        return _plain(summary.get("flower_run_ids"))
+    parts = []
+    for run in runs:
+        after = run.get("resumed_after")
+        resumed = (f", resumed after {phase_name(after.get('phase'))} round {after.get('round')}"
+                   if isinstance(after, Mapping) else "")
+        parts.append(f"{_plain(run.get('run_id'))} (started {readable_time(run.get('started'))}{resumed})")
+    return ", ".join(parts)
+
+
+def _privacy(summary: Mapping[str, Any]) -> str | None:
+    privacy = summary.get("privacy")
+    spent = privacy.get("dp_epsilon_by_site") if isinstance(privacy, Mapping) else None
+    if not isinstance(spent, Mapping) or not spent:
+        return None
+    sites = ", ".join(f"{site} {float(eps):.2f}" for site, eps in spent.items() if eps is not None)
+    return f"Differential privacy at the sites: epsilon spent in this run, each at its own policy's delta: {sites}"
+
+
+def _settings(summary: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
     best = summary.get("best")
     if isinstance(best, Mapping) and best.get("dice_mean") is not None:
-        best_text = (f"pooled holdout Dice {float(best['dice_mean']):.3f} after {best.get('phase')} round "
-                     f"{best.get('round')} (global round {best.get('global_round')}); checkpoints/best.pt is "
-                     f"{best.get('checkpoint')}")
+        best_text = (f"pooled holdout Dice {float(best['dice_mean']):.3f} after {phase_name(best.get('phase'))} round "
+                     f"{_plain(best.get('round'))} (global round {_plain(best.get('global_round'))}); "
+                     f"checkpoints/best.pt is {_plain(best.get('checkpoint'))}")
     else:
         best_text = "none (no round had a pooled holdout Dice)"
     secure = "on (SecAgg+)" if summary.get("secure_aggregation") else "off"
     phase_seconds = summary.get("phase_seconds") or {}
-    timing = f" ({_plain({k: f'{v} s' for k, v in phase_seconds.items()})})" if phase_seconds else ""
-    wall = NOT_AVAILABLE if summary.get("wall_seconds") is None else f"{summary['wall_seconds']} s"
+    timing = ", ".join(f"{phase_name(k)} {duration(v)}" for k, v in phase_seconds.items())
     failures = summary.get("failures") or []
-    return [
-        f"Preset {_plain(summary.get('preset'))}, strategy {_plain(summary.get('strategy'))}, "
-        f"secure aggregation {secure}",
+    lines = [
+        f"Outcome: {_plain(summary.get('outcome', 'not recorded'))}",
+        f"Flower runs: {_flower_runs(record, summary)}",
+        f"Preset {_plain(summary.get('preset'))}, strategy {_plain(summary.get('strategy'))}"
+        + (f" (proximal mu {summary['proximal_mu']})" if summary.get("proximal_mu") is not None else "")
+        + f", secure aggregation {secure}",
         f"Rounds per phase: {_plain(summary.get('rounds'))}; local epochs: {_plain(summary.get('local_epochs'))}",
         f"Sarcopenia cutoff: {_plain(summary.get('cutoff'))}",
-        f"Wall time {wall}{timing}",
+        f"Wall time {duration(summary.get('wall_seconds'))}" + (f" ({timing})" if timing else ""),
         f"Best round: {best_text}",
-        f"Site failures: {len(failures) if failures else 'none'}",
+        f"Failures: {len(failures) if failures else 'none'}",
     ]
+    privacy = _privacy(summary)
+    return lines + ([privacy] if privacy else [])
 
 
 def _holdout_sections(metrics: pd.DataFrame) -> list[_Section]:
     legend = (f"“{SUPPRESSED}”: the value rests on fewer than {MIN_COHORT} patients and is not shown. "
               f"“{NOT_AVAILABLE}”: not evaluated in this round, or undefined (a sensitivity without a "
               "sarcopenic patient, an AUROC with one class). The classifier columns fill after a cls round. "
-              "Under each heading, the column's name in metrics.csv.")
+              "Holdout patients: the site's patients evaluated; pooled: all sites' together. In report.html a "
+              "heading's tooltip names its column in metrics.csv.")
     rounds = evaluated_rounds(metrics)
     head = _Section("Holdout metrics by round", "holdout",
                     (legend,) if rounds else ("No round was evaluated on the sites' holdout data.",))
     out = [head]
     for rows in rounds:
         first = rows.iloc[0]
-        title = f"{first['phase']} round {int(first['round'])} (global round {int(first['global_round'])})"
+        title = f"{phase_name(first['phase'])} round {int(first['round'])} (global round {int(first['global_round'])})"
         records = tuple(r.to_dict() for _, r in rows.iterrows())
         out.append(_Section(title, f"round-{int(first['global_round'])}", level=3,
                             tables=(_Table(_SEGMENTATION_COLUMNS, records), _Table(_VERDICT_COLUMNS, records))))
@@ -228,30 +288,34 @@ def _holdout_sections(metrics: pd.DataFrame) -> list[_Section]:
 
 def _training_section(metrics: pd.DataFrame) -> _Section:
     sites = sorted({str(s) for s in metrics["site"] if s != POOLED}) + [POOLED]
-    columns = [_Column("phase", "Phase", "text"), _Column("round", "Round", "text"),
-               _Column("global_round", "Global round", "text")]
-    columns += [_Column(site, site, "written", "Training loss (slices)") for site in sites]
+    columns = [_Column("phase", "Phase", "text"), _Column("round", "Round", "count"),
+               _Column("global_round", "Global round", "count")]
+    columns += [_Column(site, site, "written", "Training loss (training slices)") for site in sites]
     rows = []
     for (global_round, phase, phase_round), group in metrics.groupby(["global_round", "phase", "round"], sort=True):
-        row: dict[str, Any] = {"phase": phase, "round": int(phase_round), "global_round": int(global_round)}
+        row: dict[str, Any] = {"phase": phase_name(phase), "round": int(phase_round), "global_round": int(global_round)}
         for _, r in group.iterrows():
             loss, slices = _value(r, "loss"), _value(r, "n_train")
             loss_text = NOT_AVAILABLE if math.isnan(loss) else f"{loss:.4f}"
             row[str(r["site"])] = loss_text + ("" if math.isnan(slices) else f" ({int(slices)})")
         rows.append(row)
     return _Section("Training loss by round", "training",
-                    ("Mean training loss of each site's local epochs (in brackets, its training slices); "
-                     "pooled: weighted by slices.",), (_Table(tuple(columns), tuple(rows)),))
+                    ("Mean training loss of each site's local epochs, and in brackets its training slices; "
+                     "pooled: weighted by slices. “—”: no training in that round (an aborted round, or a site "
+                     "that only evaluated).",), (_Table(tuple(columns), tuple(rows)),))
 
 
 def _failures_section(summary: Mapping[str, Any]) -> _Section | None:
     failures = summary.get("failures") or []
     if not failures:
         return None
-    columns = (_Column("phase", "Phase", "text"), _Column("round", "Round", "text"),
+    columns = (_Column("phase", "Phase", "text"), _Column("round", "Round", "count"),
                _Column("stage", "Stage", "text"), _Column("reason", "Reason", "text"))
-    return _Section("Site failures", "failures", ("The round went on with the other sites.",),
-                    (_Table(columns, tuple(failures)),))
+    rows = tuple({**f, "phase": phase_name(f.get("phase")), "stage": STAGES.get(str(f.get("stage")), f.get("stage"))}
+                 for f in failures if isinstance(f, Mapping))
+    return _Section("Failures", "failures",
+                    ("A failed site's round went on with the other sites; a whole-round failure left the model "
+                     "as it was.",), (_Table(columns, rows),))
 
 
 def _comparison_section(metrics: pd.DataFrame, summary: Mapping[str, Any]) -> _Section:
@@ -269,7 +333,8 @@ def _comparison_section(metrics: pd.DataFrame, summary: Mapping[str, Any]) -> _S
         row["accuracy_difference"] = _value(row, "cls_accuracy") - _value(row, "sarcopenia_accuracy")
         table.append(row)
     cutoff = f" with the {summary['cutoff']} cutoff" if summary.get("cutoff") else ""
-    text = (f"From the last cls round (cls round {int(first['round'])}, global round {int(first['global_round'])}), "
+    text = (f"From the last evaluated classifier round ({phase_name('cls')} round {int(first['round'])}, "
+            f"global round {int(first['global_round'])}), "
             "per site and pooled, on each site's holdout patients, both against the reference verdict: the "
             "qualitative approach, the image classifier (sarcopenic when its probability is at least 0.5), "
             f"and the quantitative approach, the verdict from the predicted SMA{cutoff}.")
@@ -322,17 +387,18 @@ def _plot_bland_altman(table: pd.DataFrame, path: Path) -> bool:
                 fmt="o", capsize=4, label="site bias, 95% limits")
     if len(pooled) and not math.isnan(float(pooled["sma_bias_cm2"].iloc[0])):
         p = pooled.iloc[0]
-        ax.axhline(p["sma_bias_cm2"], color="black", label=f"pooled bias {p['sma_bias_cm2']:.2f} cm2")
+        ax.axhline(p["sma_bias_cm2"], color="black", label=f"pooled bias {p['sma_bias_cm2']:.2f} cm²")
         for key in ("sma_loa_low", "sma_loa_high"):
             ax.axhline(p[key], color="black", linestyle="--")
         ax.plot([], [], color="black", linestyle="--",
-                label=f"pooled 95% limits {p['sma_loa_low']:.2f} .. {p['sma_loa_high']:.2f}")
+                label=f"pooled 95% limits {p['sma_loa_low']:.2f} to {p['sma_loa_high']:.2f} cm²")
     ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlim(-0.5, max(len(sites), 1) - 0.5)
     ax.set_xticks(list(x), [f"{s}\n(n={int(n) if n == n else '<5'})" for s, n in zip(sites["site"], sites["n"], strict=True)],
                   fontsize=7)
-    ax.set_ylabel("SMA predicted - reference (cm2)")
+    ax.set_ylabel("SMA, predicted minus reference (cm²)")
     ax.set_title("Bland-Altman of SMA (holdout, from site aggregates)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # below: never over a site
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -342,8 +408,7 @@ def _plot_bland_altman(table: pd.DataFrame, path: Path) -> bool:
 # ----------------------------------------------------------------------------- rendering
 def _md_table(columns: Sequence[_Column], rows: Sequence[Mapping[str, Any]]) -> list[str]:
     def header(c: _Column) -> str:
-        label = f"{c.group}: {c.label}" if c.group else c.label
-        return f"{label} `{c.name}`" if c.name in COLUMNS and c.name != "site" else label
+        return f"{c.group}: {c.label}" if c.group else c.label
 
     lines = ["| " + " | ".join(header(c) for c in columns) + " |",
              "|" + "|".join("---" if c.kind == "text" else "---:" for c in columns) + "|"]
@@ -367,8 +432,8 @@ def _html_table(columns: Sequence[_Column], rows: Sequence[Mapping[str, Any]]) -
         out.append("<tr>" + "".join(f"<th colspan='{n}' class='group'>{html.escape(g)}</th>" for g, n in spans) + "</tr>")
     heads = []
     for c in columns:
-        code = f"<br><code>{html.escape(c.name)}</code>" if c.name in COLUMNS and c.name != "site" else ""
-        heads.append(f"<th>{html.escape(c.label)}{code}</th>")
+        tip = f" title='metrics.csv: {html.escape(c.name)}'" if c.name in COLUMNS and c.name != "site" else ""
+        heads.append(f"<th{tip}>{html.escape(c.label)}</th>")
     out += ["<tr>" + "".join(heads) + "</tr>", "</thead>", "<tbody>"]
     for row in rows:
         cells = []
@@ -393,7 +458,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.2em; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; }
 th { background: #f2f4f7; font-weight: 600; vertical-align: bottom; }
 th.group { background: #e3e8ef; text-align: center; }
-th code { font-weight: normal; font-size: 11px; color: #556; }
+th[title] { cursor: help; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.na { color: #999; text-align: center; }
 td.suppressed { color: #a05a00; font-style: italic; }
@@ -431,7 +496,8 @@ def write_report(run_folder: Path) -> Path:
     Parameters
     ----------
     run_folder : Path
-        A run folder holding metrics.csv and summary.json (``server.run_folder.RunFolder``).
+        A run folder holding metrics.csv and summary.json, and run.json when the ServerApp wrote it
+        (``server.run_folder.RunFolder``).
 
     Returns
     -------
@@ -441,6 +507,10 @@ def write_report(run_folder: Path) -> Path:
     run_folder = Path(run_folder)
     metrics = pd.read_csv(run_folder / "metrics.csv")
     summary = json.loads((run_folder / "summary.json").read_text())
+    try:
+        record = read_run_record(run_folder)
+    except ConfigError:  # a damaged run.json: the summary's run ids stand in
+        record = {}
     sections = _holdout_sections(metrics)
     sections.append(_training_section(metrics))
     failures = _failures_section(summary)
@@ -454,7 +524,7 @@ def write_report(run_folder: Path) -> Path:
         sections.append(_Section("Bland-Altman of SMA, last evaluated round", "bland-altman",
                                  images=(("Bland-Altman of SMA", "bland_altman.png"),)))
     sections.append(_comparison_section(metrics, summary))
-    md, page = _render(run_folder.name, _settings(summary), sections)
+    md, page = _render(run_folder.name, _settings(summary, record), sections)
     md_path = run_folder / "report.md"
     md_path.write_text(md)
     (run_folder / "report.html").write_text(page)

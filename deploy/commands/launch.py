@@ -1,5 +1,6 @@
-"""`sarcofed deploy`: start the SuperLink, a hospital's SuperNode, the control-route proxy, and write
-the coordinator's connection file, each with the hardened flags of ``deploy/launch.py``.
+"""`sarcofed deploy`: start the SuperLink, a hospital's SuperNode, the control-route proxy, write the
+coordinator's connection file, and write systemd units that run the same processes as services
+(``sarcofed deploy services coordinator|hospital``), each with the hardened flags of ``deploy/launch.py``.
 
 The start commands replace themselves with the real process (exec), so a service manager or a
 container runtime signals Flower/nginx directly. Also runnable as ``python -m deploy.commands.launch``.
@@ -19,7 +20,16 @@ deploy_app = typer.Typer(
     no_args_is_help=True,
 )
 
+services_app = typer.Typer(
+    name="services",
+    help="Write systemd units for the SuperLink and proxy (coordinator) or a SuperNode (hospital).",
+    no_args_is_help=True,
+)
+deploy_app.add_typer(services_app, name="services")
+
 FlwrHome = Annotated[Path, typer.Option("--flwr-home", envvar="FLWR_HOME", help="Flower's home (apps, config.toml); default $FLWR_HOME or ~/.flwr.")]
+MaxClientAppSeconds = Annotated[float, typer.Option(min=1.0, help="Seconds one ClientApp process may work on a message before this node ends it (the site's own bound; the server cannot change it).")]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def _warn_expiry(pki_dir: Path) -> None:
@@ -72,12 +82,24 @@ def supernode(
     cache_dir: Annotated[Path | None, typer.Option(help="Where resampled slices are kept between rounds (each round runs in a fresh process); default: none, every round reads the images again.")] = None,
     policy: Annotated[Path | None, typer.Option(help="This hospital's policy file (TOML: what the node accepts; deploy/README.md lists the keys). Default: the built-in floors.")] = None,
     port: Annotated[int, typer.Option(help="Local runtime API port on 127.0.0.1 (ClientApps connect here).")] = 9094,
+    max_clientapp_seconds: MaxClientAppSeconds = 3600.0,
     flwr_home: FlwrHome = Path.home() / ".flwr",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it.")] = False,
 ) -> None:
     """Start flower-supernode for one hospital: trusts only the consortium CA, signs in with its key."""
-    from common.errors import ConfigError
     from deploy.launch import supernode_command
+
+    _check_site(ca, key, data_path, site_name, policy)
+    command = supernode_command(superlink_address, ca.absolute(), key.absolute(), data_path, site_name=site_name,
+                                runtime_port=port, cache_dir=cache_dir,
+                                extra_node_config={"policy": str(policy.absolute())} if policy else None,
+                                max_clientapp_seconds=max_clientapp_seconds)
+    _exec(command, flwr_home, dry_run)
+
+
+def _check_site(ca: Path, key: Path, data_path: Path, site_name: str, policy: Path | None) -> None:
+    """Refuse a hospital's settings that would only fail once the SuperNode runs."""
+    from common.errors import ConfigError
 
     for path, what in ((ca, "--ca"), (key, "--key"), (data_path, "--data-path")):
         if not path.is_file():
@@ -88,10 +110,6 @@ def supernode(
         from client.policy import SitePolicy
 
         SitePolicy.from_node_config({"policy": str(policy)})  # a bad file fails here, not in the first round
-    command = supernode_command(superlink_address, ca.absolute(), key.absolute(), data_path, site_name=site_name,
-                                runtime_port=port, cache_dir=cache_dir,
-                                extra_node_config={"policy": str(policy.absolute())} if policy else None)
-    _exec(command, flwr_home, dry_run)
 
 
 @deploy_app.command("proxy")
@@ -139,6 +157,73 @@ def coordinator_config(
 
     path = write_coordinator_config(flwr_home, ca, {name: address})
     typer.echo(f"wrote {path}: use FLWR_HOME={flwr_home.absolute()} flwr run . {name} --stream")
+
+
+Out = Annotated[Path, typer.Option(help="Folder the unit files are written to (then installed into /etc/systemd/system).")]
+User = Annotated[str, typer.Option(help="The account the services run as (create it first: useradd --system).")]
+
+
+@services_app.command("coordinator")
+def services_coordinator(
+    pki_dir: Annotated[Path, typer.Argument(help="PKI folder on this host (ca.crt, superlink.crt/.key, crl.pem), readable by --user.")],
+    out: Out = Path("systemd"),
+    state_dir: Annotated[Path, typer.Option(help="The SuperLink's folder: database, FLWR_HOME, working directory (default run folders: STATE_DIR/runs).")] = Path("/var/lib/sarcofed/coordinator"),
+    runs_dir: Annotated[Path | None, typer.Option(help="Where the ServerApp may write run folders if not STATE_DIR/runs; pass the same folder as run-dir.")] = None,
+    proxy_state_dir: Annotated[Path, typer.Option(help="nginx's folder: nginx.conf (written now), access.log, error.log.")] = Path("/var/lib/sarcofed/proxy"),
+    listen: Annotated[str, typer.Option(help="Public ADDRESS:PORT of the proxy.")] = "0.0.0.0:9443",
+    port: Annotated[int, typer.Option(help="The SuperLink's loopback port (the proxy's upstream).")] = 9091,
+    user: User = "sarcofed",
+) -> None:
+    """Write sarcofed-superlink.service and sarcofed-proxy.service (and the proxy's nginx.conf).
+
+    Warns (stderr) when a certificate of the folder expires within 30 days.
+    """
+    from deploy.services import prepare_commands, proxy_unit, superlink_unit, write_units
+
+    units = [superlink_unit(pki_dir, state_dir, runs_dir=runs_dir, user=user, port=port),
+             proxy_unit(pki_dir, proxy_state_dir, listen=listen, upstream=f"127.0.0.1:{port}", user=user)]
+    _warn_expiry(pki_dir)
+    _report(write_units(units, out), prepare_commands(units))
+
+
+@services_app.command("hospital")
+def services_hospital(
+    superlink_address: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the consortium proxy.")],
+    ca: Annotated[Path, typer.Option(help="The consortium CA certificate (ca.crt), readable by --user.")],
+    key: Annotated[Path, typer.Option(help="This hospital's SuperNode private key (sites/NAME), readable by --user only.")],
+    data_path: Annotated[Path, typer.Option(help="This hospital's manifest.csv (from `sarcofed ingest`), readable by --user.")],
+    site_name: Annotated[str, typer.Option(help="This hospital's name (unique in the consortium); names the unit, its state and cache.")],
+    policy: Annotated[Path | None, typer.Option(help="This hospital's policy file (TOML; deploy/README.md lists the keys).")] = None,
+    port: Annotated[int, typer.Option(help="Local runtime API port on 127.0.0.1: one per SuperNode on this host.")] = 9094,
+    state_dir: Annotated[Path | None, typer.Option(help="The SuperNode's folder: its own FLWR_HOME. Default /var/lib/sarcofed/SITE.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Resampled slices kept between rounds. Default /var/cache/sarcofed/SITE.")] = None,
+    max_clientapp_seconds: MaxClientAppSeconds = 3600.0,
+    checkout: Annotated[Path, typer.Option(help="The SarcoFed checkout with its .venv (the SuperNode's working directory).")] = CHECKOUT,
+    out: Out = Path("systemd"),
+    user: User = "sarcofed",
+) -> None:
+    """Write sarcofed-supernode-SITE.service for one hospital."""
+    from deploy.services import prepare_commands, supernode_unit, write_units
+
+    _check_site(ca, key, data_path, site_name, policy)
+    unit = supernode_unit(site_name, superlink_address, ca, key, data_path, checkout=checkout, state_dir=state_dir,
+                          cache_dir=cache_dir, policy=policy, port=port, max_clientapp_seconds=max_clientapp_seconds,
+                          user=user)
+    _report(write_units([unit], out), prepare_commands([unit]))
+
+
+def _report(paths: list[Path], prepare: list[str]) -> None:
+    """What was written and the lines that install, start and follow it."""
+    names = " ".join(p.name for p in paths)
+    for path in paths:
+        typer.echo(f"wrote {path}")
+    typer.echo("install and start (as root):")
+    for line in prepare:
+        typer.echo(f"  {line}")
+    typer.echo(f"  install -m 0644 {' '.join(str(p) for p in paths)} /etc/systemd/system/")
+    typer.echo("  systemctl daemon-reload")
+    typer.echo(f"  systemctl enable --now {names}")
+    typer.echo(f"logs: journalctl -u {paths[0].name} -f")
 
 
 if __name__ == "__main__":
