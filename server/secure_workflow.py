@@ -20,10 +20,12 @@
 
 from __future__ import annotations
 
+from logging import INFO
 from typing import Any
 
 from flwr.app import Message
 from flwr.app.error import Error
+from flwr.common import log
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.server.workflow import SecAggPlusWorkflow
 
@@ -112,6 +114,10 @@ class GuardedSecAggPlusWorkflow(SecAggPlusWorkflow):
             for node in sorted(expected - set(state.active_node_ids) - watched.errored):
                 state.failures.append(TimeoutError(f"node {node} did not reply at the {name} stage within "
                                                    f"round-timeout ({self.timeout} s)"))
+            left = sorted(expected - set(state.active_node_ids))
+            if left:  # the coordinator's log says at once who the round goes on without
+                log(INFO, "secure aggregation, round %s: the %s stage goes on with %d of %d sites, without node %s",
+                    current_round, name, len(state.active_node_ids), len(expected), ", ".join(map(str, left)))
             if name in ("setup", "share keys"):
                 # Flower 1.42 keeps every sampled node for the unmask stage: a node that left before sharing
                 # its keys is listed as dropped (each site then fails looking up its key share) and stays a

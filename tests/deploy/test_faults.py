@@ -1,11 +1,12 @@
 """Faults injected into a real federation on loopback: what it survives, and what each fault costs.
 
 Five SuperNode processes (one per synthetic site) and a SuperLink, SecAgg+ on (5 shares, threshold 3:
-two sites may drop out of a round), two SSL rounds with a 45 s round timeout. During the run:
+two sites may drop out of a round), two SSL rounds with a 75 s round timeout
+(room for four sites to start, import and train on 2 busy cores). During the run:
 - site ``c`` holds an image with a NaN pixel: its node refuses it every round (a data error, said to
   the server as a category only), and no NaN reaches the global model;
-- site ``d`` hangs (SIGSTOP) as round 1 starts and comes back (SIGCONT) 50 s later, once the round
-  has gone on without it;
+- site ``d`` hangs (SIGSTOP) as round 1 starts and comes back (SIGCONT) once the round's first
+  stage has gone on without it;
 - site ``e`` is killed (SIGKILL, with its ClientApp processes) early in round 2, for good.
 Both rounds still complete with the sites left. README's fault table reports this test.
 """
@@ -96,7 +97,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 def test_a_run_survives_a_hung_a_killed_and_a_nan_site(federation: dict) -> None:
     work, nodes, ids = federation["work"], federation["nodes"], federation["node_ids"]
     config = {"preset": "tiny", "rounds-ssl": 2, "rounds-seg": 0, "rounds-cls": 0, "local-epochs-ssl": 1,
-              "round-timeout": 45.0, "min-sites": 3, "run-dir": str(work / "runs"), "sites-cache": str(work / "sc")}
+              "round-timeout": 75.0, "min-sites": 3, "run-dir": str(work / "runs"), "sites-cache": str(work / "sc")}
     injected: list[str] = []
 
     def kill_e() -> None:
@@ -116,7 +117,8 @@ def test_a_run_survives_a_hung_a_killed_and_a_nan_site(federation: dict) -> None
         if "[ROUND 1]" in line and not injected:
             os.kill(nodes["d"].popen.pid, signal.SIGSTOP)
             injected.append("d hung")
-            threading.Timer(50.0, wake_d).start()  # after round 1's first stage gave up on it (45 s)
+        elif "the setup stage goes on with 4 of 5 sites" in line and injected == ["d hung"]:
+            wake_d()  # round 1's first stage went on without d (timeout, or the SuperLink saw it go silent)
         elif "[ROUND 2]" in line and "e killed" not in injected:
             threading.Timer(2.0, kill_e).start()
 
@@ -142,7 +144,8 @@ def test_a_run_survives_a_hung_a_killed_and_a_nan_site(federation: dict) -> None
     # A node is named once it has replied with its site's name: d had not when it hung, e had.
     assert any(r == 1 and reason.startswith(f"node {ids['d']}") and ("did not reply" in reason or "Unavailable" in reason)
                for r, reason in failures), failures  # a timeout, or the SuperLink's "Node Unavailable" (no heartbeat)
-    assert any(r == 2 and reason.startswith(f"node {ids['e']} (e) did not reply") for r, reason in failures), failures
+    assert any(r == 2 and reason.startswith(f"node {ids['e']} (e)") and ("did not reply" in reason or "Unavailable" in reason)
+               for r, reason in failures), failures
     nan_site = sorted(r for r, reason in failures
                       if reason == f"node {ids['c']}: data error at the site (details in the site's log)")
     assert nan_site == [1, 2], failures  # site c, every round, as a category: no path, no value
