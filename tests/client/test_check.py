@@ -14,7 +14,7 @@ from client.commands.check import check as check_command
 from common.data.dicom_io import write_ct_dicom
 from common.data.mask_io import write_mask_nifti
 
-runner = CliRunner()
+runner = CliRunner(env={"COLUMNS": "400"})  # rich wraps at 80 columns otherwise, splitting long temp paths
 
 
 def _app() -> typer.Typer:
