@@ -1,4 +1,4 @@
-"""Clinical quantities at L3: SMA, SMI and the named sarcopenia cutoffs of DESIGN.md section 4.
+"""Clinical quantities at L3: SMA, SMI and the named, published sarcopenia cutoffs.
 
 Every verdict names the rule that made it, because published cutoffs disagree by up to 10 cm2/m2.
 """

@@ -1,6 +1,6 @@
 """A site's manifest.csv: one row per usable CT slice, validated in one pass that lists every bad line.
 
-Columns (DESIGN.md section 3): ``patient_id, image_path, mask_path, sex, height_m, weight_kg, age,
+Columns: ``patient_id, image_path, mask_path, sex, height_m, weight_kg, age,
 split`` plus reference columns ``sma_cm2, smi_cm2_m2, sarcopenic`` (filled where a mask exists) and an
 optional ``site``. Paths are relative to the manifest's folder (absolute paths are accepted).
 

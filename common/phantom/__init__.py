@@ -1,7 +1,7 @@
 """Synthetic hospitals: L3 CT slices with ground-truth muscle masks, site profiles and writers.
 
 Real hospital CT cannot be shipped, so tests, demos and simulations run on synthetic patients whose
-anatomy, physiology and scanners vary the way real ones do (DESIGN.md section 4).
+anatomy, physiology and scanners vary the way real ones do.
 
     >>> from common.phantom import PROFILES, synth_case
     >>> case = synth_case(0, PROFILES["general-surgery"])

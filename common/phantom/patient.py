@@ -1,4 +1,4 @@
-"""Synthetic patients: demographics and the body composition they imply (DESIGN.md section 4).
+"""Synthetic patients: demographics and the body composition they imply.
 
 The skeletal muscle index is drawn from sex, BMI, age and the site's disease burden, so that SMA lands
 near 120-200 cm2 in men and 80-140 cm2 in women and the share of sarcopenic patients (Prado 2008)

@@ -1,4 +1,4 @@
-"""SMA, SMI and the named cutoffs against values worked out by hand (DESIGN.md section 4)."""
+"""SMA, SMI and the named cutoffs against values worked out by hand."""
 
 import numpy as np
 import pytest
