@@ -136,26 +136,52 @@ def log(
     pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the run finishes (Ctrl-C leaves).")] = False,
 ) -> None:
-    """Print a run's log (the ServerApp's, kept by the SuperLink); `sarcofed \\[phase i/N]` lines stand out."""
+    """Print a run's log (the ServerApp's, kept by the SuperLink); `sarcofed \\[phase i/N]` lines stand out.
+
+    With --follow the exit status is the run's: 0 when it completed, 1 when it failed or was stopped.
+    """
     with _open(address, pki, ca, cert, key) as coordinator:
-        _print_log(coordinator.stream_log(run_id, follow=follow))
+        finished = _print_log(coordinator.stream_log(run_id, follow=follow))
+        if follow and finished:
+            _exit_with_outcome(coordinator, run_id)
 
 
-def _print_log(chunks: Any) -> None:
-    """Print log chunks line by line as they come; Ctrl-C leaves quietly."""
+def _print_log(chunks: Any) -> bool:
+    """Print log chunks line by line as they come; Ctrl-C leaves quietly. False when Ctrl-C ended it."""
     from rich.console import Console
 
     console = Console(highlight=False, soft_wrap=True)
-    pending = ""
+    pending, finished = "", True
     try:
         for chunk in chunks:
             *lines, pending = (pending + chunk).split("\n")
             for line in lines:
                 console.print(_styled(line))
     except KeyboardInterrupt:
-        pass
+        finished = False
     if pending:
         console.print(_styled(pending))
+    return finished
+
+
+OUTCOME_WAIT_S = 30.0  # the log stream can end a moment before the SuperLink marks the run finished
+
+
+def _exit_with_outcome(coordinator: Any, run_id: int) -> None:
+    """Say how a followed run ended; exit 1 unless it completed, so scripts can tell."""
+    import time
+
+    deadline = time.monotonic() + OUTCOME_WAIT_S
+    status = "missing"
+    while True:
+        runs = coordinator.list_runs(run_id)
+        status = runs[0].status if runs else "missing"
+        if status in ("completed", "failed", "stopped") or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    typer.secho(f"run {run_id} {status}", err=True, fg=typer.colors.GREEN if status == "completed" else typer.colors.RED)
+    if status != "completed":
+        raise typer.Exit(1)
 
 
 def _styled(line: str) -> Any:
@@ -197,15 +223,18 @@ def run(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the run's log until it finishes.")] = False,
     output_format: Format = "table",
 ) -> None:
-    """Submit a federated run (the app is bundled as `flwr run` does) and print its run id."""
+    """Submit a federated run (the app is bundled as `flwr run` does) and print its run id.
+
+    With --follow the exit status is the run's: 0 when it completed, 1 when it failed or was stopped.
+    """
     with _open(address, pki, ca, cert, key) as coordinator:
         run_id = coordinator.submit_run(app_dir, run_config)
         if output_format == "json":
             typer.echo(json.dumps({"run_id": run_id}))
         else:
             typer.echo(f"started run {run_id}" + ("" if follow else f"; follow it: sarcofed coordinator log {run_id} --follow"))
-        if follow:
-            _print_log(coordinator.stream_log(run_id, follow=True))
+        if follow and _print_log(coordinator.stream_log(run_id, follow=True)):
+            _exit_with_outcome(coordinator, run_id)
 
 
 @coordinator_app.command("register")

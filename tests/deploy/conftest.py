@@ -1,6 +1,7 @@
-"""A real consortium on loopback: SuperLink (TLS + SuperNode auth + database), the mTLS proxy in front
-of it and three registered SuperNodes, each with its own site folder. Started once per test module
-that asks for it, and always stopped (children included), even when a test fails.
+"""A real consortium on loopback, built by executing deploy/README.md's trial section (tests/deploy/runbook.py):
+SuperLink (TLS + SuperNode auth + database), the gate (nginx, mTLS for the control route) in front of it,
+and three registered SuperNodes with their own synthetic sites. Started once per test module that asks
+for it, and always stopped (children included), even when a test fails.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from deploy.coordinator import Coordinator, Credentials
 from deploy.launch import (
     FEDERATION,
     Managed,
@@ -25,17 +27,15 @@ from deploy.launch import (
     remember_descendants,
     start,
     stop_all,
-    superlink_command,
     supernode_command,
     wait_for_log,
     write_coordinator_config,
 )
-from deploy.pki import PkiPaths, add_site, init_pki
-from deploy.proxy import nginx_command, write_nginx_config
+from deploy.pki import PkiPaths, add_site
+from tests.deploy.runbook import Runbook
 
-CONSORTIUM_TOML = Path(__file__).resolve().parents[2] / "simulations" / "consortia" / "tiny.toml"
-SITES = ("onco", "general", "trauma")  # the sites of tiny.toml (test_consortium.py names them too)
-HOLDOUT_FRACTION = 0.5  # >= 5 holdout patients per tiny site, so no site's metrics are suppressed
+SITES = ("onco", "general", "trauma")  # the trial's hospitals (simulations/consortia/tiny.toml); the tests name them too
+PORTS = ("LINK_PORT", "GATE_PORT", "ONCO_PORT", "GENERAL_PORT", "TRAUMA_PORT")  # the runbook's, free ones here
 PROXY_CONNECTION = "proxy"  # the coordinator connection through nginx (no client certificate; same name in the tests)
 
 
@@ -43,13 +43,14 @@ PROXY_CONNECTION = "proxy"  # the coordinator connection through nginx (no clien
 class Consortium:
     """Handles to a running loopback consortium, plus helpers the tests share."""
 
-    work: Path
+    work: Path  # the runbook's TRIAL folder
+    runbook: Runbook
     pki: PkiPaths
-    env: dict[str, str]
+    env: dict[str, str]  # for `flwr` as the coordinator (its own FLWR_HOME, telemetry off)
     superlink: Managed
     superlink_port: int
-    proxy_port: int | None
-    fleet_address: str  # what SuperNodes dial: the proxy when nginx is installed, else the SuperLink
+    proxy_port: int
+    fleet_address: str  # what SuperNodes dial: the gate
     sites: dict[str, Path] = field(default_factory=dict)
     node_ids: dict[str, int] = field(default_factory=dict)
     supernodes: dict[str, Managed] = field(default_factory=dict)
@@ -78,82 +79,77 @@ class Consortium:
         assert out.returncode == 0, out.stdout + out.stderr
         return {int(n["node-id"]): n["status"] for n in json.loads(out.stdout)["nodes"]}
 
+    @property
+    def access_log(self) -> Path:
+        """The gate's audit trail (the proxy's --state-dir in the runbook)."""
+        return self.work / "proxy" / "access.log"
 
-def _wait_online(consortium: Consortium, node_ids: Sequence[int], timeout: float) -> None:
+
+def _wait_online(consortium: Consortium, timeout: float) -> dict[str, int]:
+    """site -> node id once `sarcofed coordinator nodes` would call all three online (asked through the gate)."""
     deadline = time.monotonic() + timeout
-    status: dict[int, str] = {}
-    while time.monotonic() < deadline:
-        status = consortium.node_status()
-        if all(status.get(n) == "online" for n in node_ids):
-            return
-        dead = [p.name for p in consortium.supernodes.values() if not p.alive()]
-        assert not dead, f"SuperNodes exited: {dead}\n" + "\n".join(consortium.supernodes[n.split('-', 1)[1]].log_text()[-3000:] for n in dead)
-        time.sleep(2)
-    raise AssertionError(f"SuperNodes not online after {timeout:.0f} s: {status}")
+    found: dict[str, str] = {}
+    credentials = Credentials.resolve(consortium.pki.root)
+    with Coordinator(consortium.fleet_address, credentials, pki=consortium.pki.root) as coordinator:
+        while time.monotonic() < deadline:
+            nodes = coordinator.list_nodes()
+            found = {n.site or str(n.node_id): n.status for n in nodes}
+            if all(found.get(site) == "online" for site in SITES):
+                return {n.site: n.node_id for n in nodes if n.site in SITES}
+            dead = [name for name, p in consortium.supernodes.items() if not p.alive()]
+            assert not dead, f"SuperNodes exited: {dead}\n" + "\n".join(consortium.supernodes[n].log_text()[-3000:] for n in dead)
+            time.sleep(2)
+    raise AssertionError(f"SuperNodes not online after {timeout:.0f} s: {found}")
+
+
+def _nginx_installed() -> bool:
+    return bool(shutil.which("nginx")) or Path("/usr/sbin/nginx").exists()
 
 
 @pytest.fixture(scope="module")
 def consortium(tmp_path_factory) -> Iterator[Consortium]:
-    """SuperLink + proxy + three registered, online SuperNodes; torn down after the module."""
-    import tomllib
-
-    import torch
-
-    from common.phantom import ensure_consortium
-
-    work = tmp_path_factory.mktemp("consortium")
-    t0 = time.monotonic()
-    spec = tomllib.loads(CONSORTIUM_TOML.read_text())
-    for site in spec["sites"].values():
-        site["holdout_fraction"] = HOLDOUT_FRACTION
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        manifests = ensure_consortium(spec, work / "sites")
-    finally:
-        torch.set_num_threads(threads)
-    assert tuple(manifests) == SITES
-    sites_s = time.monotonic() - t0
-    pki = init_pki(work / "pki")
-    for name in (*SITES, "intruder"):
-        add_site(pki.root, name)
-    env = flower_env(work / "flwr_home")
-    sl_port = free_port()
-    superlink = start("superlink", superlink_command(pki, work / "state.db", port=sl_port), env, work / "logs")
-    timings: dict[str, float] = {"sites_s": sites_s}
-    c = Consortium(work, pki, env, superlink, sl_port, None, f"127.0.0.1:{sl_port}", processes=[superlink])
+    """deploy/README.md's trial, executed: credentials, sites, SuperLink + gate, three registered SuperNodes online."""
+    if not _nginx_installed():
+        pytest.skip("nginx is not installed (apt-get install -y nginx-light): the runbook's gate cannot start")
+    work = tmp_path_factory.mktemp("trial")
+    ports = {name: free_port() for name in PORTS}
+    book = Runbook.prepare({"TRIAL": str(work), **{k: str(v) for k, v in ports.items()}}, work / "logs")
+    timings: dict[str, float] = {}
+    processes: list[Managed] = []
     t0 = time.monotonic()
     try:
+        book.run("credentials")
+        timings["credentials_and_sites_s"] = time.monotonic() - t0
+        coordinator_host = book.start("coordinator")
+        processes += coordinator_host.values()
+        superlink, proxy = coordinator_host["superlink"], coordinator_host["proxy"]
+        pki = PkiPaths(work / "pki")
+        t0 = time.monotonic()
         assert wait_for_log(superlink, "Uvicorn running", 60), superlink.log_text()[-3000:]
-        timings["superlink_ready_s"] = time.monotonic() - t0
-        connections = {FEDERATION: f"127.0.0.1:{sl_port}"}
-        if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
-            c.proxy_port = free_port()
-            conf = write_nginx_config(pki, work / "nginx", listen=f"127.0.0.1:{c.proxy_port}", upstream=f"127.0.0.1:{sl_port}")
-            proxy = start("nginx", nginx_command(conf), env, work / "logs")
-            c.processes.append(proxy)
-            c.fleet_address = f"127.0.0.1:{c.proxy_port}"
-            connections[PROXY_CONNECTION] = c.fleet_address
-            deadline = time.monotonic() + 15
-            while https_ok(f"https://{c.fleet_address}/health", pki.ca_cert) != 200:
-                assert time.monotonic() < deadline and proxy.alive(), proxy.log_text() + (work / "nginx" / "error.log").read_text()
-                time.sleep(0.2)
-        write_coordinator_config(work / "flwr_home", pki.ca_cert, connections)
-
-        t1 = time.monotonic()
-        for name in SITES:
-            out = c.flwr("supernode", "register", str(pki.site_pub(name)), FEDERATION, "--format", "json")
-            assert out.returncode == 0, out.stdout + out.stderr
-            c.node_ids[name] = int(json.loads(out.stdout)["node-id"])
-        timings["register_3_s"] = time.monotonic() - t1
-        c.sites.update(manifests)
-        for name in SITES:
-            c.supernodes[name] = c.start_supernode(name, pki.site_key(name))
-        t2 = time.monotonic()
-        _wait_online(c, list(c.node_ids.values()), timeout=90)
-        timings["supernodes_online_s"] = time.monotonic() - t2
+        gate = f"127.0.0.1:{ports['GATE_PORT']}"
+        while https_ok(f"https://{gate}/health", pki.ca_cert) != 200:
+            assert time.monotonic() < t0 + 75 and proxy.alive(), proxy.log_text() + superlink.log_text()[-2000:]
+            time.sleep(0.2)
+        timings["gate_ready_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        book.run("register")
+        timings["register_3_s"] = time.monotonic() - t0
+        env = flower_env(work / "flwr_cli")
+        write_coordinator_config(work / "flwr_cli", pki.ca_cert,
+                                 {FEDERATION: f"127.0.0.1:{ports['LINK_PORT']}", PROXY_CONNECTION: gate})
+        c = Consortium(work, book, pki, env, superlink, ports["LINK_PORT"], ports["GATE_PORT"], gate, processes=processes)
+        c.sites.update({name: work / "data" / name / "manifest.csv" for name in SITES})
+        t0 = time.monotonic()
+        c.supernodes.update(book.start("hospitals"))
+        processes += c.supernodes.values()
+        c.node_ids.update(_wait_online(c, timeout=90))
+        [listing] = book.run("nodes")
+        assert all(f" {site} " in line and " online " in line
+                   for site in SITES for line in listing.stdout.splitlines() if f" {site} " in line), listing.stdout
+        timings["supernodes_online_s"] = time.monotonic() - t0
+        add_site(pki.root, "intruder")  # a key nobody registered, for the tests of who gets in
         remember_descendants(c.processes)
-        print(f"\nconsortium up: {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
+        print(f"\ntrial consortium up (deploy/README.md): {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
         yield c
     finally:
-        stop_all(c.processes)
+        stop_all(processes)

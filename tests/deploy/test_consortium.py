@@ -1,7 +1,9 @@
-"""A real SuperLink with TLS and SuperNode authentication on loopback: who gets in and who does not.
+"""deploy/README.md's trial consortium on loopback (conftest.py executes the guide): who gets in and who
+does not, then the guide's own run, stopped mid-phase and resumed from its run folder, against a
+simulation of the same sites, and a SuperLink restart mid-run.
 
-These tests need no app: they check the doors. Each SuperNode started here is a separate process
-against the module's one SuperLink (see conftest.py).
+The door tests need no app. Each SuperNode started here is a separate process against the module's
+one SuperLink.
 """
 
 from __future__ import annotations
@@ -72,8 +74,7 @@ def test_registered_sites_still_online_after_the_intruders(consortium):
 
 @pytest.fixture
 def proxy(consortium):
-    if consortium.proxy_port is None:
-        pytest.skip("nginx is not installed (apt-get install -y nginx-light): the control-route proxy is not tested")
+    """The consortium, for tests of its gate (the proxy in front of the SuperLink)."""
     return consortium
 
 
@@ -152,45 +153,42 @@ client = ClientApp()
 
 def test_the_three_sites_reach_the_superlink_through_the_proxy(proxy):
     assert proxy.fleet_address == f"127.0.0.1:{proxy.proxy_port}"
-    access = (proxy.work / "nginx" / "access.log").read_text()
+    access = proxy.access_log.read_text()
     assert "POST /v1/fleet/activate-node" in access and "POST /v1/fleet/pull-messages" in access
 
 
-# -- the federated run itself (after the negative tests, against the same SuperLink) ---------------
+# -- the runbook's run: stopped mid-phase, resumed from its run folder (after the negative tests) -----
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _parity_config(consortium, work: Path) -> dict:
-    """The run config both runs of the parity check get: tiny preset, SecAgg+, simulations.parity's schedule."""
-    from simulations.parity import run_config
-
-    return run_config(consortium.sites, work, {"secure-aggregation": True})
-
-
 @pytest.fixture(scope="module")
-def finished_run(consortium, tmp_path_factory) -> dict:
-    """`flwr run` of the tiny preset with SecAgg+ over the three SuperNodes (simulations.parity's schedule)."""
-    from simulations.flower_home import flwr_run
-
-    work = tmp_path_factory.mktemp("deployed")
+def finished_run(consortium) -> dict:
+    """deploy/README.md's trial run, as its last two blocks say: submitted, followed until its first
+    segmentation round, stopped; then resumed from its run folder and followed to the end."""
+    book = consortium.runbook
     started = time.monotonic()
-    out = flwr_run(REPO, FEDERATION, consortium.env, _parity_config(consortium, work), timeout_s=1500,
-                   log_path=work / "flwr-run.log")
+    book.run("run", timeout=900)
+    stopped_id = book.run_ids[-1]
+    folder = (consortium.work / "runs" / "latest").resolve()
+    kept = sorted(p.name for p in (folder / "checkpoints").glob("round-*.pt"))
+    stopped_after = time.monotonic() - started
+    resume, listing = book.run("resume", timeout=1500)
     wall = time.monotonic() - started
-    print(f"\nflwr run (tiny, SecAgg+, 3 SuperNodes over TLS): {wall:.0f} s wall")
-    assert out.returncode == 0, out.stdout[-4000:] + consortium.superlink.log_text()[-4000:]
-    return {"runs": work / "runs", "wall_s": wall, "output": out.stdout}
+    print(f"\ntrial run (tiny, SecAgg+, 3 SuperNodes behind the gate): stopped after {stopped_after:.0f} s "
+          f"keeping {kept}; resumed and completed, {wall:.0f} s wall in all")
+    return {"folder": folder, "kept": kept, "stopped": stopped_id, "resumed": book.run_ids[-1], "wall_s": wall,
+            "output": resume.stdout + resume.stderr, "listing": listing.stdout}
 
 
 @pytest.mark.slow
 def test_federated_run_over_tls_ends_with_metrics_for_all_three_sites(consortium, finished_run):
     import pandas as pd
 
-    runs = _runs(consortium)
-    assert runs and runs[-1]["status"] == "finished:completed", runs
-    latest = finished_run["runs"] / "latest"
-    metrics = pd.read_csv(latest / "metrics.csv")
+    runs = {int(r["run-id"]): r["status"] for r in _runs(consortium)}
+    assert runs[finished_run["resumed"]] == "finished:completed", runs
+    folder = finished_run["folder"]
+    metrics = pd.read_csv(folder / "metrics.csv")
     assert list(metrics["phase"].unique()) == ["seg", "cls"]
     for phase in ("seg", "cls"):
         assert set(metrics.loc[metrics["phase"] == phase, "site"]) == {*SITES, "pooled"}
@@ -200,30 +198,62 @@ def test_federated_run_over_tls_ends_with_metrics_for_all_three_sites(consortium
     for site in SITES:  # the classifier's numbers, or their names among the suppressed (< 5 patients per class)
         row = cls.loc[site]
         assert row["cls_accuracy"] == row["cls_accuracy"] or "cls_accuracy" in str(row["suppressed_metrics"]), site
-    summary = json.loads((latest / "summary.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
     assert summary["secure_aggregation"] is True and summary["failures"] == [] and summary["outcome"] == "completed"
-    assert any((latest / "checkpoints").glob("*.pt"))
+    assert (folder / "report.html").is_file()
     assert "sarcofed [seg 2/2] 3 sites trained, 3 evaluated" in finished_run["output"]  # progress in the stream
+    assert f"run {finished_run['resumed']} completed" in finished_run["output"]  # --follow's last word, exit 0
+
+
+@pytest.mark.slow
+def test_a_run_stopped_mid_phase_goes_on_at_the_right_round_in_its_folder(consortium, finished_run):
+    """The stop came during segmentation round 2: round 1 was kept, and the resumed run (phase and round
+    read from the folder) ran round 2 and the classifier round, each once, in the same folder."""
+    import pandas as pd
+
+    folder, stopped, resumed = finished_run["folder"], finished_run["stopped"], finished_run["resumed"]
+    assert finished_run["kept"] == ["round-001-seg-01.pt"]
+    assert (consortium.work / "runs" / "latest").resolve() == folder and len(list(folder.parent.iterdir())) == 2  # + latest
+    after = sorted(p.name for p in (folder / "checkpoints").glob("round-*.pt"))
+    assert after == ["round-001-seg-01.pt", "round-002-seg-02.pt", "round-003-cls-01.pt"]
+    pooled = pd.read_csv(folder / "metrics.csv").query("site == 'pooled'")
+    assert pooled["global_round"].tolist() == [1, 2, 3] and (pooled["status"] == "ok").all()  # every round once
+    assert "sarcofed [seg 1/2]" not in finished_run["output"]  # the resumed run began at round 2
+    run_ids = [r["run_id"] for r in json.loads((folder / "run.json").read_text())["flower_runs"]]
+    assert [int(r) for r in run_ids] == [stopped, resumed]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["resumed_from"]["same_folder"] is True and [int(r) for r in summary["flower_run_ids"]] == [stopped, resumed]
+    runs = {int(r["run-id"]): r["status"] for r in _runs(consortium)}
+    assert (runs[stopped], runs[resumed]) == ("finished:stopped", "finished:completed"), runs
+    lines = finished_run["listing"].splitlines()  # `sarcofed coordinator ls`, the runbook's last command
+    assert any(f" {stopped} " in line and " stopped " in line for line in lines), finished_run["listing"]
+    assert any(f" {resumed} " in line and " completed " in line for line in lines), finished_run["listing"]
+    assert set(consortium.runbook.executed) == set(consortium.runbook.blocks)  # no block of the guide left out
 
 
 @pytest.mark.slow
 def test_the_deployed_run_learns_what_the_simulated_run_learns(consortium, finished_run, tmp_path):
-    """Every round's global update of the deployed run against a local simulation of the same sites and config.
+    """Every round's global update of the trial run (stopped and resumed) against a local simulation of
+    the same sites and run config.
 
     Deployed, Flower starts a fresh ClientApp process per message; the simulation keeps one for the run.
     Two simulated runs agree exactly (SecAgg+ rounding is seeded by the update); the deployed one must
-    agree to a cosine >= 0.99 and a norm ratio of 1 +/- 0.05 in every round (a classifier trained on a
-    random encoder, as before the messages carried it, gave cosines near 0).
+    agree to a cosine >= 0.99 and a norm ratio of 1 +/- 0.05 in every round, the rounds after the resume
+    included (a classifier trained on a random encoder, as before the messages carried it, gave cosines
+    near 0).
     """
     from simulations.flower_home import LocalSuperLink
     from simulations.parity import compare_runs
 
-    work = tmp_path / "sim"
-    with LocalSuperLink(work / "flwr_home", num_supernodes=len(SITES)) as link:
-        out = link.run(_parity_config(consortium, work), timeout_s=1500, log_path=work / "flwr-run.log")
+    deployed = json.loads((finished_run["folder"] / "run.json").read_text())["run_config"]
+    config = {k: v for k, v in deployed.items() if not k.startswith("resume-")}
+    config.update({"site-manifests": ",".join(str(consortium.sites[s]) for s in SITES),
+                   "sites-cache": str(tmp_path / "cache"), "run-dir": str(tmp_path / "runs")})
+    with LocalSuperLink(tmp_path / "flwr_home", num_supernodes=len(SITES)) as link:
+        out = link.run(config, timeout_s=1500, log_path=tmp_path / "flwr-run.log")
     assert out.returncode == 0, out.stdout[-4000:]
-    rounds = compare_runs((work / "runs" / "latest").resolve(), (finished_run["runs"] / "latest").resolve(), "tiny",
-                          seed=0)
+    rounds = compare_runs((tmp_path / "runs" / "latest").resolve(), finished_run["folder"], config["preset"],
+                          seed=int(config["seed"]))
     print("\n" + "\n".join(f"round {r.global_round} {r.phase}: cosine {r.cosine:.6f}, norm ratio {r.norm_ratio:.4f}"
                             for r in rounds))
     assert [r.phase for r in rounds] == ["seg", "seg", "cls"]
@@ -233,14 +263,13 @@ def test_the_deployed_run_learns_what_the_simulated_run_learns(consortium, finis
 
 @pytest.mark.slow
 def test_superlink_restart_mid_run(consortium, tmp_path):
-    """Restart the SuperLink (same database, same port) while a run is in flight, then resume it.
+    """Restart the SuperLink (the runbook's own command: same database, same port) while a run is in flight.
 
     Survives: the registered nodes (same IDs, back online by themselves), the run history, and every
-    round finished before the restart (its checkpoint). Does not: the round in flight; the run ends
-    finished:failed and the coordinator resubmits it with ``resume-from`` its run folder: the run goes on
-    in that folder after its last finished round, losing at most the round in flight.
+    round finished before the restart (its checkpoint, from which ``resume-from`` goes on, as the trial
+    run's test shows). Does not: the round in flight; the run ends finished:failed.
     """
-    from deploy.launch import start, stop_all, superlink_command, wait_for_log
+    from deploy.launch import stop_all, wait_for_log
 
     before = {r["run-id"]: r["status"] for r in _runs(consortium)}
     config = f"preset='tiny' rounds-ssl=2 rounds-seg=0 rounds-cls=0 local-epochs-ssl=1 run-dir='{tmp_path / 'runs'}'"
@@ -254,8 +283,7 @@ def test_superlink_restart_mid_run(consortium, tmp_path):
     assert first.is_file() and _status(consortium, run_id) == "running"
 
     stop_all([consortium.superlink])
-    restarted = start("superlink-restarted", superlink_command(consortium.pki, consortium.work / "state.db", port=consortium.superlink_port),
-                      consortium.env, consortium.work / "logs")
+    restarted = consortium.runbook.start("coordinator", only="superlink")["superlink"]
     consortium.processes.append(restarted)
     consortium.superlink = restarted
     assert wait_for_log(restarted, "Uvicorn running", 60), restarted.log_text()[-3000:]
@@ -273,26 +301,7 @@ def test_superlink_restart_mid_run(consortium, tmp_path):
     print(f"\nafter restart: nodes {status}, interrupted run {_status(consortium, run_id)}, {time.monotonic() - started:.0f} s")
     assert [status.get(consortium.node_ids[s]) for s in SITES] == ["online"] * 3, status
     assert _status(consortium, run_id) == "finished:failed"
-
-    interrupted = (tmp_path / "runs" / "latest").resolve()
-    done = sorted(p.name for p in (interrupted / "checkpoints").glob("round-*.pt"))
-    # The coordinator names the run folder; the phase and round to go on from are the folder's to say.
-    out = consortium.flwr("run", str(REPO), FEDERATION, "--stream", "--run-config",
-                          f"{config} resume-from='{interrupted}'", timeout=900)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    assert (tmp_path / "runs" / "latest").resolve() == interrupted  # one run, one folder
-    after = sorted(p.name for p in (interrupted / "checkpoints").glob("round-*.pt"))
-    print(f"\nrestart: {len(done)} round(s) kept, {len(after) - len(done)} run after the resume, of 2")
-    assert len(done) >= 1 and after == ["round-001-ssl-01.pt", "round-002-ssl-02.pt"]  # at most the one in flight lost
-    import pandas as pd
-
-    pooled = pd.read_csv(interrupted / "metrics.csv").query("site == 'pooled'")
-    assert pooled["global_round"].tolist() == [1, 2] and (pooled["status"] == "ok").all()  # every round once
-    runs = [r["run_id"] for r in json.loads((interrupted / "run.json").read_text())["flower_runs"]]
-    assert len(runs) == 2 and str(runs[0]) == run_id and runs[1] != runs[0]
-    summary = json.loads((interrupted / "summary.json").read_text())
-    assert summary["outcome"] == "completed" and summary["flower_run_ids"] == runs
-    assert summary["resumed_from"]["same_folder"] is True
+    assert first.is_file()  # the finished round is kept for resume-from
 
 
 def _status(consortium, run_id: str) -> str:

@@ -29,7 +29,7 @@ from deploy.coordinator import (
     record_site,
     run_status,
 )
-from deploy.launch import descendants, free_port, https_ok, start, stop_all
+from deploy.launch import FEDERATION, descendants, free_port, https_ok, start, stop_all
 from deploy.pki import add_site, init_pki
 from deploy.proxy import forwarder_config
 
@@ -115,8 +115,7 @@ def test_forwarder_listens_on_loopback_only(tmp_path):
 
 @pytest.fixture
 def gate(consortium):
-    if consortium.proxy_port is None:
-        pytest.skip("nginx is not installed (apt-get install -y nginx-light): the gate is not tested")
+    """The consortium, for tests that go through its gate with the coordinator certificate."""
     return consortium
 
 
@@ -163,7 +162,7 @@ def test_nodes_through_the_gate_name_the_three_sites(gate):
         nodes = coordinator.list_nodes()
     assert {n.site: (n.node_id, n.status) for n in nodes} == {s: (gate.node_ids[s], "online") for s in SITES}
     assert all(0 <= n.silent_s <= 30 and n.flower_status == "online" for n in nodes)
-    access = (gate.work / "nginx" / "access.log").read_text()
+    access = gate.access_log.read_text()
     assert '"POST /v1/control/list-nodes HTTP/1.1" 200' in access and 'client_verify="SUCCESS"' in access
 
 
@@ -204,19 +203,27 @@ def test_the_superlink_loopback_port_needs_no_certificate(consortium):
 
 
 def test_register_names_nodes(gate, tmp_path):
-    """An admitted key gets its name in the registry; a new key is admitted with its name at the SuperLink."""
+    """The runbook registered each site with its name: the SuperLink itself names them (no PKI, an empty
+    registry). A key admitted without a name (`flwr supernode register`) is named from the registry once
+    `register` is given it; a name cannot be taken twice; a new key is admitted with its name."""
     credentials = Credentials(gate.pki.ca_cert, gate.pki.coordinator_cert, gate.pki.coordinator_key)
     state = tmp_path / "state"
-    with Coordinator(_address(gate), credentials, state_dir=state) as coordinator:  # no PKI: names only from the registry
-        assert {n.site for n in coordinator.list_nodes()} == {None}
+    legacy = add_site(gate.pki.root, "legacy")
+    out = gate.flwr("supernode", "register", str(legacy.public_key), FEDERATION, "--format", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    legacy_id = int(json.loads(out.stdout)["node-id"])
+    with Coordinator(_address(gate), credentials, state_dir=state) as coordinator:
+        named = {n.node_id: n.site for n in coordinator.list_nodes()}
+        assert named == {**{gate.node_ids[s]: s for s in SITES}, legacy_id: None}
+        assert coordinator.register(legacy.public_key, "legacy") == (legacy_id, False)
         assert coordinator.register(gate.pki.site_pub("onco"), "onco") == (gate.node_ids["onco"], False)
         with pytest.raises(ConfigError, match="site name 'onco' already belongs to node"):
             coordinator.register(gate.pki.site_pub("trauma"), "onco")
         newcomer = add_site(gate.pki.root, "newcomer")
         node_id, new = coordinator.register(newcomer.public_key, "newcomer")
         nodes = {n.node_id: n for n in coordinator.list_nodes()}
-    assert new and read_registry(state) == {gate.node_ids["onco"]: "onco", node_id: "newcomer"}
-    assert nodes[gate.node_ids["onco"]].site == "onco" and nodes[gate.node_ids["general"]].site is None
+    assert new and read_registry(state) == {legacy_id: "legacy", gate.node_ids["onco"]: "onco", node_id: "newcomer"}
+    assert nodes[legacy_id].site == "legacy" and nodes[gate.node_ids["general"]].site == "general"
     assert (nodes[node_id].site, nodes[node_id].status) == ("newcomer", "registered")
     # the CLI names the newcomer from the SuperLink's own record, wherever it runs
     out = sarcofed(gate, "register", str(newcomer.public_key), "--site", "newcomer", "--state-dir", str(tmp_path / "other"))
@@ -291,6 +298,7 @@ def test_a_run_submitted_followed_and_listed(gate, probe):
     out = sarcofed(gate, "run", str(probe), "-c", "rounds=3 pause=0.1", "--follow", color=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     run_id = int(out.stdout.split("started run ", 1)[1].split()[0])
+    assert f"run {run_id} completed" in out.stderr
     for r in (1, 2, 3):
         line = next(line for line in out.stdout.splitlines() if f"sarcofed [probe {r}/3]" in line)
         assert "\x1b[1;32m" in line, repr(line)  # progress lines stand out (bold green)
@@ -309,6 +317,8 @@ def test_a_running_run_is_stopped(gate, probe):
         out = sarcofed(gate, "stop", str(run_id))
         assert out.returncode == 0 and f"run {run_id} stopping" in out.stdout, out.stdout + out.stderr
         assert _wait_status(coordinator, run_id, {"stopped"}, 30) == "stopped"
+        followed = sarcofed(gate, "log", str(run_id), "--follow", timeout=90)
+        assert followed.returncode == 1 and f"run {run_id} stopped" in followed.stderr, followed.stdout + followed.stderr
         with pytest.raises(ConfigError, match=f"the SuperLink at {_address(gate)} refused: .*"):
             coordinator.stop_run(run_id)
 
@@ -335,7 +345,7 @@ def test_flwr_through_the_forwarder(gate, tmp_path):
     finally:
         stop_all([forwarder])
     assert '"POST /v1/control/list-runs HTTP/1.1" 200' in (tmp_path / "forwarder" / "access.log").read_text()
-    gate_log = (gate.work / "nginx" / "access.log").read_text().splitlines()
+    gate_log = gate.access_log.read_text().splitlines()
     assert any("/v1/control/list-runs" in line and 'client_verify="SUCCESS"' in line for line in gate_log)
 
 
