@@ -47,15 +47,22 @@ class SiteClient(NumPyClient):
         self.state = context.state
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        delta, n, metrics = train_round(self.site, self.run_config.preset, parameters,
-                                        RoundInstructions.from_config(config), self.policy)
+        delta, n, metrics = train_round(
+            self.site, self.run_config.preset, parameters, RoundInstructions.from_config(config), self.policy
+        )
         if self.policy.dp_enabled:
             delta, metrics["dp_epsilon"] = add_site_noise(delta, self.policy, self.state)
         return delta, n, metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
-        return evaluate_round(self.site, self.run_config.preset, self.run_config.cutoff, parameters,
-                              RoundInstructions.from_config(config), self.policy)
+        return evaluate_round(
+            self.site,
+            self.run_config.preset,
+            self.run_config.cutoff,
+            parameters,
+            RoundInstructions.from_config(config),
+            self.policy,
+        )
 
 
 def client_fn(context: Context):  # type: ignore[no-untyped-def]

@@ -59,11 +59,17 @@ def check_secagg_stage(msg: Message, policy: SitePolicy) -> None:
     stage = configs.get(Key.STAGE)
     try:
         if stage == Stage.SETUP:
-            policy.check_secagg_setup(int(cast(int, configs[Key.SAMPLE_NUMBER])), int(cast(int, configs[Key.SHARE_NUMBER])),
-                                      int(cast(int, configs[Key.THRESHOLD])))
+            policy.check_secagg_setup(
+                int(cast(int, configs[Key.SAMPLE_NUMBER])),
+                int(cast(int, configs[Key.SHARE_NUMBER])),
+                int(cast(int, configs[Key.THRESHOLD])),
+            )
         elif stage == Stage.UNMASK:
-            policy.check_unmask(msg.metadata.dst_node_id, cast(list[int], configs[Key.ACTIVE_NODE_ID_LIST]),
-                                cast(list[int], configs[Key.DEAD_NODE_ID_LIST]))
+            policy.check_unmask(
+                msg.metadata.dst_node_id,
+                cast(list[int], configs[Key.ACTIVE_NODE_ID_LIST]),
+                cast(list[int], configs[Key.DEAD_NODE_ID_LIST]),
+            )
     except (KeyError, TypeError, ValueError) as error:
         raise PolicyRefusal("secagg", f"malformed SecAgg+ settings in stage {stage!r}: {error!r}") from None
 
@@ -75,6 +81,11 @@ def site_boundary(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> 
         check_secagg_stage(msg, SitePolicy.for_node(ctxt.node_config, simulated))
         return call_next(msg, ctxt)
     except Exception as error:  # anything: the boundary decides what the coordinator sees
-        log(logging.ERROR, "site: %s message refused or failed; the server is told only: %s",
-            msg.metadata.message_type, category(error), exc_info=True)
+        log(
+            logging.ERROR,
+            "site: %s message refused or failed; the server is told only: %s",
+            msg.metadata.message_type,
+            category(error),
+            exc_info=True,
+        )
         raise SiteError(category(error)) from None

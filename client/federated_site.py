@@ -45,7 +45,9 @@ def consortium_toml(value: str) -> Path:
     candidate = _CONSORTIA_DIR / f"{value}.toml"
     if not candidate.is_file():
         known = sorted(p.stem for p in _CONSORTIA_DIR.glob("*.toml"))
-        raise ConfigError(f"run config consortium={value!r}: no {candidate}; known consortia: {', '.join(known) or 'none'}")
+        raise ConfigError(
+            f"run config consortium={value!r}: no {candidate}; known consortia: {', '.join(known) or 'none'}"
+        )
     return candidate
 
 
@@ -53,12 +55,15 @@ def hospital_site(node_config: Mapping[str, Any]) -> Site:
     """The site a deployed SuperNode serves, from its node config (see the module docstring)."""
     unknown = sorted(set(node_config) - set(NODE_CONFIG_KEYS))
     if unknown:
-        raise ConfigError(f"node config: unknown key(s) {', '.join(unknown)}; a hospital node takes "
-                          f"{', '.join(NODE_CONFIG_KEYS)}")
+        raise ConfigError(
+            f"node config: unknown key(s) {', '.join(unknown)}; a hospital node takes {', '.join(NODE_CONFIG_KEYS)}"
+        )
     name = str(node_config.get("site-name") or "").strip()
     if not name:
-        raise ConfigError("node config: site-name is required (the hospital's name in the run's metrics); start the "
-                          "SuperNode with --node-config \"data-path='/data/site/manifest.csv' site-name='hospital-a'\"")
+        raise ConfigError(
+            "node config: site-name is required (the hospital's name in the run's metrics); start the "
+            "SuperNode with --node-config \"data-path='/data/site/manifest.csv' site-name='hospital-a'\""
+        )
     manifest = Path(str(node_config["data-path"])).expanduser().absolute()
     cache = str(node_config.get("cache-dir") or "").strip()
     return Site(name, manifest, Path(cache).expanduser().absolute() if cache else None)
@@ -76,16 +81,20 @@ def resolve_site(node_config: Mapping[str, Any], run_config: RunConfig) -> Site:
     if "data-path" in node_config:
         return hospital_site(node_config)
     if "partition-id" not in node_config:
-        raise ConfigError("node config has neither data-path (deployment) nor partition-id (simulation); start the "
-                          "SuperNode with --node-config \"data-path='/path/to/manifest.csv' site-name='hospital-a'\"")
+        raise ConfigError(
+            "node config has neither data-path (deployment) nor partition-id (simulation); start the "
+            "SuperNode with --node-config \"data-path='/path/to/manifest.csv' site-name='hospital-a'\""
+        )
     pid = int(node_config["partition-id"])
     cache = Path(run_config.sites_cache).expanduser().absolute()
     listed = [s.strip() for s in run_config.site_manifests.split(",") if s.strip()]
     if listed:
         manifests = {Path(m).parent.name: Path(m).expanduser().absolute() for m in listed}
         if len(manifests) != len(listed):
-            raise ConfigError("run config site-manifests: two manifests in folders of the same name; each simulated "
-                              "site is named after its folder")
+            raise ConfigError(
+                "run config site-manifests: two manifests in folders of the same name; each simulated "
+                "site is named after its folder"
+            )
         sites = [Site(name, path, cache / ".slices") for name, path in manifests.items()]
     else:
         from common.phantom import ensure_consortium
@@ -94,5 +103,7 @@ def resolve_site(node_config: Mapping[str, Any], run_config: RunConfig) -> Site:
         found = ensure_consortium(toml, cache / toml.stem)
         sites = [Site(name, Path(path), cache / ".slices") for name, path in sorted(found.items())]
     if not 0 <= pid < len(sites):
-        raise ConfigError(f"partition-id {pid} but the federation has {len(sites)} sites: set num-supernodes to {len(sites)}")
+        raise ConfigError(
+            f"partition-id {pid} but the federation has {len(sites)} sites: set num-supernodes to {len(sites)}"
+        )
     return sites[pid]

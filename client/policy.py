@@ -117,8 +117,14 @@ class SitePolicy:
         read: dict[str, Any] = {}
         for key, value in values.items():
             kind = hints[fields[key]]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-                raise ConfigError(f"{source}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and not isinstance(value, int))
+            ):
+                raise ConfigError(
+                    f"{source}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+                )
             read[fields[key]] = kind(value)
         return cls(**read)
 
@@ -148,10 +154,15 @@ class SitePolicy:
         """SecAgg+ settings of a round (its first stage): enough sites and a threshold no coalition of the
         coordinator and fewer than half the shares can meet."""
         if sample_num < self.min_sites:
-            raise PolicyRefusal("min-sites", f"the round has {sample_num} sites, the site needs at least {self.min_sites}")
+            raise PolicyRefusal(
+                "min-sites", f"the round has {sample_num} sites, the site needs at least {self.min_sites}"
+            )
         if threshold < self.min_threshold or 2 * threshold <= share_num:
-            raise PolicyRefusal("min-threshold", f"threshold {threshold} of {share_num} shares; the site needs at least "
-                                f"{self.min_threshold} and more than half the shares")
+            raise PolicyRefusal(
+                "min-threshold",
+                f"threshold {threshold} of {share_num} shares; the site needs at least "
+                f"{self.min_threshold} and more than half the shares",
+            )
         if share_num > sample_num:
             raise PolicyRefusal("min-threshold", f"{share_num} shares for {sample_num} sites")
 
@@ -167,6 +178,10 @@ class SitePolicy:
     def check_round(self, local_epochs: int, lr_scale: float) -> None:
         """The training settings the server sends with a round."""
         if not 1 <= local_epochs <= self.max_local_epochs:
-            raise PolicyRefusal("max-local-epochs", f"{local_epochs} local epochs (the site allows 1-{self.max_local_epochs})")
+            raise PolicyRefusal(
+                "max-local-epochs", f"{local_epochs} local epochs (the site allows 1-{self.max_local_epochs})"
+            )
         if not (math.isfinite(lr_scale) and self.min_lr_scale <= lr_scale <= self.max_lr_scale):
-            raise PolicyRefusal("lr-scale", f"learning-rate factor {lr_scale} outside {self.min_lr_scale}-{self.max_lr_scale}")
+            raise PolicyRefusal(
+                "lr-scale", f"learning-rate factor {lr_scale} outside {self.min_lr_scale}-{self.max_lr_scale}"
+            )

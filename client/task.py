@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ConfigError
-from common.models.presets import check_phase
-
 from client.federated_site import Site
 from client.policy import SitePolicy, UpdateGuardError
+from common.errors import ConfigError
+from common.models.presets import check_phase
 
 
 @dataclass(frozen=True)
@@ -89,20 +88,21 @@ def check_finite(arrays: list[np.ndarray], what: str) -> None:
         raise UpdateGuardError(f"{what} is not finite", f"{bad} NaN or infinite values in {what}")
 
 
-def train_round(site: Site, preset_name: str, arrays: list[np.ndarray], instructions: RoundInstructions,
-                policy: SitePolicy) -> tuple[list[np.ndarray], int, dict[str, float | str]]:
+def train_round(
+    site: Site, preset_name: str, arrays: list[np.ndarray], instructions: RoundInstructions, policy: SitePolicy
+) -> tuple[list[np.ndarray], int, dict[str, float | str]]:
     """Train one round locally; returns (``local - global`` of the phase's arrays, training slices, metrics).
 
     ``arrays`` is one vector (``common.secagg.pack``): the phase's inputs in ``phase_inputs`` order, its
     context (cls: the frozen encoder), then the arrays it trains. Only the trained arrays' deltas go back,
-    packed the same way (SecAgg+ clips what it sends, so deltas; see ``common.secagg.delta``). Guards, before anything is computed or sent: the round's
+    packed the same way (SecAgg+ clips what it sends, so deltas; see ``common.secagg.delta``). Guards, before
+    anything is computed or sent: the round's
     settings within the site's policy, the global model finite; after training, the update finite and
     within the policy's norm bound (``UpdateGuardError`` otherwise: the site drops out of the round).
     """
-    from common.privacy import update_norm
-
     from common.models.presets import get_preset
     from common.models.sarco import context_keys, get_weights, phase_inputs, set_arrays
+    from common.privacy import update_norm
     from common.secagg import pack, weight_delta
     from common.train.data import SliceDataset
     from common.train.loops import train_phase
@@ -114,19 +114,28 @@ def train_round(site: Site, preset_name: str, arrays: list[np.ndarray], instruct
     keys = phase_inputs(model, phase)
     arrays = unpack_message(arrays, model, keys)
     set_arrays(model, keys, arrays, what=f"{phase} round {instructions.round}")
-    sent = arrays[len(context_keys(model, phase)):]
+    sent = arrays[len(context_keys(model, phase)) :]
     preset = get_preset(preset_name)
     dataset = SliceDataset(site.manifest, preset, phase, augment=True, seed=instructions.seed, cache_dir=site.cache_dir)
     result = train_phase(
-        model, phase, dataset, epochs=instructions.local_epochs, seed=instructions.seed, device=_device(),
-        prox_mu=instructions.proximal_mu, progress=False, lr=preset.lr(phase) * instructions.lr_scale,
+        model,
+        phase,
+        dataset,
+        epochs=instructions.local_epochs,
+        seed=instructions.seed,
+        device=_device(),
+        prox_mu=instructions.proximal_mu,
+        progress=False,
+        lr=preset.lr(phase) * instructions.lr_scale,
     )
     delta = weight_delta(get_weights(model, phase), sent)
     check_finite(delta, "the site's update")
     norm = update_norm(delta)
     if norm > policy.max_update_norm:
-        raise UpdateGuardError("the site's update norm is above the site's bound",
-                               f"update norm {norm:.4g} > max-update-norm {policy.max_update_norm:g}")
+        raise UpdateGuardError(
+            "the site's update norm is above the site's bound",
+            f"update norm {norm:.4g} > max-update-norm {policy.max_update_norm:g}",
+        )
     return [pack(delta)], int(result["num-examples"]), {"site": site.name, "loss": float(result["loss"])}
 
 
@@ -143,23 +152,30 @@ def add_site_noise(delta: list[np.ndarray], policy: SitePolicy, state: Any) -> t
     """
     from flwr.app import ConfigRecord
 
-    from common.privacy import clip_and_noise, gaussian_epsilon
-
     from client.policy import PolicyRefusal
+    from common.privacy import clip_and_noise, gaussian_epsilon
 
     record = state.config_records.get(PRIVACY_RECORD) or ConfigRecord({"releases": 0})
     releases = int(record["releases"]) + 1
     epsilon = gaussian_epsilon(releases, policy.dp_noise_multiplier, policy.dp_delta)
     if epsilon > policy.dp_max_epsilon:
-        raise PolicyRefusal("dp-max-epsilon", f"one more round would spend epsilon {epsilon:.3g} "
-                            f"> {policy.dp_max_epsilon:g} in this run")
+        raise PolicyRefusal(
+            "dp-max-epsilon",
+            f"one more round would spend epsilon {epsilon:.3g} > {policy.dp_max_epsilon:g} in this run",
+        )
     noised, _ = clip_and_noise(delta, policy.dp_clip_norm, policy.dp_noise_multiplier)
     state.config_records[PRIVACY_RECORD] = ConfigRecord({"releases": releases, "epsilon": epsilon})
     return noised, epsilon
 
 
-def evaluate_round(site: Site, preset_name: str, cutoff: str, arrays: list[np.ndarray],
-                   instructions: RoundInstructions, policy: SitePolicy) -> tuple[float, int, dict[str, float | str]]:
+def evaluate_round(
+    site: Site,
+    preset_name: str,
+    cutoff: str,
+    arrays: list[np.ndarray],
+    instructions: RoundInstructions,
+    policy: SitePolicy,
+) -> tuple[float, int, dict[str, float | str]]:
     """Score the global model on the site's holdout; returns (1 - Dice, patients, the site summary's numbers).
 
     ``arrays`` is one vector: ``get_weights(model, p)`` for each p in ``instructions.eval_phases``, packed.
@@ -175,9 +191,16 @@ def evaluate_round(site: Site, preset_name: str, cutoff: str, arrays: list[np.nd
     model = fresh_model(preset_name)
     keys = [k for phase in instructions.eval_phases for k in exchange_keys(model, phase)]
     set_arrays(model, keys, unpack_message(arrays, model, keys), what=f"evaluation of {instructions.phase}")
-    _, summary = evaluate_cases(model, get_preset(preset_name), read_manifest(site.manifest), cutoff=cutoff,
-                                split="holdout", with_classifier=instructions.phase == "cls",
-                                manifest_dir=site.manifest.parent, min_cohort=policy.min_cohort)
+    _, summary = evaluate_cases(
+        model,
+        get_preset(preset_name),
+        read_manifest(site.manifest),
+        cutoff=cutoff,
+        split="holdout",
+        with_classifier=instructions.phase == "cls",
+        manifest_dir=site.manifest.parent,
+        min_cohort=policy.min_cohort,
+    )
     metrics: dict[str, float | str] = dict(numeric_summary(summary))
     metrics["suppressed_metrics"] = ",".join(summary.get("suppressed_metrics", []))
     metrics["site"] = site.name

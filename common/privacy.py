@@ -28,8 +28,9 @@ def update_norm(arrays: Sequence[np.ndarray]) -> float:
     return math.sqrt(sum(float(np.square(np.asarray(a, dtype=np.float64)).sum()) for a in arrays))
 
 
-def clip_and_noise(arrays: Sequence[np.ndarray], clip_norm: float, noise_multiplier: float,
-                   rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], float]:
+def clip_and_noise(
+    arrays: Sequence[np.ndarray], clip_norm: float, noise_multiplier: float, rng: np.random.Generator | None = None
+) -> tuple[list[np.ndarray], float]:
     """Clip the update to ``clip_norm`` (L2, all arrays together), then add N(0, (noise_multiplier *
     clip_norm)^2) to every value; returns (the noised arrays in their dtypes, the norm before clipping).
 
@@ -37,7 +38,9 @@ def clip_and_noise(arrays: Sequence[np.ndarray], clip_norm: float, noise_multipl
     predictable, so never pass one seeded from anything the coordinator knows.
     """
     if clip_norm <= 0 or noise_multiplier < 0:
-        raise ValueError(f"clip_and_noise: need clip_norm > 0 and noise_multiplier >= 0, got {clip_norm}, {noise_multiplier}")
+        raise ValueError(
+            f"clip_and_noise: need clip_norm > 0 and noise_multiplier >= 0, got {clip_norm}, {noise_multiplier}"
+        )
     rng = np.random.default_rng() if rng is None else rng
     norm = update_norm(arrays)
     scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0

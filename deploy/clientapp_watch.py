@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from logging import DEBUG, ERROR, INFO, WARN
 from pathlib import Path
 from typing import Any
@@ -101,8 +101,15 @@ class ClientAppWatch:
         The SuperNode's process id (default: this process).
     """
 
-    def __init__(self, max_seconds: float = DEFAULT_MAX_SECONDS, *, root_pid: int | None = None,
-                 poll_s: float = POLL_S, run_check_s: float = RUN_CHECK_S, grace_s: float = GRACE_S) -> None:
+    def __init__(
+        self,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
+        *,
+        root_pid: int | None = None,
+        poll_s: float = POLL_S,
+        run_check_s: float = RUN_CHECK_S,
+        grace_s: float = GRACE_S,
+    ) -> None:
         if not max_seconds > 0:
             raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
         self.max_seconds = float(max_seconds)
@@ -128,8 +135,11 @@ class ClientAppWatch:
 
     def start(self) -> None:
         """Watch in two daemon threads: the local checks never wait on an unreachable SuperLink."""
-        _log(INFO, "ClientApp watch: a ClientApp ends when its run is over at the SuperLink or after %.0f s",
-             self.max_seconds)
+        _log(
+            INFO,
+            "ClientApp watch: a ClientApp ends when its run is over at the SuperLink or after %.0f s",
+            self.max_seconds,
+        )
         for target, name in ((self._watch, "clientapp-watch"), (self._check_runs, "clientapp-run-check")):
             threading.Thread(target=target, name=name, daemon=True).start()
 
@@ -145,10 +155,13 @@ class ClientAppWatch:
         from flwr.common.constant import Status
         from flwr.supercore.constant import TaskType
 
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         monotonic = monotonic if monotonic is not None else time.monotonic()
-        open_tasks = [t for t in self.state.get_tasks(statuses=[Status.PENDING, Status.STARTING, Status.RUNNING])
-                      if t.type == TaskType.CLIENT_APP]
+        open_tasks = [
+            t
+            for t in self.state.get_tasks(statuses=[Status.PENDING, Status.STARTING, Status.RUNNING])
+            if t.type == TaskType.CLIENT_APP
+        ]
         tasks = [t for t in open_tasks if t.status.status != Status.PENDING]
         with self._lock:
             self._running_runs = {t.run_id for t in tasks}
@@ -168,19 +181,25 @@ class ClientAppWatch:
             if monotonic - since >= self.grace_s:
                 kill_tree(process.pid)
                 self._stale_since.pop(process.pid, None)
-                ended.append(f"ClientApp pid {process.pid}: its task had ended {self.grace_s:.0f} s before, "
-                             "and it was still running")
+                ended.append(
+                    f"ClientApp pid {process.pid}: its task had ended {self.grace_s:.0f} s before, "
+                    "and it was still running"
+                )
         for task in (t for t in tasks if t.task_id not in self._ended):
             age = _age_s(task, now)
             reason = over.get(task.run_id)
             if reason is None and age > self.max_seconds:
-                reason = (f"it ran {age:.1f} s, longer than this site's limit of {self.max_seconds:g} s "
-                          "(--max-clientapp-seconds)")
+                reason = (
+                    f"it ran {age:.1f} s, longer than this site's limit of {self.max_seconds:g} s "
+                    "(--max-clientapp-seconds)"
+                )
             if reason is not None:
                 self._ended.add(task.task_id)
                 self._end(task, pids.get(task.task_id, []), reason)
-                ended.append(f"ClientApp of run {task.run_id} (task {task.task_id}, pid "
-                             f"{', '.join(map(str, pids.get(task.task_id, []))) or 'none'}): {reason}")
+                ended.append(
+                    f"ClientApp of run {task.run_id} (task {task.task_id}, pid "
+                    f"{', '.join(map(str, pids.get(task.task_id, []))) or 'none'}): {reason}"
+                )
         for line in ended:
             _log(WARN, "Ended %s", line)
         return ended
@@ -192,8 +211,11 @@ class ClientAppWatch:
         if not hasattr(self.state, "_store_error_replies"):
             # Without Flower's reply helper, the task is left to Flower's own heartbeat expiry, which
             # replies "ClientApp stopped responding" once the killed process has missed two heartbeats.
-            _log(ERROR, "ClientApp watch: this Flower's NodeState has no _store_error_replies; the node "
-                        "goes on only after Flower's heartbeat expiry (up to 60 s)")
+            _log(
+                ERROR,
+                "ClientApp watch: this Flower's NodeState has no _store_error_replies; the node "
+                "goes on only after Flower's heartbeat expiry (up to 60 s)",
+            )
         elif self.state.finish_task(task.task_id, SubStatus.FAILED, f"Ended by the site: {reason}"):
             self._answer(task.run_id, f"ClientApp ended by the site: {reason}", take_unpulled=True)
         for pid in pids:

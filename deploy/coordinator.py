@@ -59,8 +59,9 @@ class Credentials:
     key: Path | None = None
 
     @classmethod
-    def resolve(cls, pki: Path | None = None, ca: Path | None = None, cert: Path | None = None,
-                key: Path | None = None) -> Credentials:
+    def resolve(
+        cls, pki: Path | None = None, ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+    ) -> Credentials:
         """Explicit files win over the PKI folder's ca.crt / coordinator.crt / coordinator.key."""
         if pki is not None:
             ca = ca or pki / "ca.crt"
@@ -86,14 +87,17 @@ class Credentials:
         try:
             context = ssl.create_default_context(cafile=str(self.ca_cert))
         except ssl.SSLError as error:
-            raise ConfigError(f"not a PEM CA certificate ({error.reason or error}): use the consortium's ca.crt",
-                              self.ca_cert) from None
+            raise ConfigError(
+                f"not a PEM CA certificate ({error.reason or error}): use the consortium's ca.crt", self.ca_cert
+            ) from None
         if self.cert is not None:
             try:
                 context.load_cert_chain(str(self.cert), str(self.key))
             except ssl.SSLError as error:
-                raise ConfigError(f"cannot use {self.cert} with {self.key} ({error.reason or error}): "
-                                  "the key must be the certificate's own, unencrypted (coordinator.crt/.key)") from None
+                raise ConfigError(
+                    f"cannot use {self.cert} with {self.key} ({error.reason or error}): "
+                    "the key must be the certificate's own, unencrypted (coordinator.crt/.key)"
+                ) from None
         return context
 
 
@@ -139,8 +143,13 @@ def run_status(status: str, sub_status: str) -> str:
     return RUN_WORDS.get(sub_status, sub_status or "finished") if status == "finished" else status
 
 
-def node_status(flower_status: str, online_until: float | None, heartbeat_interval: float, now: datetime,
-                offline_at: datetime | None = None) -> tuple[str, datetime | None, float | None]:
+def node_status(
+    flower_status: str,
+    online_until: float | None,
+    heartbeat_interval: float,
+    now: datetime,
+    offline_at: datetime | None = None,
+) -> tuple[str, datetime | None, float | None]:
     """(status, last heard, seconds since) by the rule in the module docstring.
 
     ``online_until`` (epoch seconds) is what Flower stores for a node it calls online: last heartbeat
@@ -164,6 +173,7 @@ def _time(value: str | None) -> datetime | None:
 
 
 # -- the coordinator's registry: node id -> site name ------------------------------------------------
+
 
 def read_registry(state_dir: Path | None) -> dict[int, str]:
     """``<state-dir>/sites.json`` as {node id: site}; {} when there is none yet."""
@@ -221,6 +231,7 @@ def pki_site_keys(pki: Path | None) -> dict[bytes, str]:
 
 # -- the client ---------------------------------------------------------------------------------------
 
+
 class Coordinator:
     """Control API calls through the gate at ADDRESS ("host:port") with CREDENTIALS.
 
@@ -228,11 +239,20 @@ class Coordinator:
     ``state_dir``'s registry and the PKI folder's ``sites/*.pub`` (``pki``), after the SuperLink's own.
     """
 
-    def __init__(self, address: str, credentials: Credentials, *, state_dir: Path | None = None,
-                 pki: Path | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        credentials: Credentials,
+        *,
+        state_dir: Path | None = None,
+        pki: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         if not address or address.startswith(("http://", "https://")) or ":" not in address:
-            raise ConfigError(f"--address {address!r}: give the gate as HOST:PORT (e.g. link.consortium.example:9443), "
-                              f"or set {ADDRESS_ENV}")
+            raise ConfigError(
+                f"--address {address!r}: give the gate as HOST:PORT (e.g. link.consortium.example:9443), "
+                f"or set {ADDRESS_ENV}"
+            )
         self.address = address
         self.credentials = credentials
         self.state_dir = state_dir
@@ -262,7 +282,10 @@ class Coordinator:
 
             self._client = ControlHttpClient(
                 f"https://{self.address}",
-                interceptors=[CliClientHttpInterceptor(), RuntimeVersionHttpInterceptor(component_name="sarcofed coordinator")],
+                interceptors=[
+                    CliClientHttpInterceptor(),
+                    RuntimeVersionHttpInterceptor(component_name="sarcofed coordinator"),
+                ],
                 verify=self.credentials.ssl_context(),
                 timeout=self._timeout,
             )
@@ -302,7 +325,9 @@ class Coordinator:
             key = bytes(info.public_key)
             named = info.name if info.HasField("name") else ""
             site = named or registry.get(info.node_id) or keys.get(key)
-            nodes.append((key, NodeState(info.node_id, site, status, info.status, last, since, _time(info.registered_at))))
+            nodes.append(
+                (key, NodeState(info.node_id, site, status, info.status, last, since, _time(info.registered_at)))
+            )
         return sorted(nodes, key=lambda pair: pair[1].registered_at or now)
 
     def stream_log(self, run_id: int, follow: bool = False) -> Iterator[str]:
@@ -349,8 +374,9 @@ class Coordinator:
             raise ConfigError(f"cannot build the app: {_one_line(error)}", app) from None
         fab_id, fab_version = get_metadata_from_config(config)
         fab = Fab(hashlib.sha256(fab_bytes).hexdigest(), fab_bytes, {})
-        request = StartRunRequest(fab=fab_to_proto(fab), override_config=user_config_to_proto(overrides),
-                                  federation=federation)
+        request = StartRunRequest(
+            fab=fab_to_proto(fab), override_config=user_config_to_proto(overrides), federation=federation
+        )
         with self._translated():
             reply = self.client.StartRun(request)
         if not reply.HasField("run_id"):
@@ -362,8 +388,9 @@ class Coordinator:
 
         A key the SuperLink already knows keeps its node id: only the site name is recorded.
         """
-        from deploy.pki import validate_site_name
         from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=E0611
+
+        from deploy.pki import validate_site_name
 
         validate_site_name(site)
         key = public_key_bytes(public_key)
@@ -371,8 +398,9 @@ class Coordinator:
         taken = [n for _k, n in known if n.site == site]
         node = next((n for k, n in known if k == key), None)
         if taken and (node is None or taken[0].node_id != node.node_id):
-            raise ConfigError(f"site name {site!r} already belongs to node {taken[0].node_id}: "
-                              "every hospital needs its own name")
+            raise ConfigError(
+                f"site name {site!r} already belongs to node {taken[0].node_id}: every hospital needs its own name"
+            )
         if node is None:
             with self._translated():
                 reply = self.client.RegisterNode(RegisterNodeRequest(public_key=key, name=site))
@@ -397,8 +425,10 @@ class Coordinator:
         except httpx.TransportError as error:
             raise ConfigError(_transport(error, self.address, self.credentials)) from None
         except ValueError as error:  # Flower: a body that is not the Control API's protobuf
-            raise ConfigError(f"{self.address} did not answer as a SuperLink Control API ({_one_line(error)}): "
-                              "check --address (the gate's HOST:PORT)") from None
+            raise ConfigError(
+                f"{self.address} did not answer as a SuperLink Control API ({_one_line(error)}): "
+                "check --address (the gate's HOST:PORT)"
+            ) from None
 
 
 def _run_info(run: Any, now: datetime) -> RunInfo:
@@ -433,13 +463,19 @@ def _refusal(response: Any, address: str, credentials: Credentials) -> str:
         return f"the SuperLink at {address} refused: {flower.message}{detail}"
     if code == 403 and "certificate" in body:
         if credentials.cert is None:
-            return (f"the gate at {address} refused the control call (403): no client certificate was presented; "
-                    f"pass --pki FOLDER or --cert/--key with coordinator.crt/.key")
-        return (f"the gate at {address} refused {credentials.describe()} (403): "
-                "it is not a coordinator certificate of this consortium")
+            return (
+                f"the gate at {address} refused the control call (403): no client certificate was presented; "
+                f"pass --pki FOLDER or --cert/--key with coordinator.crt/.key"
+            )
+        return (
+            f"the gate at {address} refused {credentials.describe()} (403): "
+            "it is not a coordinator certificate of this consortium"
+        )
     if code == 400 and "SSL certificate" in body:
-        return (f"the gate at {address} refused {credentials.describe()} (400 \"The SSL certificate error\"): "
-                "it is revoked, not issued by the consortium CA, or not a client (coordinator) certificate")
+        return (
+            f'the gate at {address} refused {credentials.describe()} (400 "The SSL certificate error"): '
+            "it is revoked, not issued by the consortium CA, or not a client (coordinator) certificate"
+        )
     if code == 401:
         return f"the SuperLink at {address} wants an account login (401), which a SarcoFed consortium does not use"
     first = body.strip().splitlines()[0][:200] if body.strip() else response.reason_phrase
@@ -453,10 +489,14 @@ def _transport(error: Any, address: str, credentials: Credentials) -> str:
     text = _one_line(error)
     if "CERTIFICATE_VERIFY_FAILED" in text:
         if "mismatch" in text:
-            return (f"the server at {address} has a certificate of the consortium CA that is not made out to "
-                    f"that name or address: use the host name or IP the PKI was made with (`sarcofed pki init --host/--ip`)")
-        return (f"the server at {address} is not vouched for by {credentials.ca_cert}: wrong CA certificate "
-                "(use the consortium's ca.crt) or wrong address")
+            return (
+                f"the server at {address} has a certificate of the consortium CA that is not made out to "
+                f"that name or address: use the host name or IP the PKI was made with (`sarcofed pki init --host/--ip`)"
+            )
+        return (
+            f"the server at {address} is not vouched for by {credentials.ca_cert}: wrong CA certificate "
+            "(use the consortium's ca.crt) or wrong address"
+        )
     if "ALERT" in text.upper() and "CERTIFICATE" in text.upper():
         return f"the gate at {address} refused {credentials.describe()} during the TLS handshake ({text})"
     if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:

@@ -6,7 +6,8 @@ One place builds the command lines, so the hardened flags cannot drift apart:
   telemetry and the PyPI update check off, bound to loopback by default (the proxy in
   ``deploy/proxy.py`` is what the network sees).
 - SuperNode: ``--root-certificates`` (the consortium CA), ``--auth-supernode-private-key`` (its
-  registered key), ``--node-config "data-path=<manifest.csv> site-name=..."`` (what client/federated_site.py reads) and its own ``--port`` for the local
+  registered key), ``--node-config "data-path=<manifest.csv> site-name=..."`` (what client/federated_site.py
+  reads) and its own ``--port`` for the local
   runtime API (several SuperNodes on one host would collide on 9094).
 - Coordinator: ``$FLWR_HOME/config.toml`` with an absolute ``root-certificates`` path (Flower resolves
   relative paths against the CWD of each `flwr` call).
@@ -38,22 +39,33 @@ SUPERNODE_RUNTIME_PORT = 9094  # a SuperNode's local runtime API (ClientApps con
 FEDERATION = "sarcofed"
 
 
-def flower_env(flwr_home: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for every Flower process: our FLWR_HOME, no telemetry, no update check, no uv installs."""
+QUIET_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",  # Ray's own usage telemetry (a local simulation's sites run on Ray)
+    "PYTHONUNBUFFERED": "1",  # log lines (and `flwr run --stream`) reach the reader as they are written
+}
+"""Set in every Flower process we start, deployed or simulated: nothing leaves, nothing is installed."""
+
+
+def flower_env(
+    flwr_home: Path, base: Mapping[str, str] | None = None, *, superexec_poll_s: float | None = 0.2
+) -> dict[str, str]:
+    """Environment for every Flower process: our FLWR_HOME, QUIET_ENV, this venv's scripts first on PATH.
+
+    ``superexec_poll_s``: how often a SuperExec looks for a message to start an app for (Flower's
+    default 1 s; a caller's own value wins). Deployed, every round is five such hand-overs at each
+    site, so 0.2 s; a local simulation keeps Flower's default (None): there the polling costs CPU in
+    SuperExec and SuperLink for the whole run, taken from the sites' training.
+    """
     env = dict(os.environ if base is None else base)
-    env.update(
-        FLWR_HOME=str(Path(flwr_home).resolve()),
-        FLWR_TELEMETRY_ENABLED="0",
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        PYTHONUNBUFFERED="1",
-    )
-    # A SuperExec looks for a message to start a ClientApp for every second by default; every round is
-    # five such hand-overs at each site (Flower's own setting, a local request).
-    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
+    env.update(QUIET_ENV, FLWR_HOME=str(Path(flwr_home).resolve()))
+    if superexec_poll_s is not None:
+        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(superexec_poll_s))
     # The SuperLink and SuperNodes start flower-superexec / flwr-serverapp / flwr-clientapp by name.
     scripts = str(Path(sys.executable).parent)
-    if scripts not in env.get("PATH", "").split(os.pathsep):
+    if env.get("PATH", "").split(os.pathsep)[0] != scripts:
         env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -64,28 +76,45 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def superlink_command(pki: PkiPaths, database: Path, *, host: str = "127.0.0.1", port: int = SUPERLINK_PORT) -> list[str]:
+def superlink_command(
+    pki: PkiPaths, database: Path, *, host: str = "127.0.0.1", port: int = SUPERLINK_PORT
+) -> list[str]:
     """`flower-superlink` with TLS, SuperNode authentication and a persistent SQLite database."""
     for path in (pki.ca_cert, pki.superlink_cert, pki.superlink_key):
         if not path.is_file():
-            raise ConfigError(f"the SuperLink needs {path.name}; run `sarcofed pki init {pki.root} --host NAME` first", path)
+            raise ConfigError(
+                f"the SuperLink needs {path.name}; run `sarcofed pki init {pki.root} --host NAME` first", path
+            )
     return [
         _bin("flower-superlink"),
-        "--ssl-ca-certfile", str(pki.ca_cert),
-        "--ssl-certfile", str(pki.superlink_cert),
-        "--ssl-keyfile", str(pki.superlink_key),
+        "--ssl-ca-certfile",
+        str(pki.ca_cert),
+        "--ssl-certfile",
+        str(pki.superlink_cert),
+        "--ssl-keyfile",
+        str(pki.superlink_key),
         "--enable-supernode-auth",
-        "--database", str(database),
+        "--database",
+        str(database),
         "--disable-runtime-dependency-installation",
-        "--host", host,
-        "--port", str(port),
+        "--host",
+        host,
+        "--port",
+        str(port),
     ]
 
 
 def insecure_superlink_command(port: int, *, host: str = "127.0.0.1") -> list[str]:
     """`flower-superlink` in plain text with in-memory state: loopback tests of the deployed process model only."""
-    return [_bin("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-            "--host", host, "--port", str(port)]
+    return [
+        _bin("flower-superlink"),
+        "--insecure",
+        "--disable-runtime-dependency-installation",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
 
 
 def supernode_command(
@@ -128,9 +157,12 @@ def supernode_command(
     if private_key is not None:
         command += ["--auth-supernode-private-key", str(private_key)]
     command += [
-        "--node-config", node_config_arg(node_config),
-        "--host", "127.0.0.1",
-        "--port", str(runtime_port),
+        "--node-config",
+        node_config_arg(node_config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(runtime_port),
     ]
     if max_retries is not None:
         command += ["--max-retries", str(max_retries)]
@@ -141,6 +173,7 @@ def supernode_command(
 
 def node_config_arg(values: Mapping[str, str | int | float | bool]) -> str:
     """``key=value`` pairs as Flower parses them (each value a TOML literal: strings quoted)."""
+
     def literal(value: str | int | float | bool) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -153,29 +186,52 @@ def node_config_arg(values: Mapping[str, str | int | float | bool]) -> str:
     return " ".join(f"{key}={literal(value)}" for key, value in values.items())
 
 
+def toml_value(value: str | int | float | bool) -> str:
+    """VALUE as a TOML literal (strings quoted and escaped)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_flower_config(
+    flwr_home: Path, connections: Mapping[str, Mapping[str, str | int | float | bool]], comment: str = ""
+) -> Path:
+    """Write ``$FLWR_HOME/config.toml``: one ``[superlink.NAME]`` table per connection, the first the default.
+
+    Keys are written as given (Flower's dotted ones too, ``options.num-supernodes``). Replaces an
+    existing config.toml: the FLWR_HOME is ours.
+    """
+    if not connections:
+        raise ConfigError("a Flower config needs at least one SuperLink connection")
+    flwr_home = Path(flwr_home)
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {comment}"] if comment else []
+    lines += ["[superlink]", f"default = {toml_value(next(iter(connections)))}"]
+    for name, settings in connections.items():
+        lines += ["", f"[superlink.{name}]", *(f"{key} = {toml_value(value)}" for key, value in settings.items())]
+    config = flwr_home / "config.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
 def write_coordinator_config(flwr_home: Path, ca_cert: Path, connections: Mapping[str, str]) -> Path:
     """Write ``$FLWR_HOME/config.toml`` with one TLS connection per NAME -> "host:port" (the first is the default).
 
     ``root-certificates`` is made absolute: Flower reads it relative to the CWD of each `flwr` call.
-    Replaces an existing config.toml in this FLWR_HOME (it is ours: the deployment controls FLWR_HOME).
     """
     if not connections:
         raise ConfigError("the coordinator config needs at least one SuperLink connection (name -> host:port)")
-    flwr_home = Path(flwr_home)
-    flwr_home.mkdir(parents=True, exist_ok=True)
     ca = Path(ca_cert).resolve()
     if not ca.is_file():
         raise ConfigError("the coordinator needs the consortium CA certificate; copy ca.crt from the PKI folder", ca)
-    lines = [
-        "# Written by SarcoFed deploy/launch.py: the coordinator's connections to the consortium SuperLink.",
-        "[superlink]",
-        f'default = "{next(iter(connections))}"',
-    ]
-    for name, address in connections.items():
-        lines += ["", f"[superlink.{name}]", f'address = "{address}"', f'root-certificates = "{ca}"']
-    config = flwr_home / "config.toml"
-    config.write_text("\n".join(lines) + "\n")
-    return config
+    tables = {name: {"address": address, "root-certificates": str(ca)} for name, address in connections.items()}
+    return write_flower_config(
+        flwr_home,
+        tables,
+        "Written by SarcoFed deploy/launch.py: the coordinator's connections to the consortium SuperLink.",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -215,12 +271,21 @@ class Managed:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start(name: str, command: Sequence[str], env: Mapping[str, str], log_dir: Path, cwd: Path | None = None) -> Managed:
-    """Start COMMAND in its own process group, stdout+stderr to LOG_DIR/NAME.log."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{name}.log"
+def start(
+    name: str,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log_dir: Path,
+    cwd: Path | None = None,
+    log_path: Path | None = None,
+) -> Managed:
+    """Start COMMAND in its own process group, stdout+stderr appended to LOG_PATH (default LOG_DIR/NAME.log)."""
+    log = log_path or log_dir / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as handle:
-        popen = subprocess.Popen(list(command), env=dict(env), stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        popen = subprocess.Popen(
+            list(command), env=dict(env), stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
     return Managed(name, popen, log)
 
 
@@ -283,6 +348,10 @@ def stop_all(processes: Sequence[Managed], grace: float = 5.0) -> None:
     for process in processes:
         for pid in process.descendants | descendants(process.popen.pid):
             _signal(pid, signal.SIGKILL)
+        try:  # orphans re-parented away from the tree but still in the process group start() gave it
+            os.killpg(process.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         try:
             process.popen.wait(timeout=2)
         except subprocess.TimeoutExpired:

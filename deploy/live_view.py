@@ -75,8 +75,12 @@ _HOLDOUT = {"n", "dice_mean", "sma_abs_pct_err_mean", "sarcopenia_accuracy", "cl
 def _read_metrics_cached(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
     """metrics.csv as written (``mtime_ns`` and ``size`` key the cache, so a new row is a new read)."""
     try:  # only an empty cell is missing: a site may be called "NA"
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
-                            dtype={"site": str, "phase": str, "suppressed_metrics": str, "status": str})
+        frame = pd.read_csv(
+            path,
+            keep_default_na=False,
+            na_values=[""],
+            dtype={"site": str, "phase": str, "suppressed_metrics": str, "status": str},
+        )
     except (pd.errors.EmptyDataError, pd.errors.ParserError):
         return pd.DataFrame(columns=list(COLUMNS))
     return frame if _ends_with_newline(Path(path)) else frame.iloc[:-1]  # a row still being appended waits
@@ -122,8 +126,13 @@ def run_folders(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and not p.is_symlink()
-             and any((p / name).exists() for name in (RUN_RECORD, "metrics.csv", "summary.json"))]
+    found = [
+        p
+        for p in run_dir.iterdir()
+        if p.is_dir()
+        and not p.is_symlink()
+        and any((p / name).exists() for name in (RUN_RECORD, "metrics.csv", "summary.json"))
+    ]
     return sorted(found, key=lambda p: p.name, reverse=True)
 
 
@@ -230,7 +239,7 @@ def _flower_run_ids(record: Mapping[str, Any], summary: Mapping[str, Any] | None
 
 
 def run_status(folder: Path, record: Mapping[str, Any], summary: Mapping[str, Any] | None) -> str:
-    """"running" while no summary covers the folder's last Flower run or its last rows; else the outcome.
+    """ "running" while no summary covers the folder's last Flower run or its last rows; else the outcome.
 
     A resumed run works in a folder that already holds the previous run's summary.json: it is running
     while run.json lists more Flower runs than that summary names.
@@ -276,15 +285,17 @@ class RunFiles:
             record = {}
         summary = _read_json(folder / "summary.json")
         status = run_status(folder, record, summary)
-        return cls(folder, record, summary, read_metrics(folder), status,
-                   _schedule(record, summary, status == "running"))
+        return cls(
+            folder, record, summary, read_metrics(folder), status, _schedule(record, summary, status == "running")
+        )
 
 
 def run_overview(run: RunFiles, now: float) -> dict[str, Any]:
     """One line of the runs table: name, status, Flower run ids, schedule, last round, last change."""
     config = run.record.get("run_config") or {}
-    changed = max(filter(None, (_mtime(run.folder / n) for n in (RUN_RECORD, "metrics.csv", "summary.json"))),
-                  default=None)
+    changed = max(
+        filter(None, (_mtime(run.folder / n) for n in (RUN_RECORD, "metrics.csv", "summary.json"))), default=None
+    )
     return {
         "name": run.folder.name,
         "status": run.status,
@@ -302,9 +313,14 @@ def _site_rows(rows: pd.DataFrame, columns: list[tuple[str, str, str]]) -> list[
     out = []
     for r in records:
         row = r.to_dict()
-        out.append({"site": str(row["site"]), "pooled": str(row["site"]) == POOLED,
-                    "cells": [cell(row, name, kind) for name, _, kind in columns],
-                    "status": _status_text(row.get("status"))})
+        out.append(
+            {
+                "site": str(row["site"]),
+                "pooled": str(row["site"]) == POOLED,
+                "cells": [cell(row, name, kind) for name, _, kind in columns],
+                "status": _status_text(row.get("status")),
+            }
+        )
     return out
 
 
@@ -314,17 +330,24 @@ def _table_columns(metrics: pd.DataFrame) -> list[tuple[str, str, str]]:
     return [c for c in TABLE_COLUMNS if c[0] != "dp_epsilon" or has_dp]
 
 
-def rounds_by_site(metrics: pd.DataFrame, schedule: Mapping[str, int]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+def rounds_by_site(
+    metrics: pd.DataFrame, schedule: Mapping[str, int]
+) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
     """(columns, rounds newest first), each round with its title, status and rows (sites, then pooled)."""
     columns = _table_columns(metrics)
     rounds = []
     for global_round, rows in metrics.groupby("global_round", sort=True):
         first = rows.iloc[0]
         statuses = {_status_text(s) for s in rows["status"]}
-        rounds.append({"global_round": int(global_round), "phase": str(first["phase"]),
-                       "title": _round_title(first["phase"], first["round"], global_round, schedule),
-                       "status": "ok" if statuses == {"ok"} else "; ".join(sorted(statuses - {"ok"})),
-                       "rows": _site_rows(rows, columns)})
+        rounds.append(
+            {
+                "global_round": int(global_round),
+                "phase": str(first["phase"]),
+                "title": _round_title(first["phase"], first["round"], global_round, schedule),
+                "status": "ok" if statuses == {"ok"} else "; ".join(sorted(statuses - {"ok"})),
+                "rows": _site_rows(rows, columns),
+            }
+        )
     rounds.reverse()
     return [{"key": name, "label": label} for name, label, _ in columns], rounds
 
@@ -333,14 +356,26 @@ def failures(metrics: pd.DataFrame, summary: Mapping[str, Any] | None) -> list[d
     """The run's failures: summary.json's (written when a run ends), else the aborted rounds so far."""
     listed = (summary or {}).get("failures")
     if isinstance(listed, list) and listed:
-        return [{"when": f"{phase_name(f.get('phase'))} round {f.get('round', EMPTY)}",
-                 "stage": STAGES.get(str(f.get("stage")), str(f.get("stage") or EMPTY)),
-                 "reason": str(f.get("reason") or EMPTY)} for f in listed if isinstance(f, Mapping)]
+        return [
+            {
+                "when": f"{phase_name(f.get('phase'))} round {f.get('round', EMPTY)}",
+                "stage": STAGES.get(str(f.get("stage")), str(f.get("stage") or EMPTY)),
+                "reason": str(f.get("reason") or EMPTY),
+            }
+            for f in listed
+            if isinstance(f, Mapping)
+        ]
     if metrics.empty:
         return []
     aborted = metrics[metrics["status"].astype(str).str.startswith("aborted")]
-    return [{"when": f"{phase_name(r['phase'])} round {int(_number(r['round']))}", "stage": STAGES["round"],
-             "reason": str(r["status"])} for _, r in aborted.iterrows()]
+    return [
+        {
+            "when": f"{phase_name(r['phase'])} round {int(_number(r['round']))}",
+            "stage": STAGES["round"],
+            "reason": str(r["status"]),
+        }
+        for _, r in aborted.iterrows()
+    ]
 
 
 def _settings(record: Mapping[str, Any], summary: Mapping[str, Any] | None) -> list[str]:
@@ -351,14 +386,19 @@ def _settings(record: Mapping[str, Any], summary: Mapping[str, Any] | None) -> l
     strategy = summary.get("strategy") or config.get("strategy")
     secure = summary.get("secure_aggregation", config.get("secure-aggregation"))
     cutoff = summary.get("cutoff") or config.get("cutoff")
-    lines = [f"Preset {preset or EMPTY}, strategy {strategy or EMPTY}, secure aggregation "
-             + ("on (SecAgg+)" if secure else "off" if secure is not None else EMPTY),
-             f"Sarcopenia cutoff {cutoff or EMPTY}"]
+    lines = [
+        f"Preset {preset or EMPTY}, strategy {strategy or EMPTY}, secure aggregation "
+        + ("on (SecAgg+)" if secure else "off" if secure is not None else EMPTY),
+        f"Sarcopenia cutoff {cutoff or EMPTY}",
+    ]
     for run in record.get("flower_runs") or []:
         after = run.get("resumed_after") if isinstance(run, Mapping) else None
         started = run.get("started", EMPTY) if isinstance(run, Mapping) else EMPTY
-        resumed = (f", resumed after {phase_name(after.get('phase'))} round {after.get('round')}"
-                   if isinstance(after, Mapping) else "")
+        resumed = (
+            f", resumed after {phase_name(after.get('phase'))} round {after.get('round')}"
+            if isinstance(after, Mapping)
+            else ""
+        )
         lines.append(f"Flower run {run.get('run_id', EMPTY)} started {readable_time(started)}{resumed}")
     if summary.get("wall_seconds") is not None:
         lines.append(f"Wall time {duration(summary['wall_seconds'])}")
@@ -368,8 +408,13 @@ def _settings(record: Mapping[str, Any], summary: Mapping[str, Any] | None) -> l
 def run_detail(run: RunFiles, now: float) -> dict[str, Any]:
     """The chosen run: its overview plus settings, per-site metrics by round and failures."""
     columns, rounds = rounds_by_site(run.metrics, run.schedule)
-    return {**run_overview(run, now), "settings": _settings(run.record, run.summary), "columns": columns,
-            "rounds": rounds, "failures": failures(run.metrics, run.summary)}
+    return {
+        **run_overview(run, now),
+        "settings": _settings(run.record, run.summary),
+        "columns": columns,
+        "rounds": rounds,
+        "failures": failures(run.metrics, run.summary),
+    }
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -387,15 +432,22 @@ def node_rows(nodes: NodesSource, now: float) -> dict[str, Any]:
         listed = nodes()
     except Exception as error:  # any failure of the source is shown on the page, not raised into the server
         return {"error": f"nodes unavailable: {error}", "rows": []}
-    rows = [{"node_id": str(n.get("node_id", EMPTY)), "site": str(n.get("site") or EMPTY),
-             "status": str(n.get("status") or EMPTY), "last_seen": _last_seen(n.get("last_seen"), now)}
-            for n in listed]
+    rows = [
+        {
+            "node_id": str(n.get("node_id", EMPTY)),
+            "site": str(n.get("site") or EMPTY),
+            "status": str(n.get("status") or EMPTY),
+            "last_seen": _last_seen(n.get("last_seen"), now),
+        }
+        for n in listed
+    ]
     return {"error": "", "rows": sorted(rows, key=lambda r: (r["site"], r["node_id"]))}
 
 
 # ----------------------------------------------------------------------------- the whole state
-def run_dir_state(run_dir: Path, run: str | None = None, nodes: NodesSource | None = None,
-                  now: float | None = None) -> dict[str, Any]:
+def run_dir_state(
+    run_dir: Path, run: str | None = None, nodes: NodesSource | None = None, now: float | None = None
+) -> dict[str, Any]:
     """What the page shows, as JSON-ready text.
 
     Parameters
@@ -464,7 +516,8 @@ def check_bind(host: str, allow_remote: bool) -> None:
         f"live view: refusing to listen on {host}: the page shows every site's metrics to whoever reaches "
         f"the port. Keep {DEFAULT_HOST} and reach it through an SSH tunnel "
         f"(ssh -N -L {DEFAULT_PORT}:127.0.0.1:{DEFAULT_PORT} coordinator-host) or the nginx client-certificate "
-        "gate (docs/live-view.md); or pass --allow-remote.")
+        "gate (docs/live-view.md); or pass --allow-remote."
+    )
 
 
 def _host_name(header: str | None) -> str:
@@ -472,7 +525,7 @@ def _host_name(header: str | None) -> str:
     if not header:
         return ""
     if header.startswith("["):
-        return header[1:header.find("]")] if "]" in header else header
+        return header[1 : header.find("]")] if "]" in header else header
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
@@ -485,8 +538,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if not self.server.allow_remote and not is_loopback(_host_name(self.headers.get("Host"))):
-            self._send(HTTPStatus.FORBIDDEN, b"live view: requests must be addressed to 127.0.0.1 or localhost\n",
-                       "text/plain; charset=utf-8")
+            self._send(
+                HTTPStatus.FORBIDDEN,
+                b"live view: requests must be addressed to 127.0.0.1 or localhost\n",
+                "text/plain; charset=utf-8",
+            )
             return
         url = urlsplit(self.path)
         if url.path in ("/", "/index.html"):
@@ -501,8 +557,11 @@ class _Handler(BaseHTTPRequestHandler):
             state = run_dir_state(self.server.run_dir, run, self.server.nodes)
         except Exception as error:  # a folder the view cannot read: say so on the page, keep serving
             self.log_error("live view: state of %s: %r", self.server.run_dir, error)
-            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot read {self.server.run_dir}: {error}\n".encode(),
-                       "text/plain; charset=utf-8")
+            self._send(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                f"cannot read {self.server.run_dir}: {error}\n".encode(),
+                "text/plain; charset=utf-8",
+            )
             return
         self._send(HTTPStatus.OK, json.dumps(state, allow_nan=False).encode(), "application/json")
 
@@ -513,8 +572,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
-                         "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
+        self.send_header(
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; "
+            "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+        )
         self.end_headers()
         self.wfile.write(body)
 
@@ -541,8 +603,14 @@ class LiveViewServer(ThreadingHTTPServer):
         return f"http://[{host}]:{port}/" if ":" in str(host) else f"http://{host}:{port}/"
 
 
-def make_server(run_dir: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-                nodes: NodesSource | None = None, allow_remote: bool = False) -> LiveViewServer:
+def make_server(
+    run_dir: Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    nodes: NodesSource | None = None,
+    allow_remote: bool = False,
+) -> LiveViewServer:
     """A bound (not yet serving) live-view server; port 0 picks a free one (``server.url`` says which).
 
     Raises
@@ -554,12 +622,20 @@ def make_server(run_dir: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
     try:
         return LiveViewServer((host, port), run_dir, nodes, allow_remote)
     except OSError as error:
-        raise ConfigError(f"live view: cannot listen on {host}:{port} ({error.strerror}); pick another --port") from None
+        raise ConfigError(
+            f"live view: cannot listen on {host}:{port} ({error.strerror}); pick another --port"
+        ) from None
 
 
-def serve(run_dir: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-          nodes: NodesSource | None = None, allow_remote: bool = False,
-          on_ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    run_dir: Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    nodes: NodesSource | None = None,
+    allow_remote: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve the live view until interrupted (Ctrl-C); ``on_ready`` gets the URL once it listens."""
     server = make_server(run_dir, host, port, nodes=nodes, allow_remote=allow_remote)
     if on_ready is not None:
@@ -578,7 +654,8 @@ PAGE = """<!doctype html>
 <title>SarcoFed live view</title>
 <style>
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1f2328; background: #f6f7f9; }
-header { background: #243447; color: #fff; padding: 10px 20px; display: flex; align-items: baseline; gap: 16px; flex-wrap: wrap; }
+header { background: #243447; color: #fff; padding: 10px 20px; \
+display: flex; align-items: baseline; gap: 16px; flex-wrap: wrap; }
 header h1 { font-size: 18px; margin: 0; font-weight: 600; }
 header .dir { font-family: ui-monospace, monospace; font-size: 13px; color: #c8d3df; }
 header .live { margin-left: auto; font-size: 13px; color: #c8d3df; }
@@ -614,7 +691,8 @@ details > summary { cursor: pointer; font-size: 13px; color: #3b4450; margin: 8p
 ul.failures { margin: 4px 0; padding-left: 18px; font-size: 13px; }
 </style></head>
 <body>
-<header><h1>SarcoFed live view</h1><span class="dir" id="dir"></span><span class="live" id="live">connecting...</span></header>
+<header><h1>SarcoFed live view</h1><span class="dir" id="dir"></span>\
+<span class="live" id="live">connecting...</span></header>
 <main>
 <section id="nodes-section" hidden><h2>Nodes</h2><div id="nodes"></div></section>
 <section><h2>Runs</h2><div id="runs"></div></section>
@@ -639,7 +717,8 @@ function el(tag, props, children) {
 
 function badgeClass(status) {
   const word = String(status).split(/[:\\s]/)[0];
-  return ["running", "completed", "finished", "ok", "online", "silent", "failed", "aborted", "offline"].includes(word) ? word : "other";
+  return ["running", "completed", "finished", "ok", "online", "silent", "failed", "aborted", "offline"]\
+.includes(word) ? word : "other";
 }
 
 function badge(status) { return el("span", {class: "badge " + badgeClass(status), text: status}); }
@@ -647,7 +726,8 @@ function badge(status) { return el("span", {class: "badge " + badgeClass(status)
 function statusView(status) {
   const cut = String(status).indexOf(":");
   if (cut < 0) return badge(status);
-  return el("span", {}, [badge(status.slice(0, cut)), el("span", {class: "why", text: " " + status.slice(cut + 1).trim()})]);
+  return el("span", {}, [badge(status.slice(0, cut)), \
+el("span", {class: "why", text: " " + status.slice(cut + 1).trim()})]);
 }
 
 function table(heads, rows) {
@@ -669,7 +749,8 @@ function renderNodes(nodes) {
   const box = document.getElementById("nodes");
   box.replaceChildren();
   if (nodes.error) box.appendChild(el("div", {class: "error", text: nodes.error}));
-  if (!nodes.rows.length) { if (!nodes.error) box.appendChild(el("div", {class: "none", text: "No node registered."})); return; }
+  if (!nodes.rows.length) { \
+if (!nodes.error) box.appendChild(el("div", {class: "none", text: "No node registered."})); return; }
   box.appendChild(table(["Site", "Node id", "Status", "Last seen"], nodes.rows.map(n =>
     el("tr", {}, [el("td", {text: n.site}), el("td", {class: "num", text: n.node_id}),
                   el("td", {}, [badge(n.status)]), el("td", {text: n.last_seen})]))));
@@ -679,18 +760,23 @@ function renderRuns(state) {
   const box = document.getElementById("runs");
   box.replaceChildren();
   if (!state.runs.length) {
-    box.appendChild(el("div", {class: "none", text: "No run folder under " + state.run_dir + " yet: runs appear here as the ServerApp starts them."}));
+    box.appendChild(el("div", {class: "none", text: "No run folder under " + state.run_dir + \
+" yet: runs appear here as the ServerApp starts them."}));
     return;
   }
   const rows = state.runs.map(r => {
     const tr = el("tr", {class: state.run && r.name === state.run.name ? "chosen" : ""}, [
-      el("td", {class: "name", text: r.name}), el("td", {}, [statusView(r.status)]), el("td", {text: r.flower_run_ids.join(", ") || "-"}),
-      el("td", {text: r.preset}), el("td", {text: r.schedule}), el("td", {text: r.last_round}), el("td", {text: r.changed})]);
+      el("td", {class: "name", text: r.name}), el("td", {}, [statusView(r.status)]), \
+el("td", {text: r.flower_run_ids.join(", ") || "-"}),
+      el("td", {text: r.preset}), el("td", {text: r.schedule}), el("td", {text: r.last_round}), \
+el("td", {text: r.changed})]);
     tr.addEventListener("click", () => { chosen = r.name; poll(); });
     return tr;
   });
-  box.appendChild(table(["Run folder", "Status", "Flower run ids", "Preset", "Schedule", "Last round", "Last change"], rows));
-  if (state.more_runs) box.appendChild(el("p", {class: "note", text: state.more_runs + " older run folders not listed."}));
+  box.appendChild(table(["Run folder", "Status", "Flower run ids", "Preset", "Schedule", "Last round", \
+"Last change"], rows));
+  if (state.more_runs) \
+box.appendChild(el("p", {class: "note", text: state.more_runs + " older run folders not listed."}));
 }
 
 function roundTable(run, round) {
@@ -704,7 +790,8 @@ function renderRound(run, round, index) {
   const title = el("h3", {}, [document.createTextNode(round.title + " "),
     round.status === "ok" ? null : statusView(round.status)]);
   if (index < 3) return el("div", {}, [title, roundTable(run, round)]);
-  const box = el("details", {}, [el("summary", {text: round.title + (round.status === "ok" ? "" : " (" + round.status + ")")}), roundTable(run, round)]);
+  const box = el("details", {}, [\
+el("summary", {text: round.title + (round.status === "ok" ? "" : " (" + round.status + ")")}), roundTable(run, round)]);
   const key = run.name + "/" + round.global_round;
   box.open = opened.has(key);
   box.addEventListener("toggle", () => { box.open ? opened.add(key) : opened.delete(key); });
@@ -737,7 +824,8 @@ async function poll() {
   clearTimeout(poll.timer);
   const live = document.getElementById("live");
   try {
-    const response = await fetch("api/state" + (chosen ? "?run=" + encodeURIComponent(chosen) : ""), {cache: "no-store"});
+    const response = await fetch("api/state" + (chosen ? "?run=" + encodeURIComponent(chosen) : ""), \
+{cache: "no-store"});
     if (!response.ok) throw new Error("HTTP " + response.status);
     const state = await response.json();
     pollMs = state.poll_seconds * 1000;

@@ -63,7 +63,9 @@ REVOCATION_REASONS = {
     "affiliation-changed": x509.ReasonFlags.affiliation_changed,
 }
 SITE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-HOST_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,15 @@ class PkiPaths:
         return self.sites_dir / f"{validate_site_name(name)}.pub"
 
     def init_files(self) -> tuple[Path, ...]:
-        return (self.ca_cert, self.ca_key, self.superlink_cert, self.superlink_key, self.coordinator_cert, self.coordinator_key,
-                self.crl)
+        return (
+            self.ca_cert,
+            self.ca_key,
+            self.superlink_cert,
+            self.superlink_key,
+            self.coordinator_cert,
+            self.coordinator_key,
+            self.crl,
+        )
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,11 @@ class CredentialStatus:
     @property
     def warning(self) -> str | None:
         """The line to show for an expired or expiring item; None when it is ok or revoked."""
-        what = "the CRL (without a valid one the proxy refuses every client certificate)" if self.serial is None else self.subject
+        what = (
+            "the CRL (without a valid one the proxy refuses every client certificate)"
+            if self.serial is None
+            else self.subject
+        )
         when = self.expires.strftime("%Y-%m-%d %H:%M UTC")
         renew = "renew with a new PKI folder (deploy/README.md, section 1)"
         if self.state == "expired":
@@ -213,7 +226,7 @@ def init_pki(
             "keys are never replaced in place: use a new, empty folder",
             paths.root,
         )
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
 
     ca_key = _new_key()
     ca_name = _name("SarcoFed consortium CA")
@@ -268,7 +281,9 @@ def add_site(directory: Path, name: str, federation: str = "sarcofed") -> SiteKe
     paths = PkiPaths(Path(directory))
     validate_site_name(name)
     if not paths.root.is_dir():
-        raise InputDataError("expected a PKI folder made by `sarcofed pki init`, found no folder; run that first", paths.root)
+        raise InputDataError(
+            "expected a PKI folder made by `sarcofed pki init`, found no folder; run that first", paths.root
+        )
     if not paths.ca_cert.is_file():
         raise ConfigError(
             "no CA here (ca.crt missing): hospitals need it to trust the SuperLink; "
@@ -278,9 +293,13 @@ def add_site(directory: Path, name: str, federation: str = "sarcofed") -> SiteKe
     try:
         x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
     except PermissionError as error:
-        raise InputDataError(f"cannot read the CA certificate ({error.strerror}); check the folder's permissions", paths.ca_cert) from error
+        raise InputDataError(
+            f"cannot read the CA certificate ({error.strerror}); check the folder's permissions", paths.ca_cert
+        ) from error
     except ValueError as error:
-        raise ConfigError(f"expected a PEM CA certificate, could not parse it ({error}); re-create the PKI folder", paths.ca_cert) from error
+        raise ConfigError(
+            f"expected a PEM CA certificate, could not parse it ({error}); re-create the PKI folder", paths.ca_cert
+        ) from error
     _ensure_dir(paths.sites_dir)
     private, public = paths.site_key(name), paths.site_pub(name)
     existing = [p for p in (private, public) if p.exists()]
@@ -292,7 +311,9 @@ def add_site(directory: Path, name: str, federation: str = "sarcofed") -> SiteKe
             paths.sites_dir,
         )
     key = _new_key()
-    openssh = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    openssh = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     pub_line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     _write(private, openssh, 0o600)
     _write(public, pub_line + f" {name}\n".encode(), 0o644)
@@ -343,27 +364,42 @@ def revoke(
                 f"({', '.join(sites) or 'none yet'})",
                 paths.root,
             )
-        return Revocation(name, None, None, None, False, (
-            f"flwr supernode unregister NODE_ID {shlex.quote(federation)}   "
-            f"(on the coordinator host; NODE_ID is the id printed when {name}'s key was registered)",
-        ))
+        return Revocation(
+            name,
+            None,
+            None,
+            None,
+            False,
+            (
+                f"flwr supernode unregister NODE_ID {shlex.quote(federation)}   "
+                f"(on the coordinator host; NODE_ID is the id printed when {name}'s key was registered)",
+            ),
+        )
     if name == "ca":
-        raise ConfigError("the CA cannot revoke itself: if ca.key leaked, make a new PKI folder and ship its ca.crt "
-                          "and new site keys to every hospital", paths.root)
+        raise ConfigError(
+            "the CA cannot revoke itself: if ca.key leaked, make a new PKI folder and ship its ca.crt "
+            "and new site keys to every hospital",
+            paths.root,
+        )
     if name == "superlink":
-        raise ConfigError("the SuperLink certificate is not checked against a CRL (SuperNodes have no CRL option in "
-                          "Flower 1.42), so revoking it protects nobody: if superlink.key leaked, make a new PKI folder "
-                          "and ship its ca.crt and new site keys to every hospital", paths.root)
+        raise ConfigError(
+            "the SuperLink certificate is not checked against a CRL (SuperNodes have no CRL option in "
+            "Flower 1.42), so revoking it protects nobody: if superlink.key leaked, make a new PKI folder "
+            "and ship its ca.crt and new site keys to every hospital",
+            paths.root,
+        )
     if reason not in REVOCATION_REASONS:
         raise ConfigError(f"revocation reason {reason!r} is unknown: expected one of {', '.join(REVOCATION_REASONS)}")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     ca_cert, ca_key = _load_ca(paths)
     path = paths.coordinator_cert
     cert = load_certificate(path)
     try:
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature) as error:
-        raise ConfigError("this certificate was not issued by the folder's CA (ca.crt); nothing to revoke here", path) from error
+        raise ConfigError(
+            "this certificate was not issued by the folder's CA (ca.crt); nothing to revoke here", path
+        ) from error
     crl = _read_crl(paths, ca_cert) if paths.crl.exists() else None
     entries = list(crl) if crl is not None else []
     next_steps = (
@@ -380,7 +416,9 @@ def revoke(
         .add_extension(x509.CRLReason(REVOCATION_REASONS[reason]), critical=False)
         .build()
     )
-    crl_pem = _sign_crl(ca_cert, ca_key, [*entries, entry], _crl_number(crl) + 1, now).public_bytes(serialization.Encoding.PEM)
+    crl_pem = _sign_crl(ca_cert, ca_key, [*entries, entry], _crl_number(crl) + 1, now).public_bytes(
+        serialization.Encoding.PEM
+    )
     _replace(paths.crl, crl_pem, 0o644)
     return Revocation(name, path, cert.serial_number, paths.crl, False, next_steps)
 
@@ -389,15 +427,21 @@ def issue_crl(directory: Path, *, now: dt.datetime | None = None) -> Path:
     """Sign DIR/crl.pem again with the same revocations and fresh dates (an empty one if there is none
     yet: folders made before the CRL existed). Needs ca.key. Returns the CRL's path."""
     paths = PkiPaths(Path(directory))
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     ca_cert, ca_key = _load_ca(paths)
     crl = _read_crl(paths, ca_cert) if paths.crl.exists() else None
     entries = list(crl) if crl is not None else []
-    _replace(paths.crl, _sign_crl(ca_cert, ca_key, entries, _crl_number(crl) + 1, now).public_bytes(serialization.Encoding.PEM), 0o644)
+    _replace(
+        paths.crl,
+        _sign_crl(ca_cert, ca_key, entries, _crl_number(crl) + 1, now).public_bytes(serialization.Encoding.PEM),
+        0o644,
+    )
     return paths.crl
 
 
-def pki_status(directory: Path, *, warn_days: int = WARN_DAYS, now: dt.datetime | None = None) -> list[CredentialStatus]:
+def pki_status(
+    directory: Path, *, warn_days: int = WARN_DAYS, now: dt.datetime | None = None
+) -> list[CredentialStatus]:
     """Every certificate of the folder (``*.crt``, sub-folders included) and the CRL, with expiry and state.
 
     A certificate on the CRL is 'revoked' whatever its dates; any other is 'expired', 'expiring'
@@ -407,15 +451,18 @@ def pki_status(directory: Path, *, warn_days: int = WARN_DAYS, now: dt.datetime 
     paths = PkiPaths(Path(directory))
     if not paths.root.is_dir():
         raise InputDataError("expected a PKI folder made by `sarcofed pki init`, found no folder", paths.root)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     crl = _read_crl(paths, None) if paths.crl.exists() else None
     revoked = {entry.serial_number for entry in crl} if crl is not None else set()
     statuses = []
     for path in sorted(paths.root.rglob("*.crt")):
         cert = load_certificate(path)
         state = "revoked" if cert.serial_number in revoked else None
-        statuses.append(_status(path, cert.subject.rfc4514_string(), cert.serial_number, cert.not_valid_after_utc,
-                                now, warn_days, state))
+        statuses.append(
+            _status(
+                path, cert.subject.rfc4514_string(), cert.serial_number, cert.not_valid_after_utc, now, warn_days, state
+            )
+        )
     if crl is not None and crl.next_update_utc is not None:
         subject = f"CRL #{_crl_number(crl)}, {len(revoked)} revoked"
         statuses.append(_status(paths.crl, subject, None, crl.next_update_utc, now, warn_days, None))
@@ -428,8 +475,10 @@ def credential_warnings(directory: Path, *, warn_days: int = WARN_DAYS, now: dt.
     paths = PkiPaths(Path(directory))
     warnings = [s.warning for s in pki_status(paths.root, warn_days=warn_days, now=now) if s.warning]
     if paths.ca_cert.is_file() and not paths.crl.exists():
-        warnings.append(f"{paths.crl}: no CRL, and the proxy needs one; `sarcofed pki crl {paths.root}` writes it "
-                        "(where ca.key is kept)")
+        warnings.append(
+            f"{paths.crl}: no CRL, and the proxy needs one; `sarcofed pki crl {paths.root}` writes it "
+            "(where ca.key is kept)"
+        )
     return warnings
 
 
@@ -441,7 +490,12 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key, now: dt.datetime, days: int) -> x509.CertificateBuilder:
@@ -470,16 +524,24 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     )
 
 
-def _status(path: Path, subject: str, serial: int | None, expires: dt.datetime, now: dt.datetime, warn_days: int,
-            state: str | None) -> CredentialStatus:
+def _status(
+    path: Path,
+    subject: str,
+    serial: int | None,
+    expires: dt.datetime,
+    now: dt.datetime,
+    warn_days: int,
+    state: str | None,
+) -> CredentialStatus:
     days_left = (expires - now).total_seconds() / 86400
     if state is None:
         state = "expired" if days_left <= 0 else "expiring" if days_left <= warn_days else "ok"
     return CredentialStatus(path, subject, serial, expires, days_left, state)
 
 
-def _sign_crl(ca_cert: x509.Certificate, ca_key, entries: Sequence[x509.RevokedCertificate], number: int,
-              now: dt.datetime) -> x509.CertificateRevocationList:
+def _sign_crl(
+    ca_cert: x509.Certificate, ca_key, entries: Sequence[x509.RevokedCertificate], number: int, now: dt.datetime
+) -> x509.CertificateRevocationList:
     """A CRL valid until the CA expires: an expired CRL would make the proxy refuse every client certificate."""
     builder = (
         x509.CertificateRevocationListBuilder()
@@ -510,8 +572,11 @@ def _read_crl(paths: PkiPaths, ca_cert: x509.Certificate | None) -> x509.Certifi
     except OSError as error:
         raise InputDataError(f"cannot read the CRL ({error.strerror})", paths.crl) from error
     except ValueError as error:
-        raise ConfigError(f"expected a PEM CRL, could not parse it ({error}); restore it from the coordinator host's "
-                          "copy (or move it away, run `sarcofed pki crl` and revoke again)", paths.crl) from error
+        raise ConfigError(
+            f"expected a PEM CRL, could not parse it ({error}); restore it from the coordinator host's "
+            "copy (or move it away, run `sarcofed pki crl` and revoke again)",
+            paths.crl,
+        ) from error
     if ca_cert is not None and (crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key())):
         raise ConfigError("this CRL was not signed by the folder's CA (ca.crt); refusing to extend it", paths.crl)
     return crl
@@ -522,24 +587,36 @@ def _load_ca(paths: PkiPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
     try:
         key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
     except FileNotFoundError as error:
-        raise ConfigError("signing the CRL needs the CA key (ca.key), which is not here: run this where ca.key is "
-                          "kept, then copy crl.pem to the coordinator host", paths.ca_key) from error
+        raise ConfigError(
+            "signing the CRL needs the CA key (ca.key), which is not here: run this where ca.key is "
+            "kept, then copy crl.pem to the coordinator host",
+            paths.ca_key,
+        ) from error
     except PermissionError as error:
-        raise InputDataError(f"cannot read the CA key ({error.strerror}); check the folder's permissions", paths.ca_key) from error
+        raise InputDataError(
+            f"cannot read the CA key ({error.strerror}); check the folder's permissions", paths.ca_key
+        ) from error
     except (ValueError, TypeError) as error:
         raise ConfigError(f"expected an unencrypted PEM CA key, could not load it ({error})", paths.ca_key) from error
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key().public_numbers() != cert.public_key().public_numbers():
+    if (
+        not isinstance(key, ec.EllipticCurvePrivateKey)
+        or key.public_key().public_numbers() != cert.public_key().public_numbers()
+    ):
         raise ConfigError("ca.key does not belong to ca.crt; use the folder that made this CA", paths.ca_key)
     return cert, key
 
 
 def _pkcs8(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _check_host(host: str) -> str:
     if not HOST_NAME.fullmatch(host):
-        raise ConfigError(f"--host {host!r} is not a DNS name (letters, digits, '-' and '.'); give IP addresses with --ip")
+        raise ConfigError(
+            f"--host {host!r} is not a DNS name (letters, digits, '-' and '.'); give IP addresses with --ip"
+        )
     return host.lower()
 
 
@@ -561,7 +638,9 @@ def _ensure_dir(path: Path) -> None:
     except FileExistsError as error:
         raise InputDataError("expected a folder for the credentials, found a file", path) from error
     except OSError as error:  # NotADirectoryError, PermissionError, read-only file system
-        raise InputDataError(f"cannot create the credentials folder ({error.strerror}); pick a writable place", path) from error
+        raise InputDataError(
+            f"cannot create the credentials folder ({error.strerror}); pick a writable place", path
+        ) from error
     if not path.is_dir():
         raise InputDataError("expected a folder for the credentials, found something else", path)
     if not os.access(path, os.W_OK | os.X_OK):

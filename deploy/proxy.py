@@ -40,7 +40,8 @@ events {{ worker_connections 256; }}
 http {{
     # Who called: the client certificate of every request ("-" without one; FAILED:<reason> if refused).
     log_format sarcofed_audit '$time_iso8601 $remote_addr "$request" $status $body_bytes_sent $request_time '
-                              'client_verify="$ssl_client_verify" client_dn="$ssl_client_s_dn" client_serial="$ssl_client_serial"';
+                              'client_verify="$ssl_client_verify" client_dn="$ssl_client_s_dn" \
+client_serial="$ssl_client_serial"';
     access_log {state}/access.log sarcofed_audit;
     client_body_temp_path {state}/body;
     proxy_temp_path {state}/proxy;
@@ -101,8 +102,15 @@ http {{
 """
 
 
-def nginx_config(pki: PkiPaths, state_dir: Path, *, listen: str, upstream: str,
-                 pki_dir_in_config: Path | None = None, state_dir_in_config: Path | None = None) -> str:
+def nginx_config(
+    pki: PkiPaths,
+    state_dir: Path,
+    *,
+    listen: str,
+    upstream: str,
+    pki_dir_in_config: Path | None = None,
+    state_dir_in_config: Path | None = None,
+) -> str:
     """nginx.conf text for a proxy on LISTEN ("0.0.0.0:9443") in front of the SuperLink at UPSTREAM
     ("127.0.0.1:9091"); STATE_DIR holds the pid file, logs and temp folders.
 
@@ -111,10 +119,15 @@ def nginx_config(pki: PkiPaths, state_dir: Path, *, listen: str, upstream: str,
     """
     for path in (pki.ca_cert, pki.superlink_cert, pki.superlink_key):
         if not path.is_file():
-            raise ConfigError(f"the proxy needs {path.name}; run `sarcofed pki init {pki.root} --host NAME` first", path)
+            raise ConfigError(
+                f"the proxy needs {path.name}; run `sarcofed pki init {pki.root} --host NAME` first", path
+            )
     if not pki.crl.is_file():
-        raise ConfigError(f"the proxy needs the CA's revocation list (crl.pem); `sarcofed pki crl {pki.root}` writes an "
-                          "empty one where ca.key is kept: copy it here", pki.crl)
+        raise ConfigError(
+            f"the proxy needs the CA's revocation list (crl.pem); `sarcofed pki crl {pki.root}` writes an "
+            "empty one where ca.key is kept: copy it here",
+            pki.crl,
+        )
     state = Path(state_dir_in_config) if state_dir_in_config else Path(state_dir).resolve()
     root = Path(pki_dir_in_config) if pki_dir_in_config else pki.root.resolve()
     return NGINX_TEMPLATE.format(
@@ -128,15 +141,30 @@ def nginx_config(pki: PkiPaths, state_dir: Path, *, listen: str, upstream: str,
     )
 
 
-def write_nginx_config(pki: PkiPaths, state_dir: Path, *, listen: str, upstream: str,
-                       pki_dir_in_config: Path | None = None, state_dir_in_config: Path | None = None) -> Path:
+def write_nginx_config(
+    pki: PkiPaths,
+    state_dir: Path,
+    *,
+    listen: str,
+    upstream: str,
+    pki_dir_in_config: Path | None = None,
+    state_dir_in_config: Path | None = None,
+) -> Path:
     """Write STATE_DIR/nginx.conf (and its temp folders); returns the config path."""
     state = Path(state_dir)
     for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     config = state / "nginx.conf"
-    config.write_text(nginx_config(pki, state, listen=listen, upstream=upstream,
-                                   pki_dir_in_config=pki_dir_in_config, state_dir_in_config=state_dir_in_config))
+    config.write_text(
+        nginx_config(
+            pki,
+            state,
+            listen=listen,
+            upstream=upstream,
+            pki_dir_in_config=pki_dir_in_config,
+            state_dir_in_config=state_dir_in_config,
+        )
+    )
     return config
 
 
@@ -212,8 +240,16 @@ http {{
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
-def forwarder_config(ca_cert: Path, client_cert: Path, client_key: Path, state_dir: Path, *, listen: str,
-                     gate: str, server_name: str | None = None) -> str:
+def forwarder_config(
+    ca_cert: Path,
+    client_cert: Path,
+    client_key: Path,
+    state_dir: Path,
+    *,
+    listen: str,
+    gate: str,
+    server_name: str | None = None,
+) -> str:
     """nginx.conf text for a forwarder on LISTEN ("127.0.0.1:9092", loopback only) to the gate at GATE
     ("link.consortium.example:9443"), presenting CLIENT_CERT and trusting only CA_CERT.
 
@@ -224,11 +260,17 @@ def forwarder_config(ca_cert: Path, client_cert: Path, client_key: Path, state_d
     """
     host = listen.rsplit(":", 1)[0] if ":" in listen else ""
     if host not in LOOPBACK_HOSTS:
-        raise ConfigError(f"--listen {listen!r}: the forwarder carries the coordinator certificate and speaks plain "
-                          "HTTP, so it listens on loopback only (127.0.0.1:PORT, localhost:PORT or [::1]:PORT)")
+        raise ConfigError(
+            f"--listen {listen!r}: the forwarder carries the coordinator certificate and speaks plain "
+            "HTTP, so it listens on loopback only (127.0.0.1:PORT, localhost:PORT or [::1]:PORT)"
+        )
     if ":" not in gate or gate.startswith(("http://", "https://")):
         raise ConfigError(f"--address {gate!r}: give the gate as HOST:PORT (e.g. link.consortium.example:9443)")
-    for path, what in ((ca_cert, "CA certificate"), (client_cert, "coordinator certificate"), (client_key, "coordinator key")):
+    for path, what in (
+        (ca_cert, "CA certificate"),
+        (client_cert, "coordinator certificate"),
+        (client_key, "coordinator key"),
+    ):
         if not Path(path).is_file():
             raise ConfigError(f"the forwarder needs the {what} (from the PKI folder of `sarcofed pki init`)", path)
     return FORWARDER_TEMPLATE.format(
@@ -252,14 +294,23 @@ def _dns_name(host: str) -> str:
     return "localhost"
 
 
-def write_forwarder_config(ca_cert: Path, client_cert: Path, client_key: Path, state_dir: Path, *, listen: str,
-                           gate: str, server_name: str | None = None) -> Path:
+def write_forwarder_config(
+    ca_cert: Path,
+    client_cert: Path,
+    client_key: Path,
+    state_dir: Path,
+    *,
+    listen: str,
+    gate: str,
+    server_name: str | None = None,
+) -> Path:
     """Write STATE_DIR/nginx.conf for the forwarder (and its temp folders); returns the config path.
 
     Start it with ``nginx_command(config)``, as the gate.
     """
-    text = forwarder_config(ca_cert, client_cert, client_key, state_dir, listen=listen, gate=gate,
-                            server_name=server_name)
+    text = forwarder_config(
+        ca_cert, client_cert, client_key, state_dir, listen=listen, gate=gate, server_name=server_name
+    )
     state = Path(state_dir)
     for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (state / sub).mkdir(parents=True, exist_ok=True)

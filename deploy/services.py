@@ -45,8 +45,11 @@ CACHE_ROOT = Path("/var/cache/sarcofed")
 SUPERLINK_UNIT = "sarcofed-superlink.service"
 PROXY_UNIT = "sarcofed-proxy.service"
 # systemd makes these folders itself, owned by the service's user, and writable under ProtectSystem=strict.
-MANAGED_ROOTS = {"StateDirectory": Path("/var/lib"), "CacheDirectory": Path("/var/cache"),
-                 "LogsDirectory": Path("/var/log")}
+MANAGED_ROOTS = {
+    "StateDirectory": Path("/var/lib"),
+    "CacheDirectory": Path("/var/cache"),
+    "LogsDirectory": Path("/var/log"),
+}
 HARDENING = (
     "NoNewPrivileges=yes",
     "CapabilityBoundingSet=",
@@ -128,8 +131,11 @@ def render_unit(unit: Unit) -> str:
         f"Description={unit.description}",
         f"Wants={after}",
         f"After={after}",
-        *(["StartLimitIntervalSec=300", f"StartLimitBurst={unit.give_up_after}"] if unit.give_up_after
-          else ["StartLimitIntervalSec=0"]),
+        *(
+            ["StartLimitIntervalSec=300", f"StartLimitBurst={unit.give_up_after}"]
+            if unit.give_up_after
+            else ["StartLimitIntervalSec=0"]
+        ),
         "",
         "[Service]",
         "Type=exec",
@@ -200,8 +206,15 @@ def _service_env(flwr_home: Path, state_dir: Path) -> dict[str, str]:
     return env
 
 
-def superlink_unit(pki_dir: Path, state_dir: Path = STATE_ROOT / "coordinator", *, runs_dir: Path | None = None,
-                   user: str = DEFAULT_USER, host: str = "127.0.0.1", port: int = SUPERLINK_PORT) -> Unit:
+def superlink_unit(
+    pki_dir: Path,
+    state_dir: Path = STATE_ROOT / "coordinator",
+    *,
+    runs_dir: Path | None = None,
+    user: str = DEFAULT_USER,
+    host: str = "127.0.0.1",
+    port: int = SUPERLINK_PORT,
+) -> Unit:
     """The coordinator's SuperLink: database, FLWR_HOME and (by default) run folders under STATE_DIR.
 
     The ServerApp runs in the SuperLink's working directory, STATE_DIR: the run config's default
@@ -212,26 +225,60 @@ def superlink_unit(pki_dir: Path, state_dir: Path = STATE_ROOT / "coordinator", 
     runs = _absolute(runs_dir, "--runs-dir") if runs_dir is not None else state / "runs"
     pki = PkiPaths(_absolute(pki_dir, "PKI_DIR"))
     command = superlink_command(pki, state / "superlink-state.db", host=host, port=port)
-    return Unit(SUPERLINK_UNIT, "SarcoFed SuperLink (Flower, TLS, SuperNode authentication)", command, state, user,
-                _service_env(state / "flwr_home", state), writable=_unique((state, runs)), kill_signal="SIGINT")
+    return Unit(
+        SUPERLINK_UNIT,
+        "SarcoFed SuperLink (Flower, TLS, SuperNode authentication)",
+        command,
+        state,
+        user,
+        _service_env(state / "flwr_home", state),
+        writable=_unique((state, runs)),
+        kill_signal="SIGINT",
+    )
 
 
-def proxy_unit(pki_dir: Path, state_dir: Path = STATE_ROOT / "proxy", *, listen: str = "0.0.0.0:9443",
-               upstream: str = f"127.0.0.1:{SUPERLINK_PORT}", user: str = DEFAULT_USER) -> Unit:
+def proxy_unit(
+    pki_dir: Path,
+    state_dir: Path = STATE_ROOT / "proxy",
+    *,
+    listen: str = "0.0.0.0:9443",
+    upstream: str = f"127.0.0.1:{SUPERLINK_PORT}",
+    user: str = DEFAULT_USER,
+) -> Unit:
     """The proxy (nginx) in front of the SuperLink; writes its nginx.conf into STATE_DIR (deploy/proxy.py)."""
     state = _absolute(state_dir, "--proxy-state-dir")
     config = write_nginx_config(PkiPaths(_absolute(pki_dir, "PKI_DIR")), state, listen=listen, upstream=upstream)
     command = nginx_command(config)
-    return Unit(PROXY_UNIT, "SarcoFed proxy (nginx: fleet route open, control route with the coordinator certificate)",
-                command, state, user, writable=(state,), check=[*command, "-t", "-q"],
-                reload=nginx_command(config, reload=True), wants=("network-online.target", SUPERLINK_UNIT),
-                kill_signal="SIGQUIT", kill_mode="mixed")
+    return Unit(
+        PROXY_UNIT,
+        "SarcoFed proxy (nginx: fleet route open, control route with the coordinator certificate)",
+        command,
+        state,
+        user,
+        writable=(state,),
+        check=[*command, "-t", "-q"],
+        reload=nginx_command(config, reload=True),
+        wants=("network-online.target", SUPERLINK_UNIT),
+        kill_signal="SIGQUIT",
+        kill_mode="mixed",
+    )
 
 
-def supernode_unit(site_name: str, superlink: str, ca_cert: Path, key: Path, data_path: Path, *,
-                   checkout: Path, state_dir: Path | None = None, cache_dir: Path | None = None,
-                   policy: Path | None = None, port: int = SUPERNODE_RUNTIME_PORT,
-                   max_clientapp_seconds: float | None = None, user: str = DEFAULT_USER) -> Unit:
+def supernode_unit(
+    site_name: str,
+    superlink: str,
+    ca_cert: Path,
+    key: Path,
+    data_path: Path,
+    *,
+    checkout: Path,
+    state_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    policy: Path | None = None,
+    port: int = SUPERNODE_RUNTIME_PORT,
+    max_clientapp_seconds: float | None = None,
+    user: str = DEFAULT_USER,
+) -> Unit:
     """One hospital's SuperNode, named after the site: its own FLWR_HOME (STATE_DIR/flwr_home) and cache.
 
     Defaults: STATE_DIR = /var/lib/sarcofed/SITE, CACHE_DIR = /var/cache/sarcofed/SITE; give each
@@ -242,13 +289,29 @@ def supernode_unit(site_name: str, superlink: str, ca_cert: Path, key: Path, dat
     cache = _absolute(cache_dir, "--cache-dir") if cache_dir is not None else CACHE_ROOT / site
     files = {"--ca": ca_cert, "--key": key, "--data-path": data_path, **({"--policy": policy} if policy else {})}
     resolved = {what: _absolute(path, what) for what, path in files.items()}
-    command = supernode_command(superlink, resolved["--ca"], resolved["--key"], resolved["--data-path"],
-                                site_name=site, runtime_port=port, cache_dir=cache,
-                                extra_node_config={"policy": str(resolved["--policy"])} if policy else None,
-                                max_clientapp_seconds=max_clientapp_seconds)
-    return Unit(f"sarcofed-supernode-{site}.service", f"SarcoFed SuperNode of {site} (Flower)", command,
-                _absolute(checkout, "--checkout"), user, _service_env(state / "flwr_home", state),
-                writable=_unique((state, cache)), restart_s=30, give_up_after=None, private_devices=False)
+    command = supernode_command(
+        superlink,
+        resolved["--ca"],
+        resolved["--key"],
+        resolved["--data-path"],
+        site_name=site,
+        runtime_port=port,
+        cache_dir=cache,
+        extra_node_config={"policy": str(resolved["--policy"])} if policy else None,
+        max_clientapp_seconds=max_clientapp_seconds,
+    )
+    return Unit(
+        f"sarcofed-supernode-{site}.service",
+        f"SarcoFed SuperNode of {site} (Flower)",
+        command,
+        _absolute(checkout, "--checkout"),
+        user,
+        _service_env(state / "flwr_home", state),
+        writable=_unique((state, cache)),
+        restart_s=30,
+        give_up_after=None,
+        private_devices=False,
+    )
 
 
 def write_units(units: Sequence[Unit], out_dir: Path) -> list[Path]:

@@ -127,11 +127,12 @@ def main() -> None:
         sys.exit(f"deploy.supernode_main: {err}")
     sys.argv[1:] = flower_args
     if not shorten_idle_poll(loop):
-        print("deploy.supernode_main: Flower's SuperNode loop has changed; it keeps its own 3 s idle poll",
-              file=sys.stderr)
+        print(
+            "deploy.supernode_main: Flower's SuperNode loop has changed; it keeps its own 3 s idle poll",
+            file=sys.stderr,
+        )
     if not install_clientapp_watch(cli, loop, ClientAppWatch(max_seconds)):
-        print("deploy.supernode_main: Flower's SuperNode has changed; ClientApps are not watched",
-              file=sys.stderr)
+        print("deploy.supernode_main: Flower's SuperNode has changed; ClientApps are not watched", file=sys.stderr)
     cli.flower_supernode()
 
 

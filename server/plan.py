@@ -22,8 +22,18 @@ from server.run_folder import last_checkpoint, read_run_record
 PHASES: tuple[str, ...] = ("ssl", "seg", "cls")
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
 SCHEDULE_KEYS: tuple[str, ...] = (
-    "preset", "rounds-ssl", "rounds-seg", "rounds-cls", "local-epochs-ssl", "local-epochs-seg", "local-epochs-cls",
-    "strategy", "proximal-mu", "secure-aggregation", "seed", "cutoff",
+    "preset",
+    "rounds-ssl",
+    "rounds-seg",
+    "rounds-cls",
+    "local-epochs-ssl",
+    "local-epochs-seg",
+    "local-epochs-cls",
+    "strategy",
+    "proximal-mu",
+    "secure-aggregation",
+    "seed",
+    "cutoff",
 )
 """What a run resumed from its folder must share with the run that began it (the rest may change,
 e.g. a site joins or the round timeout grows)."""
@@ -90,28 +100,36 @@ class RunPlan:
         if strategy not in STRATEGIES:
             raise ConfigError(f"run config: strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         if config.min_sites < 1 or config.min_sites_wait <= 0 or config.round_timeout <= 0:
-            raise ConfigError(f"run config: need min-sites >= 1, min-sites-wait > 0 and round-timeout > 0, got "
-                              f"{config.min_sites}, {config.min_sites_wait}, {config.round_timeout}")
+            raise ConfigError(
+                f"run config: need min-sites >= 1, min-sites-wait > 0 and round-timeout > 0, got "
+                f"{config.min_sites}, {config.min_sites_wait}, {config.round_timeout}"
+            )
         resume_folder, resume_from, resume_phase, resume_round = None, None, config.resume_phase, config.resume_round
         if config.resume_from and Path(config.resume_from).expanduser().is_dir():
             resume_folder = Path(config.resume_from).expanduser().resolve()
             if config.resume_phase or config.resume_round:
-                raise ConfigError("run config: resume-from is a run folder, which says where it stopped: leave "
-                                  "resume-phase and resume-round unset")
+                raise ConfigError(
+                    "run config: resume-from is a run folder, which says where it stopped: leave "
+                    "resume-phase and resume-round unset"
+                )
             _check_same_schedule(resume_folder, run_config)
             last = last_checkpoint(resume_folder)
             resume_from, resume_phase, resume_round = last.path, last.phase, last.phase_round
         elif config.resume_from:
             if not Path(config.resume_from).expanduser().is_file():
-                raise ConfigError(f"run config: resume-from {config.resume_from!r} is neither a run folder nor a "
-                                  "checkpoint file")
+                raise ConfigError(
+                    f"run config: resume-from {config.resume_from!r} is neither a run folder nor a checkpoint file"
+                )
             resume_from = Path(config.resume_from).expanduser().absolute()
             if config.resume_phase not in PHASES:
-                raise ConfigError(f"run config: resume-from is set, so resume-phase must be one of {PHASES}, "
-                                  f"got {config.resume_phase!r}")
+                raise ConfigError(
+                    f"run config: resume-from is set, so resume-phase must be one of {PHASES}, "
+                    f"got {config.resume_phase!r}"
+                )
         if resume_from is not None and not 0 <= resume_round <= rounds[resume_phase]:
-            raise ConfigError(f"run config: resume-round {resume_round} is outside "
-                              f"0..rounds-{resume_phase}={rounds[resume_phase]}")
+            raise ConfigError(
+                f"run config: resume-round {resume_round} is outside 0..rounds-{resume_phase}={rounds[resume_phase]}"
+            )
         return cls(
             preset=config.preset,
             rounds=rounds,
@@ -135,8 +153,11 @@ class RunPlan:
             resume_phase=resume_phase,
             resume_round=resume_round,
             resume_folder=resume_folder,
-            resume_global_round=(sum(rounds[p] for p in PHASES[: PHASES.index(resume_phase)]) + resume_round
-                                 if resume_from is not None else 0),
+            resume_global_round=(
+                sum(rounds[p] for p in PHASES[: PHASES.index(resume_phase)]) + resume_round
+                if resume_from is not None
+                else 0
+            ),
         )
 
     def spans(self) -> list[PhaseSpan]:
@@ -159,8 +180,13 @@ def _check_same_schedule(folder: Path, run_config: Mapping[str, Any]) -> None:
     """A run continued in its folder keeps the schedule its run.json records (a folder without run.json
     predates the record: nothing to check against)."""
     before = read_run_record(folder).get("run_config") or {}
-    changed = [f"{key} {before[key]!r} -> {run_config.get(key)!r}" for key in SCHEDULE_KEYS
-               if key in before and before[key] != run_config.get(key)]
+    changed = [
+        f"{key} {before[key]!r} -> {run_config.get(key)!r}"
+        for key in SCHEDULE_KEYS
+        if key in before and before[key] != run_config.get(key)
+    ]
     if changed:
-        raise ConfigError(f"run config: resume-from {folder} continues a run with another schedule ({'; '.join(changed)}): "
-                          f"submit it with the run config in {folder / 'run.json'}")
+        raise ConfigError(
+            f"run config: resume-from {folder} continues a run with another schedule ({'; '.join(changed)}): "
+            f"submit it with the run config in {folder / 'run.json'}"
+        )

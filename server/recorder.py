@@ -34,8 +34,9 @@ class Recorder:
         self.site_names: dict[int, str] = {}  # node id -> site name, as the strategies learn them
         self._t = time.perf_counter()
 
-    def after_fit(self, phase: str, phase_round: int, arrays: list[np.ndarray], fits: list[dict[str, Any]],
-                  failures: list[str]) -> dict[str, Any] | None:
+    def after_fit(
+        self, phase: str, phase_round: int, arrays: list[np.ndarray], fits: list[dict[str, Any]], failures: list[str]
+    ) -> dict[str, Any] | None:
         """Checkpoint the new global model; in ssl (no holdout metric) also write the round's rows and
         return the pooled row."""
         from common.models.sarco import set_weights
@@ -62,19 +63,30 @@ class Recorder:
             self.folder.record_failure(phase, phase_round, "fit", failure)
         self.folder.record_failure(phase, phase_round, "round", f"aborted: {reason}")
         self._fits, self._checkpoint = [], None
-        self.folder.append_rows([{"site": POOLED, "status": f"aborted: {reason}", "round": phase_round,
-                                  "phase": phase, "global_round": self.global_round}])
+        self.folder.append_rows(
+            [
+                {
+                    "site": POOLED,
+                    "status": f"aborted: {reason}",
+                    "round": phase_round,
+                    "phase": phase,
+                    "global_round": self.global_round,
+                }
+            ]
+        )
         self._t = time.perf_counter()
 
-    def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]],
-                       failures: list[str]) -> dict[str, Any]:
+    def after_evaluate(
+        self, phase: str, phase_round: int, summaries: list[dict[str, Any]], failures: list[str]
+    ) -> dict[str, Any]:
         """Write the round's rows (sites and pooled), offer the checkpoint as best.pt; return the pooled row."""
         for reason in failures:
             self.folder.record_failure(phase, phase_round, "evaluate", reason)
         pooled = self._write(phase, phase_round, summaries)
         if self._checkpoint is not None:
-            self.folder.offer_best(self._checkpoint, float(pooled.get("dice_mean", math.nan)), phase, phase_round,
-                                   self.global_round)
+            self.folder.offer_best(
+                self._checkpoint, float(pooled.get("dice_mean", math.nan)), phase, phase_round, self.global_round
+            )
         return pooled
 
     def _write(self, phase: str, phase_round: int, summaries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -64,7 +64,8 @@ _CLS = "Image classifier"
 _TRAIN = "Training"
 # Each evaluated round is shown as two tables, so that a page 1200 pixels wide holds them.
 _SEGMENTATION_COLUMNS: tuple[_Column, ...] = (
-    _SITE, _N,
+    _SITE,
+    _N,
     _Column("dice_mean", "Dice, mean", "score", _SEG),
     _Column("sma_abs_pct_err_mean", "Absolute error, mean", "percent", _SMA),
     _Column("sma_bias_cm2", "Bias (cm²)", "cm2", _SMA),
@@ -74,7 +75,8 @@ _SEGMENTATION_COLUMNS: tuple[_Column, ...] = (
     _Column("loss", "Loss", "loss", _TRAIN),
 )
 _VERDICT_COLUMNS: tuple[_Column, ...] = (
-    _SITE, _N,
+    _SITE,
+    _N,
     _Column("sarcopenia_accuracy", "Accuracy", "proportion", _VERDICT),
     _Column("sensitivity", "Sensitivity", "proportion", _VERDICT),
     _Column("specificity", "Specificity", "proportion", _VERDICT),
@@ -84,7 +86,8 @@ _VERDICT_COLUMNS: tuple[_Column, ...] = (
     _Column("cls_auroc", "AUROC", "score", _CLS),
 )
 _COMPARISON_COLUMNS: tuple[_Column, ...] = (
-    _SITE, _N,
+    _SITE,
+    _N,
     _Column("cls_accuracy", "Accuracy", "proportion", _CLS),
     _Column("cls_sensitivity", "Sensitivity", "proportion", _CLS),
     _Column("cls_specificity", "Specificity", "proportion", _CLS),
@@ -189,7 +192,7 @@ def _plain(value: Any) -> str:
 
 
 def phase_name(phase: Any) -> str:
-    """"Segmentation" for seg, and so on; an unknown phase as it is."""
+    """ "Segmentation" for seg, and so on; an unknown phase as it is."""
     return PHASES.get(str(phase), str(phase))
 
 
@@ -224,8 +227,11 @@ def _flower_runs(record: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     parts = []
     for run in runs:
         after = run.get("resumed_after")
-        resumed = (f", resumed after {phase_name(after.get('phase'))} round {after.get('round')}"
-                   if isinstance(after, Mapping) else "")
+        resumed = (
+            f", resumed after {phase_name(after.get('phase'))} round {after.get('round')}"
+            if isinstance(after, Mapping)
+            else ""
+        )
         parts.append(f"{_plain(run.get('run_id'))} (started {readable_time(run.get('started'))}{resumed})")
     return ", ".join(parts)
 
@@ -242,9 +248,11 @@ def _privacy(summary: Mapping[str, Any]) -> str | None:
 def _settings(summary: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
     best = summary.get("best")
     if isinstance(best, Mapping) and best.get("dice_mean") is not None:
-        best_text = (f"pooled holdout Dice {float(best['dice_mean']):.3f} after {phase_name(best.get('phase'))} round "
-                     f"{_plain(best.get('round'))} (global round {_plain(best.get('global_round'))}); "
-                     f"checkpoints/best.pt is {_plain(best.get('checkpoint'))}")
+        best_text = (
+            f"pooled holdout Dice {float(best['dice_mean']):.3f} after {phase_name(best.get('phase'))} round "
+            f"{_plain(best.get('round'))} (global round {_plain(best.get('global_round'))}); "
+            f"checkpoints/best.pt is {_plain(best.get('checkpoint'))}"
+        )
     else:
         best_text = "none (no round had a pooled holdout Dice)"
     secure = "on (SecAgg+)" if summary.get("secure_aggregation") else "off"
@@ -268,28 +276,42 @@ def _settings(summary: Mapping[str, Any], record: Mapping[str, Any]) -> list[str
 
 
 def _holdout_sections(metrics: pd.DataFrame) -> list[_Section]:
-    legend = (f"“{SUPPRESSED}”: the value rests on fewer than {MIN_COHORT} patients and is not shown. "
-              f"“{NOT_AVAILABLE}”: not evaluated in this round, or undefined (a sensitivity without a "
-              "sarcopenic patient, an AUROC with one class). The classifier columns fill after a cls round. "
-              "Holdout patients: the site's patients evaluated; pooled: all sites' together. In report.html a "
-              "heading's tooltip names its column in metrics.csv.")
+    legend = (
+        f"“{SUPPRESSED}”: the value rests on fewer than {MIN_COHORT} patients and is not shown. "
+        f"“{NOT_AVAILABLE}”: not evaluated in this round, or undefined (a sensitivity without a "
+        "sarcopenic patient, an AUROC with one class). The classifier columns fill after a cls round. "
+        "Holdout patients: the site's patients evaluated; pooled: all sites' together. In report.html a "
+        "heading's tooltip names its column in metrics.csv."
+    )
     rounds = evaluated_rounds(metrics)
-    head = _Section("Holdout metrics by round", "holdout",
-                    (legend,) if rounds else ("No round was evaluated on the sites' holdout data.",))
+    head = _Section(
+        "Holdout metrics by round",
+        "holdout",
+        (legend,) if rounds else ("No round was evaluated on the sites' holdout data.",),
+    )
     out = [head]
     for rows in rounds:
         first = rows.iloc[0]
         title = f"{phase_name(first['phase'])} round {int(first['round'])} (global round {int(first['global_round'])})"
         records = tuple(r.to_dict() for _, r in rows.iterrows())
-        out.append(_Section(title, f"round-{int(first['global_round'])}", level=3,
-                            tables=(_Table(_SEGMENTATION_COLUMNS, records), _Table(_VERDICT_COLUMNS, records))))
+        out.append(
+            _Section(
+                title,
+                f"round-{int(first['global_round'])}",
+                level=3,
+                tables=(_Table(_SEGMENTATION_COLUMNS, records), _Table(_VERDICT_COLUMNS, records)),
+            )
+        )
     return out
 
 
 def _training_section(metrics: pd.DataFrame) -> _Section:
     sites = sorted({str(s) for s in metrics["site"] if s != POOLED}) + [POOLED]
-    columns = [_Column("phase", "Phase", "text"), _Column("round", "Round", "count"),
-               _Column("global_round", "Global round", "count")]
+    columns = [
+        _Column("phase", "Phase", "text"),
+        _Column("round", "Round", "count"),
+        _Column("global_round", "Global round", "count"),
+    ]
     columns += [_Column(site, site, "written", "Training loss (training slices)") for site in sites]
     rows = []
     for (global_round, phase, phase_round), group in metrics.groupby(["global_round", "phase", "round"], sort=True):
@@ -299,23 +321,39 @@ def _training_section(metrics: pd.DataFrame) -> _Section:
             loss_text = NOT_AVAILABLE if math.isnan(loss) else f"{loss:.4f}"
             row[str(r["site"])] = loss_text + ("" if math.isnan(slices) else f" ({int(slices)})")
         rows.append(row)
-    return _Section("Training loss by round", "training",
-                    ("Mean training loss of each site's local epochs, and in brackets its training slices; "
-                     "pooled: weighted by slices. “—”: no training in that round (an aborted round, or a site "
-                     "that only evaluated).",), (_Table(tuple(columns), tuple(rows)),))
+    return _Section(
+        "Training loss by round",
+        "training",
+        (
+            "Mean training loss of each site's local epochs, and in brackets its training slices; "
+            "pooled: weighted by slices. “—”: no training in that round (an aborted round, or a site "
+            "that only evaluated).",
+        ),
+        (_Table(tuple(columns), tuple(rows)),),
+    )
 
 
 def _failures_section(summary: Mapping[str, Any]) -> _Section | None:
     failures = summary.get("failures") or []
     if not failures:
         return None
-    columns = (_Column("phase", "Phase", "text"), _Column("round", "Round", "count"),
-               _Column("stage", "Stage", "text"), _Column("reason", "Reason", "text"))
-    rows = tuple({**f, "phase": phase_name(f.get("phase")), "stage": STAGES.get(str(f.get("stage")), f.get("stage"))}
-                 for f in failures if isinstance(f, Mapping))
-    return _Section("Failures", "failures",
-                    ("A failed site's round went on with the other sites; a whole-round failure left the model "
-                     "as it was.",), (_Table(columns, rows),))
+    columns = (
+        _Column("phase", "Phase", "text"),
+        _Column("round", "Round", "count"),
+        _Column("stage", "Stage", "text"),
+        _Column("reason", "Reason", "text"),
+    )
+    rows = tuple(
+        {**f, "phase": phase_name(f.get("phase")), "stage": STAGES.get(str(f.get("stage")), f.get("stage"))}
+        for f in failures
+        if isinstance(f, Mapping)
+    )
+    return _Section(
+        "Failures",
+        "failures",
+        ("A failed site's round went on with the other sites; a whole-round failure left the model as it was.",),
+        (_Table(columns, rows),),
+    )
 
 
 def _comparison_section(metrics: pd.DataFrame, summary: Mapping[str, Any]) -> _Section:
@@ -323,9 +361,14 @@ def _comparison_section(metrics: pd.DataFrame, summary: Mapping[str, Any]) -> _S
     rows = last_cls_round(metrics)
     if rows is None:
         ran = ", ".join(dict.fromkeys(str(p) for p in metrics["phase"])) or "none"
-        return _Section(title, "comparison", (
-            f"Not available: no cls round was evaluated in this run (phases run: {ran}), so the image "
-            "classifier has no holdout result to compare with the verdict from SMA.",))
+        return _Section(
+            title,
+            "comparison",
+            (
+                f"Not available: no cls round was evaluated in this run (phases run: {ran}), so the image "
+                "classifier has no holdout result to compare with the verdict from SMA.",
+            ),
+        )
     first = rows.iloc[0]
     table = []
     for _, r in rows.iterrows():
@@ -333,11 +376,13 @@ def _comparison_section(metrics: pd.DataFrame, summary: Mapping[str, Any]) -> _S
         row["accuracy_difference"] = _value(row, "cls_accuracy") - _value(row, "sarcopenia_accuracy")
         table.append(row)
     cutoff = f" with the {summary['cutoff']} cutoff" if summary.get("cutoff") else ""
-    text = (f"From the last evaluated classifier round ({phase_name('cls')} round {int(first['round'])}, "
-            f"global round {int(first['global_round'])}), "
-            "per site and pooled, on each site's holdout patients, both against the reference verdict: the "
-            "qualitative approach, the image classifier (sarcopenic when its probability is at least 0.5), "
-            f"and the quantitative approach, the verdict from the predicted SMA{cutoff}.")
+    text = (
+        f"From the last evaluated classifier round ({phase_name('cls')} round {int(first['round'])}, "
+        f"global round {int(first['global_round'])}), "
+        "per site and pooled, on each site's holdout patients, both against the reference verdict: the "
+        "qualitative approach, the image classifier (sarcopenic when its probability is at least 0.5), "
+        f"and the quantitative approach, the verdict from the predicted SMA{cutoff}."
+    )
     return _Section(title, "comparison", (text,), (_Table(_COMPARISON_COLUMNS, tuple(table)),))
 
 
@@ -382,23 +427,38 @@ def _plot_bland_altman(table: pd.DataFrame, path: Path) -> bool:
     pooled = table[table["site"] == POOLED]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     x = range(len(sites))
-    ax.errorbar(list(x), sites["sma_bias_cm2"],
-                yerr=[sites["sma_bias_cm2"] - sites["sma_loa_low"], sites["sma_loa_high"] - sites["sma_bias_cm2"]],
-                fmt="o", capsize=4, label="site bias, 95% limits")
+    ax.errorbar(
+        list(x),
+        sites["sma_bias_cm2"],
+        yerr=[sites["sma_bias_cm2"] - sites["sma_loa_low"], sites["sma_loa_high"] - sites["sma_bias_cm2"]],
+        fmt="o",
+        capsize=4,
+        label="site bias, 95% limits",
+    )
     if len(pooled) and not math.isnan(float(pooled["sma_bias_cm2"].iloc[0])):
         p = pooled.iloc[0]
         ax.axhline(p["sma_bias_cm2"], color="black", label=f"pooled bias {p['sma_bias_cm2']:.2f} cm²")
         for key in ("sma_loa_low", "sma_loa_high"):
             ax.axhline(p[key], color="black", linestyle="--")
-        ax.plot([], [], color="black", linestyle="--",
-                label=f"pooled 95% limits {p['sma_loa_low']:.2f} to {p['sma_loa_high']:.2f} cm²")
+        ax.plot(
+            [],
+            [],
+            color="black",
+            linestyle="--",
+            label=f"pooled 95% limits {p['sma_loa_low']:.2f} to {p['sma_loa_high']:.2f} cm²",
+        )
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlim(-0.5, max(len(sites), 1) - 0.5)
-    ax.set_xticks(list(x), [f"{s}\n(n={int(n) if n == n else '<5'})" for s, n in zip(sites["site"], sites["n"], strict=True)],
-                  fontsize=7)
+    ax.set_xticks(
+        list(x),
+        [f"{s}\n(n={int(n) if n == n else '<5'})" for s, n in zip(sites["site"], sites["n"], strict=True)],
+        fontsize=7,
+    )
     ax.set_ylabel("SMA, predicted minus reference (cm²)")
     ax.set_title("Bland-Altman of SMA (holdout, from site aggregates)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # below: never over a site
+    ax.legend(
+        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False
+    )  # below: never over a site
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -410,8 +470,10 @@ def _md_table(columns: Sequence[_Column], rows: Sequence[Mapping[str, Any]]) -> 
     def header(c: _Column) -> str:
         return f"{c.group}: {c.label}" if c.group else c.label
 
-    lines = ["| " + " | ".join(header(c) for c in columns) + " |",
-             "|" + "|".join("---" if c.kind == "text" else "---:" for c in columns) + "|"]
+    lines = [
+        "| " + " | ".join(header(c) for c in columns) + " |",
+        "|" + "|".join("---" if c.kind == "text" else "---:" for c in columns) + "|",
+    ]
     for row in rows:
         cells = [format_cell(row, c).replace("|", "\\|") for c in columns]
         if row.get("site") == POOLED:
@@ -429,7 +491,9 @@ def _html_table(columns: Sequence[_Column], rows: Sequence[Mapping[str, Any]]) -
                 spans[-1] = (c.group, spans[-1][1] + 1)
             else:
                 spans.append((c.group, 1))
-        out.append("<tr>" + "".join(f"<th colspan='{n}' class='group'>{html.escape(g)}</th>" for g, n in spans) + "</tr>")
+        out.append(
+            "<tr>" + "".join(f"<th colspan='{n}' class='group'>{html.escape(g)}</th>" for g, n in spans) + "</tr>"
+        )
     heads = []
     for c in columns:
         tip = f" title='metrics.csv: {html.escape(c.name)}'" if c.name in COLUMNS and c.name != "site" else ""
@@ -484,9 +548,10 @@ def _render(run_name: str, settings: list[str], sections: list[_Section]) -> tup
         for title, name in s.images:
             md += [f"![{title}]({name})", ""]
             body.append(f"<img src='{html.escape(name)}' alt='{html.escape(title)}'>")
-    page = ("<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>SarcoFed report "
-            f"{html.escape(run_name)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    page = (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>SarcoFed report "
+        f"{html.escape(run_name)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     return "\n".join(md), page
 
 
@@ -518,11 +583,21 @@ def write_report(run_folder: Path) -> Path:
         sections.append(failures)
     rounds = evaluated_rounds(metrics)
     if _plot_dice(metrics, run_folder / "dice_by_round.png"):
-        sections.append(_Section("Per-site holdout Dice by round", "dice-plot",
-                                 images=(("Per-site holdout Dice by round", "dice_by_round.png"),)))
+        sections.append(
+            _Section(
+                "Per-site holdout Dice by round",
+                "dice-plot",
+                images=(("Per-site holdout Dice by round", "dice_by_round.png"),),
+            )
+        )
     if rounds and _plot_bland_altman(rounds[-1], run_folder / "bland_altman.png"):
-        sections.append(_Section("Bland-Altman of SMA, last evaluated round", "bland-altman",
-                                 images=(("Bland-Altman of SMA", "bland_altman.png"),)))
+        sections.append(
+            _Section(
+                "Bland-Altman of SMA, last evaluated round",
+                "bland-altman",
+                images=(("Bland-Altman of SMA", "bland_altman.png"),),
+            )
+        )
     sections.append(_comparison_section(metrics, summary))
     md, page = _render(run_folder.name, _settings(summary, record), sections)
     md_path = run_folder / "report.md"

@@ -3,7 +3,8 @@
 One folder per run, named by start time and preset, under ``run-dir``; ``<run-dir>/latest`` is a
 relative symlink to the newest. ``run.json`` holds the run config and every Flower run that worked
 in the folder (its run id, start, and the round it resumed after): a run resumed from its folder
-(``resume-from = <folder>``) continues there, after its last checkpoint. ``metrics.csv`` has one row per round x phase x site plus one
+(``resume-from = <folder>``) continues there, after its last checkpoint. ``metrics.csv`` has one row per
+round x phase x site plus one
 ``site == "pooled"`` row per round, appended as rounds finish so a crashed run keeps what it learned.
 Only aggregates reach this folder: sites send summaries, never per-patient values.
 
@@ -45,8 +46,8 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +57,33 @@ from common.metrics import pooled_summary
 POOLED = "pooled"
 
 HOLDOUT_METRICS: tuple[str, ...] = (
-    "dice_mean", "sma_abs_pct_err_mean", "sma_bias_cm2", "sma_loa_low", "sma_loa_high",
-    "sarcopenia_accuracy", "sensitivity", "specificity",
-    "cls_accuracy", "cls_sensitivity", "cls_specificity", "cls_auroc",
+    "dice_mean",
+    "sma_abs_pct_err_mean",
+    "sma_bias_cm2",
+    "sma_loa_low",
+    "sma_loa_high",
+    "sarcopenia_accuracy",
+    "sensitivity",
+    "specificity",
+    "cls_accuracy",
+    "cls_sensitivity",
+    "cls_specificity",
+    "cls_auroc",
 )
 """The site summary's aggregates that metrics.csv keeps, under the summary's own names."""
 
 COLUMNS: tuple[str, ...] = (
-    "round", "phase", "global_round", "site", "n", *HOLDOUT_METRICS, "suppressed_metrics", "n_train", "loss",
-    "dp_epsilon", "status",
+    "round",
+    "phase",
+    "global_round",
+    "site",
+    "n",
+    *HOLDOUT_METRICS,
+    "suppressed_metrics",
+    "n_train",
+    "loss",
+    "dp_epsilon",
+    "status",
 )
 """The columns of metrics.csv, in order; the module docstring gives their meaning and units."""
 
@@ -223,8 +242,13 @@ class RunFolder:
                 phase, phase_round, global_round = row["phase"], int(row["round"]), int(row["global_round"])
                 checkpoint = self.checkpoint_path(global_round, phase, phase_round)
                 if checkpoint.is_file():
-                    best = {"dice_mean": dice, "phase": phase, "round": phase_round, "global_round": global_round,
-                            "checkpoint": checkpoint.name}
+                    best = {
+                        "dice_mean": dice,
+                        "phase": phase,
+                        "round": phase_round,
+                        "global_round": global_round,
+                        "checkpoint": checkpoint.name,
+                    }
         return best
 
     def _point_latest(self) -> None:
@@ -233,18 +257,26 @@ class RunFolder:
             latest.unlink()
         os.symlink(self.path.name, latest)
 
-    def record_run(self, flower_run_id: int | None, run_config: Mapping[str, Any],
-                   resumed_after: RoundCheckpoint | None) -> dict[str, Any]:
+    def record_run(
+        self, flower_run_id: int | None, run_config: Mapping[str, Any], resumed_after: RoundCheckpoint | None
+    ) -> dict[str, Any]:
         """Add this Flower run to run.json (the first one also stores the run config); returns the record."""
         record = read_run_record(self.path)
         record.setdefault("run_config", dict(run_config))
-        record.setdefault("flower_runs", []).append({
-            "run_id": flower_run_id,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "resumed_after": None if resumed_after is None else {
-                "phase": resumed_after.phase, "round": resumed_after.phase_round,
-                "global_round": resumed_after.global_round, "checkpoint": resumed_after.path.name},
-        })
+        record.setdefault("flower_runs", []).append(
+            {
+                "run_id": flower_run_id,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "resumed_after": None
+                if resumed_after is None
+                else {
+                    "phase": resumed_after.phase,
+                    "round": resumed_after.phase_round,
+                    "global_round": resumed_after.global_round,
+                    "checkpoint": resumed_after.path.name,
+                },
+            }
+        )
         tmp = self.path / f".{RUN_RECORD}.tmp"
         tmp.write_text(json.dumps(_json_safe(record), indent=2, default=str))
         tmp.replace(self.path / RUN_RECORD)
@@ -269,8 +301,13 @@ class RunFolder:
         if math.isnan(dice_mean) or dice_mean <= self.best["dice_mean"]:
             return False
         shutil.copyfile(checkpoint, self.checkpoints / "best.pt")
-        self.best = {"dice_mean": dice_mean, "phase": phase, "round": phase_round, "global_round": global_round,
-                     "checkpoint": checkpoint.name}
+        self.best = {
+            "dice_mean": dice_mean,
+            "phase": phase,
+            "round": phase_round,
+            "global_round": global_round,
+            "checkpoint": checkpoint.name,
+        }
         return True
 
     def record_failure(self, phase: str, phase_round: int, stage: str, reason: str) -> None:
@@ -280,7 +317,11 @@ class RunFolder:
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         """summary.json: the run's settings, timings, best round, final per-site table and failures."""
         path = self.path / "summary.json"
-        body = {**summary, "best": self.best if math.isfinite(self.best["dice_mean"]) else None, "failures": self.failures}
+        body = {
+            **summary,
+            "best": self.best if math.isfinite(self.best["dice_mean"]) else None,
+            "failures": self.failures,
+        }
         path.write_text(json.dumps(_json_safe(body), indent=2, default=str))
         return path
 

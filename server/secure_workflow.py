@@ -86,7 +86,9 @@ class _CheckedGrid:
                 node = reply.metadata.src_node_id
                 self.errored.add(node)
                 reply.__dict__["_content"] = None  # Message allows an error only on a reply without content
-                reply.__dict__["_error"] = Error(code=MALFORMED_CODE, reason=f"node {node} dropped by the server: {problem}")
+                reply.__dict__["_error"] = Error(
+                    code=MALFORMED_CODE, reason=f"node {node} dropped by the server: {problem}"
+                )
         return replies
 
 
@@ -103,8 +105,12 @@ class GuardedSecAggPlusWorkflow(SecAggPlusWorkflow):
         from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 
         state = WorkflowState()
-        stages = (("setup", self.setup_stage), ("share keys", self.share_keys_stage),
-                  ("collect masked vectors", self.collect_masked_vectors_stage), ("unmask", self.unmask_stage))
+        stages = (
+            ("setup", self.setup_stage),
+            ("share keys", self.share_keys_stage),
+            ("collect masked vectors", self.collect_masked_vectors_stage),
+            ("unmask", self.unmask_stage),
+        )
         current_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][WorkflowKey.CURRENT_ROUND])
         watched = _CheckedGrid(grid)
         for name, stage in stages:
@@ -112,12 +118,22 @@ class GuardedSecAggPlusWorkflow(SecAggPlusWorkflow):
             ok = stage(watched, context, state)
             expected = set(state.sampled_node_ids) if name == "setup" else before
             for node in sorted(expected - set(state.active_node_ids) - watched.errored):
-                state.failures.append(TimeoutError(f"node {node} did not reply at the {name} stage within "
-                                                   f"round-timeout ({self.timeout} s)"))
+                state.failures.append(
+                    TimeoutError(
+                        f"node {node} did not reply at the {name} stage within round-timeout ({self.timeout} s)"
+                    )
+                )
             left = sorted(expected - set(state.active_node_ids))
             if left:  # the coordinator's log says at once who the round goes on without
-                log(INFO, "secure aggregation, round %s: the %s stage goes on with %d of %d sites, without node %s",
-                    current_round, name, len(state.active_node_ids), len(expected), ", ".join(map(str, left)))
+                log(
+                    INFO,
+                    "secure aggregation, round %s: the %s stage goes on with %d of %d sites, without node %s",
+                    current_round,
+                    name,
+                    len(state.active_node_ids),
+                    len(expected),
+                    ", ".join(map(str, left)),
+                )
             if name in ("setup", "share keys"):
                 # Flower 1.42 keeps every sampled node for the unmask stage: a node that left before sharing
                 # its keys is listed as dropped (each site then fails looking up its key share) and stays a
@@ -127,8 +143,10 @@ class GuardedSecAggPlusWorkflow(SecAggPlusWorkflow):
                 state.sampled_node_ids = live
                 state.nid_to_neighbours = {n: neighbours & live for n, neighbours in state.nid_to_neighbours.items()}
             if not ok:
-                reason = (f"secure aggregation halted at the {name} stage: {len(state.active_node_ids)} sites left, "
-                          f"{state.threshold} needed; the global model is unchanged")
+                reason = (
+                    f"secure aggregation halted at the {name} stage: {len(state.active_node_ids)} sites left, "
+                    f"{state.threshold} needed; the global model is unchanged"
+                )
                 context.strategy.fit_aborted(current_round, reason, list(state.failures))
                 return
 

@@ -1,7 +1,8 @@
 """One federated run from the server's side, independent of how a phase's rounds are carried out.
 
 ``run_phases`` builds (or resumes) the union model, opens the run folder (a new one, or the folder of
-the run it resumes), and for each phase still to run hands a strategy to ``run_span`` (the ServerApp passes a function that runs Flower's legacy
+the run it resumes), and for each phase still to run hands a strategy to ``run_span`` (the ServerApp passes a
+function that runs Flower's legacy
 workflow with or without SecAgg+). At the end it writes summary.json and the report.
 """
 
@@ -49,8 +50,14 @@ def _eval_arrays(model: Any, phase: str) -> Callable[[], list[Any]]:
     return lambda: [a for p in phases for a in get_weights(model, p)]
 
 
-def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: float | None = None,
-               flower_run_id: int | None = None, run_config: dict[str, Any] | None = None) -> Path:
+def run_phases(
+    plan: RunPlan,
+    run_span: Callable[[Any, int], None],
+    *,
+    started: float | None = None,
+    flower_run_id: int | None = None,
+    run_config: dict[str, Any] | None = None,
+) -> Path:
     """Run every phase span of ``plan``; returns the run folder.
 
     Parameters
@@ -73,8 +80,13 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
     else:
         folder, resumed_after = RunFolder.create(plan.run_dir, model.preset.name), None
     record = folder.record_run(flower_run_id, run_config or {}, resumed_after)
-    log(INFO, "sarcofed run folder: %s (Flower run %s%s)", folder.path, flower_run_id,
-        "" if resumed_after is None else f", resumed after {resumed_after.phase} round {resumed_after.phase_round}")
+    log(
+        INFO,
+        "sarcofed run folder: %s (Flower run %s%s)",
+        folder.path,
+        flower_run_id,
+        "" if resumed_after is None else f", resumed after {resumed_after.phase} round {resumed_after.phase_round}",
+    )
     recorder = Recorder(folder, model, _save_checkpoint, start_global_round=plan.resume_global_round)
     timings: dict[str, float] = {}
     outcome = "completed"
@@ -82,11 +94,20 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
         for span in plan.spans():
             t0 = time.perf_counter()
             strategy = make_strategy(
-                plan.strategy, phase=span.phase, first_round=span.first_round, local_epochs=span.local_epochs,
-                seed=plan.seed, arrays=get_weights(model, span.phase), recorder=recorder, min_sites=plan.min_sites,
-                proximal_mu=plan.proximal_mu, eval_arrays=_eval_arrays(model, span.phase),
-                last_round=plan.rounds[span.phase], context_arrays=get_arrays(model, context_keys(model, span.phase)),
-                min_sites_wait_s=plan.min_sites_wait, max_update_norm=plan.max_update_norm,
+                plan.strategy,
+                phase=span.phase,
+                first_round=span.first_round,
+                local_epochs=span.local_epochs,
+                seed=plan.seed,
+                arrays=get_weights(model, span.phase),
+                recorder=recorder,
+                min_sites=plan.min_sites,
+                proximal_mu=plan.proximal_mu,
+                eval_arrays=_eval_arrays(model, span.phase),
+                last_round=plan.rounds[span.phase],
+                context_arrays=get_arrays(model, context_keys(model, span.phase)),
+                min_sites_wait_s=plan.min_sites_wait,
+                max_update_norm=plan.max_update_norm,
             )
             run_span(strategy, span.num_rounds)
             timings[span.phase] = round(time.perf_counter() - t0, 2)
@@ -94,19 +115,30 @@ def run_phases(plan: RunPlan, run_span: Callable[[Any, int], None], *, started: 
         outcome = f"failed: {error}"
         raise
     finally:
-        _write_summary(plan, model, folder, recorder, timings, started, outcome,
-                       [r["run_id"] for r in record["flower_runs"]])
+        _write_summary(
+            plan, model, folder, recorder, timings, started, outcome, [r["run_id"] for r in record["flower_runs"]]
+        )
     return folder.path
 
 
-def _write_summary(plan: RunPlan, model: Any, folder: RunFolder, recorder: Recorder, timings: dict[str, float],
-                   started: float, outcome: str, flower_run_ids: list[Any]) -> None:
+def _write_summary(
+    plan: RunPlan,
+    model: Any,
+    folder: RunFolder,
+    recorder: Recorder,
+    timings: dict[str, float],
+    started: float,
+    outcome: str,
+    flower_run_ids: list[Any],
+) -> None:
     final = [r for r in recorder.last_rows if r["site"] != POOLED]
     wall = round(time.perf_counter() - started, 2)
     if plan.resume_folder is not None:  # continued in its folder: the times cover every Flower run of it
         before = folder.previous_summary
-        timings = {p: round(float((before.get("phase_seconds") or {}).get(p, 0.0)) + timings.get(p, 0.0), 2)
-                   for p in {*(before.get("phase_seconds") or {}), *timings}}
+        timings = {
+            p: round(float((before.get("phase_seconds") or {}).get(p, 0.0)) + timings.get(p, 0.0), 2)
+            for p in {*(before.get("phase_seconds") or {}), *timings}
+        }
         wall = round(float(before.get("wall_seconds") or 0.0) + wall, 2)
     pooled = next((r for r in recorder.last_rows if r["site"] == POOLED), {})
     summary = {
@@ -119,20 +151,33 @@ def _write_summary(plan: RunPlan, model: Any, folder: RunFolder, recorder: Recor
         "proximal_mu": plan.proximal_mu if plan.strategy == "fedprox" else None,
         "secure_aggregation": plan.secure_aggregation,
         "secagg": {
-            "num_shares": plan.secagg_num_shares, "reconstruction_threshold": plan.secagg_reconstruction_threshold,
-            "clipping_range": plan.secagg_clipping_range, "quantization_range": plan.secagg_quantization_range,
-            "max_weight": plan.secagg_max_weight, "mask_prg": "HKDF-SHA256 -> ChaCha20 (common/secagg/mask_prg.py)",
-        } if plan.secure_aggregation else None,
-        "resumed_from": None if plan.resume_from is None else {
-            "checkpoint": str(plan.resume_from), "phase": plan.resume_phase, "round": plan.resume_round,
-            "same_folder": plan.resume_folder is not None},
+            "num_shares": plan.secagg_num_shares,
+            "reconstruction_threshold": plan.secagg_reconstruction_threshold,
+            "clipping_range": plan.secagg_clipping_range,
+            "quantization_range": plan.secagg_quantization_range,
+            "max_weight": plan.secagg_max_weight,
+            "mask_prg": "HKDF-SHA256 -> ChaCha20 (common/secagg/mask_prg.py)",
+        }
+        if plan.secure_aggregation
+        else None,
+        "resumed_from": None
+        if plan.resume_from is None
+        else {
+            "checkpoint": str(plan.resume_from),
+            "phase": plan.resume_phase,
+            "round": plan.resume_round,
+            "same_folder": plan.resume_folder is not None,
+        },
         "cutoff": plan.cutoff,
         "phase_seconds": timings,
         "wall_seconds": wall,
         "final_round": {"sites": final, "pooled": pooled},
-        "privacy": {"dp_epsilon_by_site": dict(sorted(recorder.dp_epsilon.items())),
-                    "note": "epsilon each site reported spending in this run, at its own policy's delta"}
-        if recorder.dp_epsilon else None,
+        "privacy": {
+            "dp_epsilon_by_site": dict(sorted(recorder.dp_epsilon.items())),
+            "note": "epsilon each site reported spending in this run, at its own policy's delta",
+        }
+        if recorder.dp_epsilon
+        else None,
     }
     folder.write_summary(summary)
     try:

@@ -25,7 +25,6 @@ from flwr.server.strategy import FedAvg, FedProx
 
 from common.secagg.delta import apply_delta, pack, unpack
 
-
 # What a site needs to evaluate after each phase, as phases whose arrays are sent one after another:
 # segmentation metrics need the decoder (trained in seg) on the current encoder; ssl has no holdout metric.
 EVAL_PHASES: dict[str, str] = {"ssl": "", "seg": "seg", "cls": "seg,cls"}
@@ -34,11 +33,13 @@ EVAL_PHASES: dict[str, str] = {"ssl": "", "seg": "seg", "cls": "seg,cls"}
 class RoundRecorder(Protocol):
     """What the strategy reports to (server.recorder.Recorder implements it)."""
 
-    def after_fit(self, phase: str, phase_round: int, arrays: list[np.ndarray], fits: list[dict[str, Any]],
-                  failures: list[str]) -> dict[str, Any] | None: ...
+    def after_fit(
+        self, phase: str, phase_round: int, arrays: list[np.ndarray], fits: list[dict[str, Any]], failures: list[str]
+    ) -> dict[str, Any] | None: ...
 
-    def after_evaluate(self, phase: str, phase_round: int, summaries: list[dict[str, Any]],
-                       failures: list[str]) -> dict[str, Any]: ...
+    def after_evaluate(
+        self, phase: str, phase_round: int, summaries: list[dict[str, Any]], failures: list[str]
+    ) -> dict[str, Any]: ...
 
     def after_abort(self, phase: str, phase_round: int, reason: str, failures: list[str]) -> None: ...
 
@@ -59,10 +60,21 @@ def round_lr_scale(phase_round: int, last_round: int, floor: float = 0.1) -> flo
 class _PhaseDeltaMixin:
     """Phase bookkeeping + delta aggregation; mixed into a flwr.server.strategy class (FedAvg, FedProx)."""
 
-    def _setup_phase(self, phase: str, first_round: int, local_epochs: int, seed: int, arrays: list[np.ndarray],
-                     recorder: RoundRecorder, eval_arrays: Callable[[], list[np.ndarray]] | None,
-                     last_round: int | None = None, context_arrays: list[np.ndarray] | None = None,
-                     min_sites: int = 1, min_sites_wait_s: float = 600.0, max_update_norm: float = math.inf) -> None:
+    def _setup_phase(
+        self,
+        phase: str,
+        first_round: int,
+        local_epochs: int,
+        seed: int,
+        arrays: list[np.ndarray],
+        recorder: RoundRecorder,
+        eval_arrays: Callable[[], list[np.ndarray]] | None,
+        last_round: int | None = None,
+        context_arrays: list[np.ndarray] | None = None,
+        min_sites: int = 1,
+        min_sites_wait_s: float = 600.0,
+        max_update_norm: float = math.inf,
+    ) -> None:
         self.phase = phase
         self.max_update_norm = max_update_norm
         self.min_sites, self.min_sites_wait_s = min_sites, min_sites_wait_s
@@ -86,8 +98,14 @@ class _PhaseDeltaMixin:
 
     def _config(self, server_round: int) -> dict[str, Scalar]:
         r = self.phase_round(server_round)
-        return {"phase": self.phase, "round": r, "local-epochs": self.local_epochs, "seed": self.seed * 10_000 + r,
-                "eval-phases": EVAL_PHASES.get(self.phase, ""), "lr-scale": round_lr_scale(r, self.last_round)}
+        return {
+            "phase": self.phase,
+            "round": r,
+            "local-epochs": self.local_epochs,
+            "seed": self.seed * 10_000 + r,
+            "eval-phases": EVAL_PHASES.get(self.phase, ""),
+            "lr-scale": round_lr_scale(r, self.last_round),
+        }
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         return ndarrays_to_parameters([pack(self.global_arrays)])
@@ -105,11 +123,13 @@ class _PhaseDeltaMixin:
         self._round_started = time.perf_counter()
         # num_available() refreshes the legacy client manager from the grid (else every 5 s only)
         if client_manager.num_available() < self.min_sites and not client_manager.wait_for(
-                self.min_sites, timeout=self.min_sites_wait_s):
+            self.min_sites, timeout=self.min_sites_wait_s
+        ):
             raise TooFewSitesError(
                 f"[{self.phase} round {self.phase_round(server_round)}] {len(client_manager)} sites connected after "
                 f"waiting {self.min_sites_wait_s:g} s; run config min-sites is {self.min_sites} (min-sites-wait sets "
-                "the wait)")
+                "the wait)"
+            )
         parameters = ndarrays_to_parameters([pack([*self.context_arrays, *self.global_arrays])])
         return super().configure_fit(server_round, parameters, client_manager)  # type: ignore[misc]
 
@@ -136,19 +156,28 @@ class _PhaseDeltaMixin:
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         r = self.phase_round(server_round)
-        self.site_names.update({proxy.node_id: str(res.metrics["site"]) for proxy, res in results if "site" in res.metrics})
+        self.site_names.update(
+            {proxy.node_id: str(res.metrics["site"]) for proxy, res in results if "site" in res.metrics}
+        )
         reasons = [failure_text(f, self.site_names) for f in failures]
         log(INFO, "[%s round %d] received %d results and %d failures", self.phase, r, len(results), len(failures))
         for reason in reasons:
             log(WARNING, "[%s round %d] a site failed and was left out: %s", self.phase, r, reason)
-        fits = [{"site": str(res.metrics.get("site", proxy.node_id)), "n_train": int(res.num_examples),
-                 "loss": float(res.metrics.get("loss", math.nan)),
-                 "dp_epsilon": float(res.metrics.get("dp_epsilon", math.nan))} for proxy, res in results]
+        fits = [
+            {
+                "site": str(res.metrics.get("site", proxy.node_id)),
+                "n_train": int(res.num_examples),
+                "loss": float(res.metrics.get("loss", math.nan)),
+                "dp_epsilon": float(res.metrics.get("dp_epsilon", math.nan)),
+            }
+            for proxy, res in results
+        ]
         self._fit_counts = (len(results), len(failures))
         duplicate = _duplicate_sites([f["site"] for f in fits])
         if duplicate:
-            self.fit_aborted(server_round, f"sites share a name ({duplicate}); give each SuperNode its own site-name",
-                             reasons)
+            self.fit_aborted(
+                server_round, f"sites share a name ({duplicate}); give each SuperNode its own site-name", reasons
+            )
             return None, {}
         mean_delta, metrics = super().aggregate_fit(server_round, results, failures)  # type: ignore[misc]
         if mean_delta is None:
@@ -157,8 +186,12 @@ class _PhaseDeltaMixin:
         [mean] = parameters_to_ndarrays(mean_delta)
         norm = float(np.linalg.norm(mean.astype(np.float64)))
         if not norm <= self.max_update_norm:  # NaN too: the sum hides which site, not that one is off
-            self.fit_aborted(server_round, f"the aggregated update's norm {norm:.4g} is above max-update-norm "
-                                           f"{self.max_update_norm:g}: a site sent a corrupted or hostile update", reasons)
+            self.fit_aborted(
+                server_round,
+                f"the aggregated update's norm {norm:.4g} is above max-update-norm "
+                f"{self.max_update_norm:g}: a site sent a corrupted or hostile update",
+                reasons,
+            )
             return None, {}
         self.global_arrays = apply_delta(self.global_arrays, unpack(mean, [np.shape(a) for a in self.global_arrays]))
         row = self.recorder.after_fit(self.phase, r, self.global_arrays, fits, reasons)
@@ -174,7 +207,9 @@ class _PhaseDeltaMixin:
     ) -> tuple[float | None, dict[str, Scalar]]:
         r = self.phase_round(server_round)
         summaries = [{**res.metrics, "site": str(res.metrics.get("site", proxy.node_id))} for proxy, res in results]
-        self.site_names.update({proxy.node_id: str(res.metrics["site"]) for proxy, res in results if "site" in res.metrics})
+        self.site_names.update(
+            {proxy.node_id: str(res.metrics["site"]) for proxy, res in results if "site" in res.metrics}
+        )
         reasons = [failure_text(f, self.site_names) for f in failures]
         for reason in reasons:
             log(WARNING, "[%s round %d] a site failed to evaluate: %s", self.phase, r, reason)
@@ -187,12 +222,16 @@ class _PhaseDeltaMixin:
         self._progress(r, pooled, evaluated=(len(summaries), len(reasons)))
         return super().aggregate_evaluate(server_round, results, failures)  # type: ignore[misc]
 
-    def _progress(self, phase_round: int, pooled: dict[str, Any], evaluated: tuple[int, int] | None,
-                  aborted: str = "") -> None:
+    def _progress(
+        self, phase_round: int, pooled: dict[str, Any], evaluated: tuple[int, int] | None, aborted: str = ""
+    ) -> None:
         """One line per round for the coordinator (``flwr log``, ``flwr run --stream``, ``make demo``)."""
         if aborted:
-            log(INFO, f"{PROGRESS_TAG} [{self.phase} {phase_round}/{self.last_round}] aborted: {aborted} "
-                      f"({time.perf_counter() - self._round_started:.1f} s)")
+            log(
+                INFO,
+                f"{PROGRESS_TAG} [{self.phase} {phase_round}/{self.last_round}] aborted: {aborted} "
+                f"({time.perf_counter() - self._round_started:.1f} s)",
+            )
             return
         trained, failed = self._fit_counts
         parts = [f"{trained} sites trained" + (f", {failed} failed" if failed else "")]
@@ -202,7 +241,9 @@ class _PhaseDeltaMixin:
         line = f"{PROGRESS_TAG} [{self.phase} {phase_round}/{self.last_round}] " + ", ".join(parts)
         dice, err, loss = (_float(pooled.get(k)) for k in ("dice_mean", "sma_abs_pct_err_mean", "loss"))
         if evaluated is not None:
-            line += f" | pooled Dice {dice:.3f}, SMA error {err:.1f}%" if math.isfinite(dice) else " | pooled metrics n/a"
+            line += (
+                f" | pooled Dice {dice:.3f}, SMA error {err:.1f}%" if math.isfinite(dice) else " | pooled metrics n/a"
+            )
         elif math.isfinite(loss):
             line += f" | training loss {loss:.4f}"
         log(INFO, line)
@@ -243,8 +284,11 @@ def failure_text(failure: Any, site_names: dict[int, str] | None = None) -> str:
         text = getattr(arg, "reason", None) or str(failure).strip() or type(failure).__name__
     text = _FLOWER_REASON.sub(r"\1", text)
     names = site_names or {}
-    return _NODE.sub(lambda m: f"node {m.group(1)} ({names[int(m.group(1))]})" if int(m.group(1)) in names
-                     else m.group(0), text, count=1)
+    return _NODE.sub(
+        lambda m: f"node {m.group(1)} ({names[int(m.group(1))]})" if int(m.group(1)) in names else m.group(0),
+        text,
+        count=1,
+    )
 
 
 class DeltaFedAvg(_PhaseDeltaMixin, FedAvg):
@@ -298,16 +342,32 @@ def make_strategy(
         SecAgg+ bounds each value a site adds, so one hostile site shows up in the sum's norm
     """
     common: dict[str, Any] = dict(
-        fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=min_sites, min_evaluate_clients=min_sites,
-        min_available_clients=min_sites, accept_failures=True,
+        fraction_fit=1.0,
+        fraction_evaluate=1.0,
+        min_fit_clients=min_sites,
+        min_evaluate_clients=min_sites,
+        min_available_clients=min_sites,
+        accept_failures=True,
     )
     strategy: FedAvg
     if name == "fedprox":
         strategy = DeltaFedProx(proximal_mu=proximal_mu, **common)
     else:
         strategy = DeltaFedAvg(**common)
-    strategy._setup_phase(phase, first_round, local_epochs, seed, arrays, recorder, eval_arrays, last_round,  # type: ignore[attr-defined]
-                            context_arrays, min_sites, min_sites_wait_s, max_update_norm)
+    strategy._setup_phase(
+        phase,
+        first_round,
+        local_epochs,
+        seed,
+        arrays,
+        recorder,
+        eval_arrays,
+        last_round,  # type: ignore[attr-defined]
+        context_arrays,
+        min_sites,
+        min_sites_wait_s,
+        max_update_norm,
+    )
     config: Callable[[int], dict[str, Scalar]] = strategy._config  # type: ignore[attr-defined]
     strategy.on_fit_config_fn = config
     strategy.on_evaluate_config_fn = config

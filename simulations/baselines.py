@@ -29,7 +29,9 @@ def _pooled_manifest(manifests: Mapping[str, Path]) -> pd.DataFrame:
     return pooled
 
 
-def train_budget(data: Any, preset: str, rounds: Mapping[str, int], local_epochs: Mapping[str, int], seed: int = 0) -> Any:
+def train_budget(
+    data: Any, preset: str, rounds: Mapping[str, int], local_epochs: Mapping[str, int], seed: int = 0
+) -> Any:
     """One model through ssl -> seg -> cls on ``data`` (manifest path or DataFrame) with the federated budget."""
     import torch
 
@@ -46,7 +48,9 @@ def train_budget(data: Any, preset: str, rounds: Mapping[str, int], local_epochs
     return model
 
 
-def evaluate_sites(model: Any, preset: str, manifests: Mapping[str, Path], cutoff: str = "prado2008") -> dict[str, dict[str, Any]]:
+def evaluate_sites(
+    model: Any, preset: str, manifests: Mapping[str, Path], cutoff: str = "prado2008"
+) -> dict[str, dict[str, Any]]:
     """Site -> holdout summary (``common.metrics.site_summary``) of ``model``."""
     from common.data.manifest import read_manifest
     from common.models.presets import get_preset
@@ -54,21 +58,39 @@ def evaluate_sites(model: Any, preset: str, manifests: Mapping[str, Path], cutof
 
     out = {}
     for site, path in manifests.items():
-        _, summary = evaluate_cases(model, get_preset(preset), read_manifest(path), cutoff=cutoff, split="holdout",
-                                    manifest_dir=Path(path).parent)
+        _, summary = evaluate_cases(
+            model,
+            get_preset(preset),
+            read_manifest(path),
+            cutoff=cutoff,
+            split="holdout",
+            manifest_dir=Path(path).parent,
+        )
         out[site] = summary
     return out
 
 
-def centralised(manifests: Mapping[str, Path], preset: str, rounds: Mapping[str, int], local_epochs: Mapping[str, int],
-                seed: int = 0, cutoff: str = "prado2008") -> dict[str, dict[str, Any]]:
+def centralised(
+    manifests: Mapping[str, Path],
+    preset: str,
+    rounds: Mapping[str, int],
+    local_epochs: Mapping[str, int],
+    seed: int = 0,
+    cutoff: str = "prado2008",
+) -> dict[str, dict[str, Any]]:
     """All sites' training data pooled (what the federation avoids), evaluated per site."""
     model = train_budget(_pooled_manifest(manifests), preset, rounds, local_epochs, seed)
     return evaluate_sites(model, preset, manifests, cutoff)
 
 
-def local_only(manifests: Mapping[str, Path], preset: str, rounds: Mapping[str, int], local_epochs: Mapping[str, int],
-               seed: int = 0, cutoff: str = "prado2008") -> dict[str, dict[str, Any]]:
+def local_only(
+    manifests: Mapping[str, Path],
+    preset: str,
+    rounds: Mapping[str, int],
+    local_epochs: Mapping[str, int],
+    seed: int = 0,
+    cutoff: str = "prado2008",
+) -> dict[str, dict[str, Any]]:
     """Each site trains alone and is evaluated on its own holdout."""
     out = {}
     for site, path in manifests.items():

@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         raw[item] = {"seconds": time.perf_counter() - t, "rows": [r.__dict__ for r in got]}
         print(f"item {item}: {time.perf_counter() - t:.0f} s", flush=True)
     end_line = machine_line()
-    md = (f"### SarcoFed benchmark{' (--quick)' if args.quick else ''}\n\n"
-          f"Machine: {end_line.split(', load average')[0]}.\n"
-          f"Load average at start: {start_line.split('load average ')[1]}; at end: {end_line.split('load average ')[1]}. "
-          f"Benchmark wall time {time.perf_counter() - t0:.0f} s.\n\n" + table(rows) + "\n")
+    md = (
+        f"### SarcoFed benchmark{' (--quick)' if args.quick else ''}\n\n"
+        f"Machine: {end_line.split(', load average')[0]}.\n"
+        f"Load average at start: {start_line.split('load average ')[1]}; at end: {end_line.split('load average ')[1]}. "
+        f"Benchmark wall time {time.perf_counter() - t0:.0f} s.\n\n" + table(rows) + "\n"
+    )
     print(md)
     out = bench_dir()
     (out / "bench.md").write_text(md)

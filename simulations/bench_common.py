@@ -64,9 +64,11 @@ def machine_line() -> str:
 
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     la = os.getloadavg()
-    return (f"{cpu_model()}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
-            f"load average {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1/5/15 min)")
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
+        f"load average {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} (1/5/15 min)"
+    )
 
 
 def best_of(fn: Callable[[], float], repeats: int) -> float:
@@ -86,6 +88,7 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 # ---- memory of a process tree ---------------------------------------------------------------------
 
+
 def _proc_table() -> dict[int, tuple[int, int, int]]:
     """pid -> (ppid, session id, RSS bytes) for every process we can read."""
     page = os.sysconf("SC_PAGE_SIZE")
@@ -95,7 +98,7 @@ def _proc_table() -> dict[int, tuple[int, int, int]]:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            rest = stat[stat.rindex(")") + 2:].split()
+            rest = stat[stat.rindex(")") + 2 :].split()
             ppid, sid, rss_pages = int(rest[1]), int(rest[3]), int(rest[21])
         except (OSError, ValueError, IndexError):
             continue

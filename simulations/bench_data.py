@@ -33,17 +33,35 @@ def run(quick: bool = False) -> list:
         tmp = Path(tmp_name)
         t = time.perf_counter()
         manifest = write_site(tmp / "site", "bench", profile, n, 0, seed=2)
-        rows.append(Row("6", "write_site (generate + DICOM + NIfTI mask + manifest)",
-                        f"{n / (time.perf_counter() - t):.1f} slices/s"))
+        rows.append(
+            Row(
+                "6",
+                "write_site (generate + DICOM + NIfTI mask + manifest)",
+                f"{n / (time.perf_counter() - t):.1f} slices/s",
+            )
+        )
         t = time.perf_counter()
-        ingest(tmp / "site" / "images", tmp / "ingested" / "manifest.csv", masks_dir=tmp / "site" / "masks",
-               salt_file=tmp / "salt", progress=False)
-        rows.append(Row("6", "ingest (DICOM + NIfTI masks -> checked manifest)",
-                        f"{n / (time.perf_counter() - t):.1f} slices/s"))
+        ingest(
+            tmp / "site" / "images",
+            tmp / "ingested" / "manifest.csv",
+            masks_dir=tmp / "site" / "masks",
+            salt_file=tmp / "salt",
+            progress=False,
+        )
+        rows.append(
+            Row(
+                "6", "ingest (DICOM + NIfTI masks -> checked manifest)", f"{n / (time.perf_counter() - t):.1f} slices/s"
+            )
+        )
         t = time.perf_counter()
         SliceDataset(manifest, get_preset("demo"), "seg", augment=False)
-        rows.append(Row("6", "resample to the demo network grid (SliceDataset build, seg)",
-                        f"{n / (time.perf_counter() - t):.1f} slices/s"))
+        rows.append(
+            Row(
+                "6",
+                "resample to the demo network grid (SliceDataset build, seg)",
+                f"{n / (time.perf_counter() - t):.1f} slices/s",
+            )
+        )
     return rows
 
 

@@ -25,8 +25,14 @@ import time
 from pathlib import Path
 
 PROFILES = ("geriatric-oncology", "general-surgery", "young-trauma", "obesity-clinic")
-ROUNDS = {"rounds-ssl": 1, "rounds-seg": 1, "rounds-cls": 1,
-          "local-epochs-ssl": 1, "local-epochs-seg": 1, "local-epochs-cls": 1}
+ROUNDS = {
+    "rounds-ssl": 1,
+    "rounds-seg": 1,
+    "rounds-cls": 1,
+    "local-epochs-ssl": 1,
+    "local-epochs-seg": 1,
+    "local-epochs-cls": 1,
+}
 
 
 def sites(n: int) -> list[Path]:
@@ -41,8 +47,15 @@ def federated_run(manifests: list[Path], secure: bool, tmp: Path) -> dict:
     from simulations.flower_home import PROJECT_ROOT, LocalSuperLink
 
     runs = tmp / f"runs-{len(manifests)}-{'secagg' if secure else 'plain'}"
-    config = {"preset": "tiny", "site-manifests": ",".join(map(str, manifests)), "run-dir": str(runs),
-              "sites-cache": str(tmp / "cache"), "secure-aggregation": secure, "min-sites": 2, **ROUNDS}
+    config = {
+        "preset": "tiny",
+        "site-manifests": ",".join(map(str, manifests)),
+        "run-dir": str(runs),
+        "sites-cache": str(tmp / "cache"),
+        "secure-aggregation": secure,
+        "min-sites": 2,
+        **ROUNDS,
+    }
     link = LocalSuperLink(tmp / f"flwr_home-{len(manifests)}-{int(secure)}", num_supernodes=len(manifests))
     t0 = time.perf_counter()
     with link, RssSampler(lambda: [link.process.pid] if link.process else []) as sampler:
@@ -51,10 +64,16 @@ def federated_run(manifests: list[Path], secure: bool, tmp: Path) -> dict:
     wall = time.perf_counter() - t_ready
     summary_path = runs / "latest" / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return {"ok": result.returncode == 0 and bool(summary) and not summary.get("failures"),
-            "wall": wall, "startup": t_ready - t0, "phase_seconds": summary.get("phase_seconds", {}),
-            "server_wall": summary.get("wall_seconds"), "peak_rss": sampler.peak,
-            "failures": len(summary.get("failures", []) or []), "log": str(runs / "flwr-run.log")}
+    return {
+        "ok": result.returncode == 0 and bool(summary) and not summary.get("failures"),
+        "wall": wall,
+        "startup": t_ready - t0,
+        "phase_seconds": summary.get("phase_seconds", {}),
+        "server_wall": summary.get("wall_seconds"),
+        "peak_rss": sampler.peak,
+        "failures": len(summary.get("failures", []) or []),
+        "log": str(runs / "flwr-run.log"),
+    }
 
 
 def local_compute(manifests: list[Path]) -> dict[str, float]:
@@ -78,8 +97,14 @@ def local_compute(manifests: list[Path]) -> dict[str, float]:
             data = SliceDataset(manifest, preset, phase, augment=True, seed=0)
             train_phase(model, phase, data, epochs=1, seed=0, device="cpu", progress=False)
             if phase != "ssl":
-                evaluate_cases(model, preset, read_manifest(manifest), split="holdout",
-                               with_classifier=phase == "cls", manifest_dir=manifest.parent)
+                evaluate_cases(
+                    model,
+                    preset,
+                    read_manifest(manifest),
+                    split="holdout",
+                    with_classifier=phase == "cls",
+                    manifest_dir=manifest.parent,
+                )
             totals[phase] += time.perf_counter() - t0
     return totals
 
@@ -111,20 +136,46 @@ def run(quick: bool = False, counts: tuple[int, ...] = (3, 10, 30), budget_s: fl
                 continue
             ps = res["phase_seconds"]
             for phase in ("ssl", "seg", "cls"):
-                rows.append(Row("2", f"{label} {phase} round wall / sum of the 3 sites' local compute (tiny)",
-                                f"{ps[phase]:.1f} s / {compute[phase]:.1f} s", "<= 1.10", ps[phase] / compute[phase]))
-            rows.append(Row("2", f"{label} whole run (3 rounds) wall / local compute; SuperLink start excluded",
-                            f"{res['wall']:.1f} s / {sum(compute.values()):.1f} s", "<= 1.10",
-                            res["wall"] / sum(compute.values()),
-                            f"ServerApp's own wall {res['server_wall']:.1f} s; Flower/Ray start-up is the rest"))
+                rows.append(
+                    Row(
+                        "2",
+                        f"{label} {phase} round wall / sum of the 3 sites' local compute (tiny)",
+                        f"{ps[phase]:.1f} s / {compute[phase]:.1f} s",
+                        "<= 1.10",
+                        ps[phase] / compute[phase],
+                    )
+                )
+            rows.append(
+                Row(
+                    "2",
+                    f"{label} whole run (3 rounds) wall / local compute; SuperLink start excluded",
+                    f"{res['wall']:.1f} s / {sum(compute.values()):.1f} s",
+                    "<= 1.10",
+                    res["wall"] / sum(compute.values()),
+                    f"ServerApp's own wall {res['server_wall']:.1f} s; Flower/Ray start-up is the rest",
+                )
+            )
             outside = res["wall"] - sum(ps.values())
-            rows.append(Row("2", f"{label}: per-run time outside the rounds (flwr run -> ServerApp, Ray start "
-                                 "and stop, ServerApp set-up, report)", f"{outside:.1f} s of {res['wall']:.1f} s",
-                            note="paid once per run; the ssl round also holds the ClientApp actor's start "
-                                 "(process, torch/MONAI imports, first optimizer)"))
+            rows.append(
+                Row(
+                    "2",
+                    f"{label}: per-run time outside the rounds (flwr run -> ServerApp, Ray start "
+                    "and stop, ServerApp set-up, report)",
+                    f"{outside:.1f} s of {res['wall']:.1f} s",
+                    note="paid once per run; the ssl round also holds the ClientApp actor's start "
+                    "(process, torch/MONAI imports, first optimizer)",
+                )
+            )
         if plain["ok"] and secure["ok"]:
-            rows.append(Row("3", "SecAgg+ run / plain run, whole federated run (3 sites, tiny)",
-                            f"{secure['wall']:.1f} s vs {plain['wall']:.1f} s", "<= 1.3", secure["wall"] / plain["wall"]))
+            rows.append(
+                Row(
+                    "3",
+                    "SecAgg+ run / plain run, whole federated run (3 sites, tiny)",
+                    f"{secure['wall']:.1f} s vs {plain['wall']:.1f} s",
+                    "<= 1.3",
+                    secure["wall"] / plain["wall"],
+                )
+            )
         # Item 5: scaling (SecAgg+, as shipped), stopping before a run would overrun the budget.
         scale = {3: secure}
         started = time.perf_counter()
@@ -134,17 +185,29 @@ def run(quick: bool = False, counts: tuple[int, ...] = (3, 10, 30), budget_s: fl
             last = max(scale)
             estimate = scale[last]["wall"] * n / last
             if time.perf_counter() - started + estimate > budget_s:
-                rows.append(Row("5", f"{n} sites: left out", f"estimated {estimate:.0f} s from {last} sites "
-                                f"({scale[last]['wall']:.0f} s), over the {budget_s:.0f} s budget"))
+                rows.append(
+                    Row(
+                        "5",
+                        f"{n} sites: left out",
+                        f"estimated {estimate:.0f} s from {last} sites "
+                        f"({scale[last]['wall']:.0f} s), over the {budget_s:.0f} s budget",
+                    )
+                )
                 continue
             scale[n] = federated_run(all_sites[:n], True, tmp)
         base = scale[3]
         for n, res in sorted(scale.items()):
             status = "" if res["ok"] else f" ({res['failures']} site failures; log {res['log']})"
-            rows.append(Row("5", f"{n} sites, SecAgg+, 1 round per phase (tiny): wall, peak RSS of the process tree",
-                            f"{res['wall']:.0f} s, {res['peak_rss'] / 2**30:.2f} GiB{status}", "",
-                            res["wall"] / base["wall"],
-                            f"ratio = wall vs 3 sites; memory x{res['peak_rss'] / max(base['peak_rss'], 1):.2f}"))
+            rows.append(
+                Row(
+                    "5",
+                    f"{n} sites, SecAgg+, 1 round per phase (tiny): wall, peak RSS of the process tree",
+                    f"{res['wall']:.0f} s, {res['peak_rss'] / 2**30:.2f} GiB{status}",
+                    "",
+                    res["wall"] / base["wall"],
+                    f"ratio = wall vs 3 sites; memory x{res['peak_rss'] / max(base['peak_rss'], 1):.2f}",
+                )
+            )
     rows.append(Row("5", f"generating the {max(counts)} tiny sites (cached after the first run)", f"{t_sites:.0f} s"))
     return rows
 

@@ -30,15 +30,19 @@ def main() -> None:
     for i in range(args.n):
         synth_case((1, i), profile)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    print(f"phantom generation, {args.profile}, 512 x 512: {args.n / cpu:.1f} slices/s per core "
-          f"(CPU {1000 * cpu / args.n:.0f} ms/slice; wall {args.n / wall:.1f} slices/s)")
+    print(
+        f"phantom generation, {args.profile}, 512 x 512: {args.n / cpu:.1f} slices/s per core "
+        f"(CPU {1000 * cpu / args.n:.0f} ms/slice; wall {args.n / wall:.1f} slices/s)"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         write_site(Path(tmp) / "site", "bench", profile, args.n, 0, seed=2)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    print(f"write_site (generate + DICOM + NIfTI mask + manifest): {args.n / cpu:.1f} slices/s per core "
-          f"(CPU {1000 * cpu / args.n:.0f} ms/slice; wall {args.n / wall:.1f} slices/s)")
+    print(
+        f"write_site (generate + DICOM + NIfTI mask + manifest): {args.n / cpu:.1f} slices/s per core "
+        f"(CPU {1000 * cpu / args.n:.0f} ms/slice; wall {args.n / wall:.1f} slices/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,16 @@ def _inputs(tmp: Path) -> tuple[Path, Path]:
 
     case = synth_case((7, 0), PROFILES["general-surgery"])
     dcm = tmp / "slice.dcm"
-    write_ct_dicom(dcm, case.hu, case.spacing_mm, patient_id="BENCH-1", sex=case.sex, height_m=case.height_m,
-                   weight_kg=case.weight_kg, age_years=case.age_years)
+    write_ct_dicom(
+        dcm,
+        case.hu,
+        case.spacing_mm,
+        patient_id="BENCH-1",
+        sex=case.sex,
+        height_m=case.height_m,
+        weight_kg=case.weight_kg,
+        age_years=case.age_years,
+    )
     torch.manual_seed(0)
     ckpt = tmp / "demo-seg.pt"
     save_checkpoint(ckpt, SarcoModel(get_preset("demo")), phase="seg")
@@ -66,17 +74,31 @@ def stage_times(dcm: Path, loaded, out_dir: Path) -> dict[str, float]:
         raw = np.asarray(segment(loaded.model, ct, loaded.preset)).astype(np.uint8)
     lap("segment")
     mask = apply_hu_window(raw, ct.hu)
-    record = measurements(ct.hu, mask, ct.spacing_mm, height_m=ct.height_m, sex=ct.sex, weight_kg=ct.weight_kg,
-                          cutoff=get_cutoff("prado2008"))
+    record = measurements(
+        ct.hu,
+        mask,
+        ct.spacing_mm,
+        height_m=ct.height_m,
+        sex=ct.sex,
+        weight_kg=ct.weight_kg,
+        cutoff=get_cutoff("prado2008"),
+    )
     lap("measure")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_mask_nifti(out_dir / "mask.nii.gz", mask, ct.geometry)
     lap("write mask")
-    write_overlay_png(out_dir / "overlay.png", ct.hu, mask, ct.spacing_mm, _overlay_lines(record),
-                      title=f"SarcoFed demo: {dcm.name}")
+    write_overlay_png(
+        out_dir / "overlay.png", ct.hu, mask, ct.spacing_mm, _overlay_lines(record), title=f"SarcoFed demo: {dcm.name}"
+    )
     lap("write overlay")
-    write_muscle_seg(out_dir / "seg.dcm", mask, ct, model_name="SarcoFed demo seg", model_version="bench",
-                     parameters={"preset": "demo", "phase": "seg", "model_sha256": loaded.sha256})
+    write_muscle_seg(
+        out_dir / "seg.dcm",
+        mask,
+        ct,
+        model_name="SarcoFed demo seg",
+        model_version="bench",
+        parameters={"preset": "demo", "phase": "seg", "model_sha256": loaded.sha256},
+    )
     lap("write SEG")
     record["versions"] = versions()
     write_result_json(out_dir / "result.json", record)
@@ -115,12 +137,24 @@ def run(quick: bool = False) -> list:
             for k, v in stage_times(dcm, loaded, tmp / f"stages{i}").items():
                 stages[k].append(v)
         latency, load = statistics.median(totals), statistics.median(loads)
-        rows.append(Row("4", f"predict, one 512 x 512 DICOM slice -> mask + numbers + files, demo, CPU "
-                        f"({torch.get_num_threads()} threads), model loading excluded",
-                        f"{latency:.3f} s", "<= 0.15 s", latency / 0.15,
-                        f"ratio = latency / 0.15 s target; median of {repeats}, fastest {min(totals):.3f} s"))
-        rows.append(Row("4", "model loading (demo checkpoint: load_model, with SHA-256 of the file)",
-                        f"{load:.3f} s (with one prediction {load + latency:.3f} s)"))
+        rows.append(
+            Row(
+                "4",
+                f"predict, one 512 x 512 DICOM slice -> mask + numbers + files, demo, CPU "
+                f"({torch.get_num_threads()} threads), model loading excluded",
+                f"{latency:.3f} s",
+                "<= 0.15 s",
+                latency / 0.15,
+                f"ratio = latency / 0.15 s target; median of {repeats}, fastest {min(totals):.3f} s",
+            )
+        )
+        rows.append(
+            Row(
+                "4",
+                "model loading (demo checkpoint: load_model, with SHA-256 of the file)",
+                f"{load:.3f} s (with one prediction {load + latency:.3f} s)",
+            )
+        )
         medians = {k: statistics.median(v) for k, v in stages.items()}
         parts = ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in medians.items())
         rows.append(Row("4", "predict phases (median)", f"{parts}; sum {1000 * sum(medians.values()):.0f} ms"))

@@ -48,8 +48,10 @@ def _loopback_grid_cls():
 
             self._to_proto = message_to_proto
             self.apps = apps
-            self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={"partition-id": i}, state=RecordDict(),
-                                          run_config={}) for i, nid in enumerate(apps)}
+            self.contexts = {
+                nid: Context(run_id=1, node_id=nid, node_config={"partition-id": i}, state=RecordDict(), run_config={})
+                for i, nid in enumerate(apps)
+            }
             self.client_seconds = self.client_cpu = 0.0
             self.transport_seconds = self.transport_cpu = 0.0
             self.sent_bytes = {nid: 0 for nid in apps}
@@ -126,8 +128,10 @@ def one_round(shapes: list[tuple[int, ...]], n_sites: int, secure: bool, profile
     import client.app  # noqa: F401  installs our mask generator and uint32 path in the client mod
     import server.app  # noqa: F401  and in the server workflow
 
-    deltas = {pid: [np.random.default_rng(pid).normal(0, 1e-3, s).astype(np.float32) for s in shapes]
-              for pid in range(n_sites)}
+    deltas = {
+        pid: [np.random.default_rng(pid).normal(0, 1e-3, s).astype(np.float32) for s in shapes]
+        for pid in range(n_sites)
+    }
 
     class Site(NumPyClient):
         def __init__(self, pid: int) -> None:
@@ -136,16 +140,31 @@ def one_round(shapes: list[tuple[int, ...]], n_sites: int, secure: bool, profile
         def fit(self, parameters, config):
             return deltas[self.pid], 20 + self.pid, {}
 
+    def client_fn_of(pid: int):
+        return lambda ctx: Site(pid).to_client()
+
     mods = [secaggplus_mod] if secure else []
-    apps = {1000 + pid: ClientApp(client_fn=(lambda pid: lambda ctx: Site(pid).to_client())(pid), mods=mods)
-            for pid in range(n_sites)}
+    apps = {1000 + pid: ClientApp(client_fn=client_fn_of(pid), mods=mods) for pid in range(n_sites)}
     grid = _loopback_grid_cls()(apps)
-    strategy = FedAvg(initial_parameters=ndarrays_to_parameters([np.zeros(s, np.float32) for s in shapes]),
-                      fraction_evaluate=0.0, min_fit_clients=n_sites, min_available_clients=n_sites)
+    strategy = FedAvg(
+        initial_parameters=ndarrays_to_parameters([np.zeros(s, np.float32) for s in shapes]),
+        fraction_evaluate=0.0,
+        min_fit_clients=n_sites,
+        min_available_clients=n_sites,
+    )
     ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
     legacy = LegacyContext(ctx, config=ServerConfig(num_rounds=1), strategy=strategy)
-    fit_wf = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=0.66, clipping_range=0.5,
-                                quantization_range=4194304, max_weight=1000.0) if secure else None
+    fit_wf = (
+        SecAggPlusWorkflow(
+            num_shares=1.0,
+            reconstruction_threshold=0.66,
+            clipping_range=0.5,
+            quantization_range=4194304,
+            max_weight=1000.0,
+        )
+        if secure
+        else None
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     if profiler is not None:
         profiler.enable()
@@ -158,12 +177,28 @@ def one_round(shapes: list[tuple[int, ...]], n_sites: int, secure: bool, profile
     # SecAgg+'s quantisation step (2 * clip / quantization_range, scaled by max_weight / sum of weights).
     got = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
     weights = {pid: 20 + pid for pid in deltas}
-    error = max(float(np.max(np.abs(g - sum(w * deltas[pid][k].astype(np.float64) for pid, w in weights.items())
-                                    / sum(weights.values())), initial=0.0)) for k, g in enumerate(got))
+    error = max(
+        float(
+            np.max(
+                np.abs(
+                    g - sum(w * deltas[pid][k].astype(np.float64) for pid, w in weights.items()) / sum(weights.values())
+                ),
+                initial=0.0,
+            )
+        )
+        for k, g in enumerate(got)
+    )
     step = 2 * 0.5 / 4194304 * 1000.0 / sum(weights.values()) if secure else float("nan")
-    return {"wall": wall, "client_per_site": grid.client_seconds / n_sites, "server": wall - grid.client_seconds,
-            "cpu": cpu, "client_per_site_cpu": grid.client_cpu / n_sites, "server_cpu": cpu - grid.client_cpu,
-            "bytes_per_site": float(np.mean(list(grid.sent_bytes.values()))), "error_in_steps": error / step}
+    return {
+        "wall": wall,
+        "client_per_site": grid.client_seconds / n_sites,
+        "server": wall - grid.client_seconds,
+        "cpu": cpu,
+        "client_per_site_cpu": grid.client_cpu / n_sites,
+        "server_cpu": cpu - grid.client_cpu,
+        "bytes_per_site": float(np.mean(list(grid.sent_bytes.values()))),
+        "error_in_steps": error / step,
+    }
 
 
 def compare(shapes: list[tuple[int, ...]], n_sites: int, repeats: int = 2) -> tuple[dict, dict]:
@@ -210,52 +245,106 @@ def run(quick: bool = False, n_sites: int = 3, full: bool = False) -> list:
         results[label] = (sum(int(np.prod(s)) for s in shapes), plain, secure)
     n, plain, secure = results["demo ssl"]
     model_bytes = 4 * n
-    rows.append(Row("3", f"SecAgg+ round / plain round, protocol only ({n_sites} sites, demo ssl "
-                    f"{n / 1e6:.1f} M params)",
-                    f"{secure['wall']:.2f} s vs {plain['wall']:.2f} s", "<= 1.3", secure["wall"] / plain["wall"],
-                    "no training in either: the ratio of a whole round is item 2"))
-    rows.append(Row("3", "SecAgg+ seconds per round: per site / server (demo ssl)",
-                    f"{secure['client_per_site']:.2f} s / {secure['server']:.2f} s "
-                    f"(plain {plain['client_per_site']:.2f} s / {plain['server']:.2f} s)"))
-    rows.append(Row("3", "SecAgg+ CPU seconds per round: per site / server (demo ssl)",
-                    f"{secure['client_per_site_cpu']:.2f} s / {secure['server_cpu']:.2f} s "
-                    f"(plain {plain['client_per_site_cpu']:.2f} s / {plain['server_cpu']:.2f} s)", "",
-                    secure["cpu"] / plain["cpu"], "ratio: SecAgg+ / plain CPU seconds of the round; "
-                    "steadier than wall time on a shared machine"))
-    rows.append(Row("3", "bytes sent per site per round / float32 model (demo ssl, SecAgg+ as shipped)",
-                    f"{secure['bytes_per_site'] / 1e6:.1f} MB / {model_bytes / 1e6:.1f} MB", "<= 1.0",
-                    secure["bytes_per_site"] / model_bytes,
-                    "masked values as uint32 (common/secagg/transport.py); the rest is protobuf framing"))
-    rows.append(Row("3", "SecAgg+ aggregate vs plain weighted mean: largest error / quantisation step (demo ssl)",
-                    f"{secure['error_in_steps']:.2f} steps", f"<= {n_sites}", secure["error_in_steps"] / n_sites,
-                    "step = 2 clip / quantization range x max weight / sum of weights; each site's stochastic "
-                    "rounding moves a value by less than one step, so the bound is the number of sites"))
-    rows.append(Row("3", "plain round bytes sent per site / float32 model (demo ssl)",
-                    f"{plain['bytes_per_site'] / 1e6:.1f} MB", "", plain["bytes_per_site"] / model_bytes))
+    rows.append(
+        Row(
+            "3",
+            f"SecAgg+ round / plain round, protocol only ({n_sites} sites, demo ssl {n / 1e6:.1f} M params)",
+            f"{secure['wall']:.2f} s vs {plain['wall']:.2f} s",
+            "<= 1.3",
+            secure["wall"] / plain["wall"],
+            "no training in either: the ratio of a whole round is item 2",
+        )
+    )
+    rows.append(
+        Row(
+            "3",
+            "SecAgg+ seconds per round: per site / server (demo ssl)",
+            f"{secure['client_per_site']:.2f} s / {secure['server']:.2f} s "
+            f"(plain {plain['client_per_site']:.2f} s / {plain['server']:.2f} s)",
+        )
+    )
+    rows.append(
+        Row(
+            "3",
+            "SecAgg+ CPU seconds per round: per site / server (demo ssl)",
+            f"{secure['client_per_site_cpu']:.2f} s / {secure['server_cpu']:.2f} s "
+            f"(plain {plain['client_per_site_cpu']:.2f} s / {plain['server_cpu']:.2f} s)",
+            "",
+            secure["cpu"] / plain["cpu"],
+            "ratio: SecAgg+ / plain CPU seconds of the round; steadier than wall time on a shared machine",
+        )
+    )
+    rows.append(
+        Row(
+            "3",
+            "bytes sent per site per round / float32 model (demo ssl, SecAgg+ as shipped)",
+            f"{secure['bytes_per_site'] / 1e6:.1f} MB / {model_bytes / 1e6:.1f} MB",
+            "<= 1.0",
+            secure["bytes_per_site"] / model_bytes,
+            "masked values as uint32 (common/secagg/transport.py); the rest is protobuf framing",
+        )
+    )
+    rows.append(
+        Row(
+            "3",
+            "SecAgg+ aggregate vs plain weighted mean: largest error / quantisation step (demo ssl)",
+            f"{secure['error_in_steps']:.2f} steps",
+            f"<= {n_sites}",
+            secure["error_in_steps"] / n_sites,
+            "step = 2 clip / quantization range x max weight / sum of weights; each site's stochastic "
+            "rounding moves a value by less than one step, so the bound is the number of sites",
+        )
+    )
+    rows.append(
+        Row(
+            "3",
+            "plain round bytes sent per site / float32 model (demo ssl)",
+            f"{plain['bytes_per_site'] / 1e6:.1f} MB",
+            "",
+            plain["bytes_per_site"] / model_bytes,
+        )
+    )
     # Full model: the protocol's cost is linear in the parameter count; extrapolate from the largest
     # measured size (full seg with --full, else 4x demo, else demo ssl).
     label = next(k for k in ("full seg", "4x demo (26.7 M)", "demo ssl") if k in results)
     n_ref, plain_ref, secure_ref = results[label]
     if label == "full seg":
-        rows.append(Row("3", f"full seg ({n_ref / 1e6:.0f} M params), measured: SecAgg+ seconds per round, per site / "
-                        "server", f"{secure_ref['client_per_site']:.1f} s / {secure_ref['server']:.1f} s (round "
-                        f"{secure_ref['wall']:.1f} s; plain {plain_ref['client_per_site']:.1f} s / "
-                        f"{plain_ref['server']:.1f} s, round {plain_ref['wall']:.1f} s; CPU seconds: SecAgg+ "
-                        f"{secure_ref['client_per_site_cpu']:.1f} s / {secure_ref['server_cpu']:.1f} s, plain "
-                        f"{plain_ref['client_per_site_cpu']:.1f} s / {plain_ref['server_cpu']:.1f} s)", "",
-                        secure_ref["wall"] / plain_ref["wall"], "ratio: SecAgg+ round / plain round"))
-    scale_note = (f"extrapolated linearly from a measured {n_ref / 1e6:.1f} M-param round ({label}, "
-                  f"{secure_ref['wall']:.1f} s; {secure_ref['wall'] / n_ref * n / secure['wall']:.2f}x the "
-                  "per-param cost of demo ssl)")
+        rows.append(
+            Row(
+                "3",
+                f"full seg ({n_ref / 1e6:.0f} M params), measured: SecAgg+ seconds per round, per site / server",
+                f"{secure_ref['client_per_site']:.1f} s / {secure_ref['server']:.1f} s (round "
+                f"{secure_ref['wall']:.1f} s; plain {plain_ref['client_per_site']:.1f} s / "
+                f"{plain_ref['server']:.1f} s, round {plain_ref['wall']:.1f} s; CPU seconds: SecAgg+ "
+                f"{secure_ref['client_per_site_cpu']:.1f} s / {secure_ref['server_cpu']:.1f} s, plain "
+                f"{plain_ref['client_per_site_cpu']:.1f} s / {plain_ref['server_cpu']:.1f} s)",
+                "",
+                secure_ref["wall"] / plain_ref["wall"],
+                "ratio: SecAgg+ round / plain round",
+            )
+        )
+    scale_note = (
+        f"extrapolated linearly from a measured {n_ref / 1e6:.1f} M-param round ({label}, "
+        f"{secure_ref['wall']:.1f} s; {secure_ref['wall'] / n_ref * n / secure['wall']:.2f}x the "
+        "per-param cost of demo ssl)"
+    )
     for ph, count in full_params.items():
         if label == "full seg" and ph == "seg":
             continue
         scale = count / n_ref
-        rows.append(Row("3", f"full {ph} ({count / 1e6:.0f} M params): SecAgg+ seconds per round, per site / server",
-                        f"~{secure_ref['client_per_site'] * scale:.0f} s / ~{secure_ref['server'] * scale:.0f} s "
-                        f"(round ~{secure_ref['wall'] * scale:.0f} s, plain ~{plain_ref['wall'] * scale:.0f} s); "
-                        f"sends ~{secure['bytes_per_site'] / model_bytes * 4 * count / 1e9:.2f} GB "
-                        f"(float32 {4 * count / 1e9:.2f} GB)", "", None, scale_note))
+        rows.append(
+            Row(
+                "3",
+                f"full {ph} ({count / 1e6:.0f} M params): SecAgg+ seconds per round, per site / server",
+                f"~{secure_ref['client_per_site'] * scale:.0f} s / ~{secure_ref['server'] * scale:.0f} s "
+                f"(round ~{secure_ref['wall'] * scale:.0f} s, plain ~{plain_ref['wall'] * scale:.0f} s); "
+                f"sends ~{secure['bytes_per_site'] / model_bytes * 4 * count / 1e9:.2f} GB "
+                f"(float32 {4 * count / 1e9:.2f} GB)",
+                "",
+                None,
+                scale_note,
+            )
+        )
     _profile_secagg(demo_shapes, n_sites, bench_dir() / "secagg_profile.txt")
     return rows
 

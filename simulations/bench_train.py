@@ -77,8 +77,9 @@ def training_step(module_fwd, params, x: torch.Tensor):
     return step
 
 
-def flop_rates(cases: dict, steps: int, rounds: int,
-               peak_seconds: float) -> tuple[float, dict[str, tuple[float, float]]]:
+def flop_rates(
+    cases: dict, steps: int, rounds: int, peak_seconds: float
+) -> tuple[float, dict[str, tuple[float, float]]]:
     """Matmul peak and (FLOPs per step, best seconds per step) of each case, measured in turns.
 
     ``cases`` maps a name to ``(module_fwd, params, x)``. Each of ``rounds`` rounds measures the matmul
@@ -110,9 +111,13 @@ def plain_loop(model, phase: str, dataset, batch_size: int, steps: int, seed: in
     from common.models.ssl import ema_update, smit_loss
 
     preset = model.preset
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                         drop_last=len(dataset) >= 2 * batch_size,
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(dataset) >= 2 * batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
     params = trainable_parameters(model, phase)
     opt = torch.optim.AdamW(params, lr=preset.lr(phase))
     dice_ce = DiceCELoss(softmax=True, include_background=False)
@@ -181,13 +186,27 @@ def run(quick: bool = False, preset_name: str = "demo") -> list:
             plain.append(steps * bs / seconds)
             data_share.append(data_s / seconds)
         o, p = max(ours), max(plain)
-        rows.append(Row("1", f"train loop {phase} ({preset.name}, batch {bs}) vs plain PyTorch loop, both with "
-                        "flush-to-zero", f"{o:.1f} vs {p:.1f} slices/s", ">= 0.95", o / p,
-                        f"data loading {100 * min(data_share):.0f}% of the plain step",
-                        extra={"ours": ours, "plain": plain, "data_share": data_share}))
-        rows.append(Row("1", f"train loop {phase} as shipped (denormals not flushed) vs plain loop",
-                        f"{shipped_rate:.1f} vs {p:.1f} slices/s", ">= 0.95", shipped_rate / p,
-                        "same loop without flush-to-zero: the difference is the cost of denormals"))
+        rows.append(
+            Row(
+                "1",
+                f"train loop {phase} ({preset.name}, batch {bs}) vs plain PyTorch loop, both with flush-to-zero",
+                f"{o:.1f} vs {p:.1f} slices/s",
+                ">= 0.95",
+                o / p,
+                f"data loading {100 * min(data_share):.0f}% of the plain step",
+                extra={"ours": ours, "plain": plain, "data_share": data_share},
+            )
+        )
+        rows.append(
+            Row(
+                "1",
+                f"train loop {phase} as shipped (denormals not flushed) vs plain loop",
+                f"{shipped_rate:.1f} vs {p:.1f} slices/s",
+                ">= 0.95",
+                shipped_rate / p,
+                "same loop without flush-to-zero: the difference is the cost of denormals",
+            )
+        )
     torch.set_flush_denormal(True)
 
     # FLOP rate of encoder training vs measured matmul peak, in turns with a bare MONAI ViT (the
@@ -197,30 +216,70 @@ def run(quick: bool = False, preset_name: str = "demo") -> list:
 
     from common.models.sarco import trainable_parameters
 
-    vit = ViT(in_channels=1, img_size=(192, 192), patch_size=(16, 16), hidden_size=192, mlp_dim=768, num_layers=6,
-              num_heads=6, spatial_dims=2, classification=False)
-    peak, rates = flop_rates({
-        "encoder": (lambda t: model.encoder(t)[0], list(model.encoder.parameters()),
-                    torch.rand(16, 1, preset.image_size, preset.image_size)),
-        "bare": (lambda t: vit(t)[0], list(vit.parameters()), torch.rand(16, 1, 192, 192)),
-        "seg": (lambda t: model.segment_logits(t), trainable_parameters(model, "seg"),
-                torch.rand(preset.batch_size, 1, preset.image_size, preset.image_size)),
-    }, steps=2 if quick else 4, rounds=3 if quick else 4, peak_seconds=0.8 if quick else 2.0)
+    vit = ViT(
+        in_channels=1,
+        img_size=(192, 192),
+        patch_size=(16, 16),
+        hidden_size=192,
+        mlp_dim=768,
+        num_layers=6,
+        num_heads=6,
+        spatial_dims=2,
+        classification=False,
+    )
+    peak, rates = flop_rates(
+        {
+            "encoder": (
+                lambda t: model.encoder(t)[0],
+                list(model.encoder.parameters()),
+                torch.rand(16, 1, preset.image_size, preset.image_size),
+            ),
+            "bare": (lambda t: vit(t)[0], list(vit.parameters()), torch.rand(16, 1, 192, 192)),
+            "seg": (
+                lambda t: model.segment_logits(t),
+                trainable_parameters(model, "seg"),
+                torch.rand(preset.batch_size, 1, preset.image_size, preset.image_size),
+            ),
+        },
+        steps=2 if quick else 4,
+        rounds=3 if quick else 4,
+        peak_seconds=0.8 if quick else 2.0,
+    )
     flops, sec = rates["encoder"]
-    rows.append(Row("1", f"encoder training FLOP rate ({preset.name}: {preset.image_size} px, width "
-                    f"{preset.hidden_size}, depth {preset.num_layers}, batch 16) / fp32 matmul peak",
-                    f"{flops / sec / 1e9:.1f} / {peak / 1e9:.1f} GFLOP/s ({16 / sec:.1f} slices/s)",
-                    ">= 70%", flops / sec / peak,
-                    f"{rate_clock()[1]}; attention: torch SDPA (common/models/encoder.py)",
-                    extra={"flops": flops, "seconds": sec, "peak": peak}))
+    rows.append(
+        Row(
+            "1",
+            f"encoder training FLOP rate ({preset.name}: {preset.image_size} px, width "
+            f"{preset.hidden_size}, depth {preset.num_layers}, batch 16) / fp32 matmul peak",
+            f"{flops / sec / 1e9:.1f} / {peak / 1e9:.1f} GFLOP/s ({16 / sec:.1f} slices/s)",
+            ">= 70%",
+            flops / sec / peak,
+            f"{rate_clock()[1]}; attention: torch SDPA (common/models/encoder.py)",
+            extra={"flops": flops, "seconds": sec, "peak": peak},
+        )
+    )
     flops_r, sec_r = rates["bare"]
-    rows.append(Row("1", "reference: bare MONAI ViT training step (192 px, width 192, depth 6, batch 16) / peak",
-                    f"{flops_r / sec_r / 1e9:.1f} GFLOP/s ({16 / sec_r:.1f} slices/s)", "", flops_r / sec_r / peak,
-                    "design: ~80%, ~53 slices/s on 2 cores; MONAI's default einsum attention"))
+    rows.append(
+        Row(
+            "1",
+            "reference: bare MONAI ViT training step (192 px, width 192, depth 6, batch 16) / peak",
+            f"{flops_r / sec_r / 1e9:.1f} GFLOP/s ({16 / sec_r:.1f} slices/s)",
+            "",
+            flops_r / sec_r / peak,
+            "design: ~80%, ~53 slices/s on 2 cores; MONAI's default einsum attention",
+        )
+    )
     flops_s, sec_s = rates["seg"]
-    rows.append(Row("1", f"whole seg training step (encoder + UNETR decoder, batch {preset.batch_size}) / peak",
-                    f"{flops_s / sec_s / 1e9:.1f} GFLOP/s ({preset.batch_size / sec_s:.1f} slices/s)", "",
-                    flops_s / sec_s / peak, "informative: decoder convolutions are memory-bound"))
+    rows.append(
+        Row(
+            "1",
+            f"whole seg training step (encoder + UNETR decoder, batch {preset.batch_size}) / peak",
+            f"{flops_s / sec_s / 1e9:.1f} GFLOP/s ({preset.batch_size / sec_s:.1f} slices/s)",
+            "",
+            flops_s / sec_s / peak,
+            "informative: decoder convolutions are memory-bound",
+        )
+    )
     torch.set_flush_denormal(False)
     return rows
 

@@ -72,17 +72,29 @@ def _fmt(value: object, pct: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(p.stem for p in PROFILES_DIR.glob("*.toml")), default="demo",
-                        help="the profile simulations/profiles/<preset>.toml (schedule, model preset, consortium)")
-    parser.add_argument("--baselines", action="store_true",
-                        help="also train the centralised and local-only baselines with the same budget "
-                             "(about 2x the federated run's time) and print the comparison table")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(p.stem for p in PROFILES_DIR.glob("*.toml")),
+        default="demo",
+        help="the profile simulations/profiles/<preset>.toml (schedule, model preset, consortium)",
+    )
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also train the centralised and local-only baselines with the same budget "
+        "(about 2x the federated run's time) and print the comparison table",
+    )
     parser.add_argument("--plain", action="store_true", help="secure aggregation off")
-    parser.add_argument("--consortium", type=Path, default=None,
-                        help="consortium TOML (default: the profile's consortium)")
-    parser.add_argument("--site-policy", type=Path, default=None,
-                        help="a site policy file every simulated site applies (e.g. differential privacy: "
-                             "simulations/policies/dp.toml)")
+    parser.add_argument(
+        "--consortium", type=Path, default=None, help="consortium TOML (default: the profile's consortium)"
+    )
+    parser.add_argument(
+        "--site-policy",
+        type=Path,
+        default=None,
+        help="a site policy file every simulated site applies (e.g. differential privacy: "
+        "simulations/policies/dp.toml)",
+    )
     args = parser.parse_args(argv)
     os.environ.update({"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"})
     profile_path = PROFILES_DIR / f"{args.preset}.toml"
@@ -97,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds, epochs = _schedule(profile)
     t0 = time.perf_counter()
     consortium = str(overrides.get("consortium", profile["consortium"]))
-    toml = Path(consortium) if consortium.endswith(".toml") else PROJECT_ROOT / "simulations" / "consortia" / f"{consortium}.toml"
+    toml = (
+        Path(consortium)
+        if consortium.endswith(".toml")
+        else PROJECT_ROOT / "simulations" / "consortia" / f"{consortium}.toml"
+    )
     cache = PROJECT_ROOT / ".cache" / "sites" / toml.stem  # pyproject's sites-cache, as the ClientApp resolves it
     sites = _consortium(toml, cache)
     t_data = time.perf_counter() - t0
@@ -109,10 +125,17 @@ def main(argv: list[str] | None = None) -> int:
         if overrides:  # flwr takes one TOML file or key=value pairs, not both: the profile plus the overrides
             run_config = Path(tmp) / profile_path.name
             run_config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in {**profile, **overrides}.items()))
-        command = " ".join(flwr_run_command(Path("."), CONNECTION, run_config.relative_to(PROJECT_ROOT)
-                                            if run_config.is_relative_to(PROJECT_ROOT) else run_config))
-        print(f"federated run: {command}  ({len(sites)} simulated sites; full log: {run_dir / 'flwr-run.log'})",
-              flush=True)
+        command = " ".join(
+            flwr_run_command(
+                Path("."),
+                CONNECTION,
+                run_config.relative_to(PROJECT_ROOT) if run_config.is_relative_to(PROJECT_ROOT) else run_config,
+            )
+        )
+        print(
+            f"federated run: {command}  ({len(sites)} simulated sites; full log: {run_dir / 'flwr-run.log'})",
+            flush=True,
+        )
         t1 = time.perf_counter()
         with LocalSuperLink(PROJECT_ROOT / ".flwr_home", num_supernodes=len(sites)) as link:
             result = link.run(run_config, log_path=run_dir / "flwr-run.log", on_line=_show_progress)
@@ -149,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         table = Table(title=f"Holdout per site: federated (SecAgg+ {secure}) vs centralised vs local-only")
         columns = ("site", "n", "Dice fed", "Dice cen", "Dice local", "SMA err fed", "SMA err cen", "SMA err local")
     else:
-        table = Table(title=f"Holdout per site after the federated run (SecAgg+ {secure}): sarcopenia from the "
-                            "estimated SMA vs from the image classifier")
+        table = Table(
+            title=f"Holdout per site after the federated run (SecAgg+ {secure}): sarcopenia from the "
+            "estimated SMA vs from the image classifier"
+        )
         columns = ("site", "n", "Dice", "SMA abs err", "SMA verdict acc.", "image classifier acc.", "classifier AUROC")
     for col in columns:
         table.add_column(col, justify="left" if col == "site" else "right")
@@ -159,12 +184,26 @@ def main(argv: list[str] | None = None) -> int:
         c, lo = cen.get(site, {}), loc.get(site, {})
         n = str(f.get("n", c.get("n", "-")))
         if args.baselines:
-            table.add_row(site, n, _fmt(f.get("dice_mean")), _fmt(c.get("dice_mean")), _fmt(lo.get("dice_mean")),
-                          _fmt(f.get("sma_abs_pct_err_mean"), True), _fmt(c.get("sma_abs_pct_err_mean"), True),
-                          _fmt(lo.get("sma_abs_pct_err_mean"), True))
+            table.add_row(
+                site,
+                n,
+                _fmt(f.get("dice_mean")),
+                _fmt(c.get("dice_mean")),
+                _fmt(lo.get("dice_mean")),
+                _fmt(f.get("sma_abs_pct_err_mean"), True),
+                _fmt(c.get("sma_abs_pct_err_mean"), True),
+                _fmt(lo.get("sma_abs_pct_err_mean"), True),
+            )
         else:
-            table.add_row(site, n, _fmt(f.get("dice_mean")), _fmt(f.get("sma_abs_pct_err_mean"), True),
-                          _fmt(f.get("sarcopenia_accuracy")), _fmt(f.get("cls_accuracy")), _fmt(f.get("cls_auroc")))
+            table.add_row(
+                site,
+                n,
+                _fmt(f.get("dice_mean")),
+                _fmt(f.get("sma_abs_pct_err_mean"), True),
+                _fmt(f.get("sarcopenia_accuracy")),
+                _fmt(f.get("cls_accuracy")),
+                _fmt(f.get("cls_auroc")),
+            )
     console = Console()
     console.print(table)
     if summary.get("privacy"):
@@ -174,10 +213,24 @@ def main(argv: list[str] | None = None) -> int:
     baselines = f", centralised {t_cen:.0f} s, local-only {t_loc:.0f} s" if args.baselines else ""
     console.print(f"times: data {t_data:.0f} s, federated {t_fed:.0f} s{baselines}, total {total:.0f} s")
     console.print(f"report: {folder / 'report.html'}")
-    (folder / "comparison.json").write_text(json.dumps(
-        {"federated": fed, "centralised": cen, "local_only": loc,
-         "seconds": {"data": t_data, "federated": t_fed, "centralised": t_cen, "local_only": t_loc, "total": total}},
-        indent=2, default=lambda o: None))
+    (folder / "comparison.json").write_text(
+        json.dumps(
+            {
+                "federated": fed,
+                "centralised": cen,
+                "local_only": loc,
+                "seconds": {
+                    "data": t_data,
+                    "federated": t_fed,
+                    "centralised": t_cen,
+                    "local_only": t_loc,
+                    "total": total,
+                },
+            },
+            indent=2,
+            default=lambda o: None,
+        )
+    )
     return 0
 
 

@@ -8,7 +8,7 @@ and ``LocalSuperLink.stop`` ends it and everything it started (SuperExec, Server
 Telemetry (Flower's and Ray's), the update check and runtime dependency installation are off: runs use
 this venv.
 
-What a run costs besides the sites' compute, and what this module does about it (issue #6, item 2):
+What a run costs besides the sites' compute, and what this module does about it:
 ``flwr run`` builds the app bundle by walking *every* file under the app folder before filtering it
 (``flwr.cli.utils.collect_files``); in a checkout that holds ``.venv`` and ``.cache`` that is ~50k
 files and ~5 s per run, so ``LocalSuperLink.run`` hands ``flwr run`` a copy of only the files the bundle
@@ -26,10 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,36 +35,25 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from deploy import launch
+from deploy.launch import free_port
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "sarcofed-sim"
 
-QUIET_ENV = {
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "RAY_USAGE_STATS_ENABLED": "0",  # Ray's own usage telemetry (the simulation's clients run on Ray)
-    "PYTHONUNBUFFERED": "1",  # `flwr run --stream` lines reach the caller as they are logged
-}
-
-# Latency settings of a local simulation; a value already in the caller's environment wins. Not here:
-# FLWR_SUPEREXEC_TASK_POLL_INTERVAL (default 1 s): 0.1 s would save ~0.45 s per run but costs ~0.05 s of
-# CPU per second in SuperExec + SuperLink for the whole run, taken from the sites' training on 2 cores.
+# Latency settings of a local simulation; a value already in the caller's environment wins.
 FAST_ENV = {
     "RAY_prestart_worker_first_driver": "0",  # idle workers the ClientApp actor (own runtime_env) never uses
 }
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def flower_env(flwr_home: Path) -> dict[str, str]:
-    """The environment for Flower processes: this venv's bin first on PATH, our FLWR_HOME, no telemetry."""
-    env = {**FAST_ENV, **os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    """The environment for a local simulation's Flower processes: deploy.launch's (our FLWR_HOME, telemetry
+    and installs off, this venv first on PATH) with Flower's own SuperExec poll, FAST_ENV, and the checkout
+    importable."""
+    env = launch.flower_env(flwr_home, superexec_poll_s=None)
+    for key, value in FAST_ENV.items():
+        env.setdefault(key, value)
     env.setdefault("PYTHONPATH", str(PROJECT_ROOT))
     return env
 
@@ -80,18 +66,15 @@ def write_config(flwr_home: Path, port: int | None, num_supernodes: int, cpus_pe
     Flower's ``:local:`` address: ``flwr run`` then starts its own detached SuperLink (stop it with
     ``kill`` on the ``flower-superlink`` process, see README).
     """
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    path = flwr_home / "config.toml"
-    path.write_text(
-        "[superlink]\n"
-        f'default = "{CONNECTION}"\n\n'
-        f"[superlink.{CONNECTION}]\n"
-        + (f'address = "127.0.0.1:{port}"\ninsecure = true\n' if port is not None else 'address = ":local:"\n')
-        + f"options.num-supernodes = {int(num_supernodes)}\n"
-        f"options.backend.client-resources.num-cpus = {int(cpus_per_client)}\n"
-        "options.backend.client-resources.num-gpus = 0.0\n"
+    address: dict[str, str | int | float | bool] = (
+        {"address": f"127.0.0.1:{port}", "insecure": True} if port is not None else {"address": ":local:"}
     )
-    return path
+    options = {
+        "options.num-supernodes": int(num_supernodes),
+        "options.backend.client-resources.num-cpus": int(cpus_per_client),
+        "options.backend.client-resources.num-gpus": 0.0,
+    }
+    return launch.write_flower_config(flwr_home, {CONNECTION: {**address, **options}})
 
 
 class LocalSuperLink:
@@ -113,24 +96,23 @@ class LocalSuperLink:
         self.num_supernodes = num_supernodes
         self.log_path = log_path or self.flwr_home / "superlink.log"
         self.env = flower_env(self.flwr_home)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: launch.Managed | None = None
 
     def start(self, timeout_s: float = 60.0) -> LocalSuperLink:
         write_config(self.flwr_home, self.port, self.num_supernodes)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(self.port),
-             "--disable-runtime-dependency-installation"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT,
+        command = ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--disable-runtime-dependency-installation"]  # fmt: skip
+        self.process = launch.start(
+            "superlink", command, self.env, self.log_path.parent, cwd=PROJECT_ROOT, log_path=self.log_path
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"flower-superlink exited with {self.process.returncode}; see {self.log_path}")
+            if not self.process.alive():
+                raise RuntimeError(f"flower-superlink exited with {self.process.popen.returncode}; see {self.log_path}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:
                     if response.status == 200:
+                        launch.remember_descendants([self.process])
                         return self
             except OSError:
                 time.sleep(0.3)
@@ -138,20 +120,9 @@ class LocalSuperLink:
         raise RuntimeError(f"flower-superlink did not answer /health within {timeout_s:.0f} s; see {self.log_path}")
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the SuperLink's process group (SuperExec, ServerApp, Ray workers), SIGKILL what is left."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        pgid = os.getpgid(self.process.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=grace_s)
+        """Stop the SuperLink and every process it started (SuperExec, ServerApp, Ray), as deploy.launch does."""
+        if self.process is not None:
+            launch.stop_all([self.process], grace=grace_s)
 
     def __enter__(self) -> LocalSuperLink:
         return self.start()
@@ -159,19 +130,24 @@ class LocalSuperLink:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def run(self, run_config: Mapping[str, Any] | Path, *, app_dir: Path = PROJECT_ROOT, timeout_s: float = 3600.0,
-            log_path: Path | None = None, on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        run_config: Mapping[str, Any] | Path,
+        *,
+        app_dir: Path = PROJECT_ROOT,
+        timeout_s: float = 3600.0,
+        log_path: Path | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """``flwr run`` of ``app_dir`` on this SuperLink (see :func:`flwr_run`); returns when the run ends."""
-        return flwr_run(app_dir, CONNECTION, self.env, run_config, timeout_s=timeout_s, log_path=log_path,
-                        on_line=on_line)
+        return flwr_run(
+            app_dir, CONNECTION, self.env, run_config, timeout_s=timeout_s, log_path=log_path, on_line=on_line
+        )
 
 
 def write_connection(flwr_home: Path, name: str, address: str) -> Path:
     """``$FLWR_HOME/config.toml`` with one plain-text (loopback) connection NAME -> ADDRESS, the default."""
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    path = flwr_home / "config.toml"
-    path.write_text(f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\ninsecure = true\n')
-    return path
+    return launch.write_flower_config(flwr_home, {name: {"address": address, "insecure": True}})
 
 
 def flwr_run_command(app_dir: Path, connection: str, run_config: Mapping[str, Any] | Path) -> list[str]:
@@ -180,13 +156,20 @@ def flwr_run_command(app_dir: Path, connection: str, run_config: Mapping[str, An
     cmd = ["flwr", "run", str(app_dir), connection, "--stream"]
     if isinstance(run_config, Path):
         return [*cmd, "--run-config", str(run_config)]
-    overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
+    overrides = " ".join(f"{k}={launch.toml_value(v)}" for k, v in run_config.items())
     return [*cmd, "--run-config", overrides] if overrides else cmd
 
 
-def flwr_run(app_dir: Path, connection: str, env: Mapping[str, str], run_config: Mapping[str, Any] | Path, *,
-             timeout_s: float = 3600.0, log_path: Path | None = None,
-             on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
+def flwr_run(
+    app_dir: Path,
+    connection: str,
+    env: Mapping[str, str],
+    run_config: Mapping[str, Any] | Path,
+    *,
+    timeout_s: float = 3600.0,
+    log_path: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``flwr_run_command`` in ``app_dir`` until the run ends; each output line also goes to ``on_line``.
 
     ``flwr run`` is given a temporary copy of the files it would bundle from ``app_dir`` (the same
@@ -196,8 +179,9 @@ def flwr_run(app_dir: Path, connection: str, env: Mapping[str, str], run_config:
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sarcofed-fab-") as staging:
         cmd = flwr_run_command(stage_app(Path(app_dir), Path(staging)), connection, run_config)
-        with subprocess.Popen(cmd, env=dict(env), cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, bufsize=1) as process:
+        with subprocess.Popen(
+            cmd, env=dict(env), cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as process:
             timer = threading.Timer(timeout_s, process.kill)
             timer.start()
             try:
@@ -236,8 +220,9 @@ def bundle_files(app_dir: Path) -> dict[str, Path]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = Path(dirpath).relative_to(root)
         if prune:
-            dirnames[:] = [d for d in dirnames
-                           if not any(spec.match_file(f"{(rel_dir / d).as_posix()}/") for spec in dropped)]
+            dirnames[:] = [
+                d for d in dirnames if not any(spec.match_file(f"{(rel_dir / d).as_posix()}/") for spec in dropped)
+            ]
         for name in filenames:
             path = Path(dirpath) / name
             if path.is_symlink() or not path.resolve().is_relative_to(root):  # as collect_files
@@ -256,18 +241,12 @@ def stage_app(app_dir: Path, staging: Path) -> Path:
     return target
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write <checkout>/.flwr_home/config.toml: connection sarcofed-sim, "
-                                     "Flower's own detached local simulation SuperLink.")
+    parser = argparse.ArgumentParser(
+        description="Write <checkout>/.flwr_home/config.toml: connection sarcofed-sim, "
+        "Flower's own detached local simulation SuperLink."
+    )
     parser.add_argument("--num-supernodes", type=int, default=4, help="simulated sites (demo consortium: 4, tiny: 3)")
     print(write_config(PROJECT_ROOT / ".flwr_home", port=None, num_supernodes=parser.parse_args().num_supernodes))

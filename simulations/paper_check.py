@@ -68,8 +68,17 @@ def _site(cache: Path, patients: int, unlabelled: int, holdout_fraction: float) 
     from common.phantom import ensure_consortium
 
     name = f"paper-check-{patients}p-{unlabelled}u"
-    spec = {"sites": {name: {"profile": PROFILE, "patients": patients, "unlabelled": unlabelled, "seed": SITE_SEED,
-                             "holdout_fraction": holdout_fraction}}}
+    spec = {
+        "sites": {
+            name: {
+                "profile": PROFILE,
+                "patients": patients,
+                "unlabelled": unlabelled,
+                "seed": SITE_SEED,
+                "holdout_fraction": holdout_fraction,
+            }
+        }
+    }
     info = cache / name / "site.json"
     before = info.stat().st_mtime_ns if info.is_file() else None
     manifest = Path(ensure_consortium(spec, cache)[name])
@@ -82,8 +91,14 @@ def verdict_metrics(pred: list[object], ref: list[object], scores: list[float]) 
 
     c = binary_counts(pred, ref)
     return {
-        "accuracy": c.accuracy, "balanced_accuracy": c.balanced_accuracy, "sensitivity": c.sensitivity,
-        "specificity": c.specificity, "auroc": auroc(scores, ref), "n": c.n, "n_pos": c.n_pos, "n_neg": c.n_neg,
+        "accuracy": c.accuracy,
+        "balanced_accuracy": c.balanced_accuracy,
+        "sensitivity": c.sensitivity,
+        "specificity": c.specificity,
+        "auroc": auroc(scores, ref),
+        "n": c.n,
+        "n_pos": c.n_pos,
+        "n_neg": c.n_neg,
         "n_skipped": c.n_skipped,
     }
 
@@ -112,8 +127,18 @@ def _smi_margin(per_patient: pd.DataFrame, weights: dict[str, float], rule: Any)
     return out
 
 
-def _seg_step(key: str, label: str, model: Any, preset: Any, rows: pd.DataFrame, manifest: pd.DataFrame,
-              epochs: int, seed: int, out: Path, progress: bool) -> tuple[Step, pd.DataFrame]:
+def _seg_step(
+    key: str,
+    label: str,
+    model: Any,
+    preset: Any,
+    rows: pd.DataFrame,
+    manifest: pd.DataFrame,
+    epochs: int,
+    seed: int,
+    out: Path,
+    progress: bool,
+) -> tuple[Step, pd.DataFrame]:
     """Train ``model`` in phase seg on ``rows`` and score it on the holdout (quantitative verdict included).
 
     Returns the report row and the per-patient table of ``evaluate_cases``.
@@ -123,24 +148,32 @@ def _seg_step(key: str, label: str, model: Any, preset: Any, rows: pd.DataFrame,
 
     data, result, train_s = _timed_training(model, "seg", preset, rows, epochs, seed, progress)
     t1 = time.perf_counter()
-    per_patient, summary = evaluate_cases(model, preset, manifest, cutoff=CUTOFF, split="holdout", min_cohort=1,
-                                          hu_window=True)
+    per_patient, summary = evaluate_cases(
+        model, preset, manifest, cutoff=CUTOFF, split="holdout", min_cohort=1, hu_window=True
+    )
     eval_s = time.perf_counter() - t1
     per_patient.to_csv(out / f"per_patient_{key}.csv", index=False)
     weights = dict(zip(manifest["patient_id"].astype(str), pd.to_numeric(manifest["weight_kg"]), strict=True))
-    verdict = verdict_metrics(list(per_patient["sarcopenic_pred"]), list(per_patient["sarcopenic_ref"]),
-                              _smi_margin(per_patient, weights, get_cutoff(CUTOFF)))
+    verdict = verdict_metrics(
+        list(per_patient["sarcopenic_pred"]),
+        list(per_patient["sarcopenic_ref"]),
+        _smi_margin(per_patient, weights, get_cutoff(CUTOFF)),
+    )
     metrics = {
-        "n": summary["n"], "dice_mean": summary["dice_mean"], "dice_raw_mean": summary["dice_raw_mean"],
-        "sma_abs_pct_err_mean": summary["sma_abs_pct_err_mean"], "sma_bias_cm2": summary["sma_bias_cm2"],
+        "n": summary["n"],
+        "dice_mean": summary["dice_mean"],
+        "dice_raw_mean": summary["dice_raw_mean"],
+        "sma_abs_pct_err_mean": summary["sma_abs_pct_err_mean"],
+        "sma_bias_cm2": summary["sma_bias_cm2"],
         **{f"verdict_{k}": v for k, v in verdict.items()},
     }
     step = Step(key, label, train_s, eval_s, len(data), epochs, "predicted SMA -> SMI -> " + CUTOFF, metrics, result)
     return step, per_patient
 
 
-def _timed_training(model: Any, phase: str, preset: Any, rows: pd.DataFrame, epochs: int, seed: int,
-                    progress: bool) -> tuple[Any, dict, float]:
+def _timed_training(
+    model: Any, phase: str, preset: Any, rows: pd.DataFrame, epochs: int, seed: int, progress: bool
+) -> tuple[Any, dict, float]:
     """Build the phase's dataset and train on it: (dataset, train_phase result + "load_s", seconds for both)."""
     from common.train.data import SliceDataset
     from common.train.loops import train_phase
@@ -152,8 +185,20 @@ def _timed_training(model: Any, phase: str, preset: Any, rows: pd.DataFrame, epo
     return data, result, time.perf_counter() - t0
 
 
-def _cls_step(key: str, label: str, model: Any, preset: Any, rows: pd.DataFrame, cts: list, ref: list[object],
-              ids: list[str], epochs: int, seed: int, out: Path, progress: bool) -> Step:
+def _cls_step(
+    key: str,
+    label: str,
+    model: Any,
+    preset: Any,
+    rows: pd.DataFrame,
+    cts: list,
+    ref: list[object],
+    ids: list[str],
+    epochs: int,
+    seed: int,
+    out: Path,
+    progress: bool,
+) -> Step:
     """Train ``model`` in phase cls on ``rows``; score P(sarcopenic) >= 0.5 on the holdout CTs against ``ref``."""
     from common.train.infer import classify_batch
 
@@ -163,15 +208,27 @@ def _cls_step(key: str, label: str, model: Any, preset: Any, rows: pd.DataFrame,
     eval_s = time.perf_counter() - t1
     pred = [bool(p >= 0.5) for p in probs]
     pd.DataFrame({"patient_id": ids, "cls_prob": probs, "sarcopenic_pred": pred, "sarcopenic_ref": ref}).to_csv(
-        out / f"per_patient_{key}.csv", index=False)
+        out / f"per_patient_{key}.csv", index=False
+    )
     metrics = {"n": len(probs), **{f"verdict_{k}": v for k, v in verdict_metrics(pred, ref, probs).items()}}
     return Step(key, label, train_s, eval_s, len(data), epochs, "image classifier P >= 0.5", metrics, result)
 
 
-def run(preset_name: str = "tiny", labelled: int = 20, ssl_epochs: int | None = None, seg_epochs: int | None = None,
-        cls_epochs: int | None = None, full_epochs: int | None = None, out: str | Path = "runs/paper_check",
-        patients: int = 100, unlabelled: int = 60, holdout_fraction: float = 0.35, seed: int = 0,
-        cache: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+def run(
+    preset_name: str = "tiny",
+    labelled: int = 20,
+    ssl_epochs: int | None = None,
+    seg_epochs: int | None = None,
+    cls_epochs: int | None = None,
+    full_epochs: int | None = None,
+    out: str | Path = "runs/paper_check",
+    patients: int = 100,
+    unlabelled: int = 60,
+    holdout_fraction: float = 0.35,
+    seed: int = 0,
+    cache: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run every step and write the report; returns the JSON-able result (also in ``out``/paper_check.json).
 
     Parameters
@@ -195,16 +252,41 @@ def run(preset_name: str = "tiny", labelled: int = 20, ssl_epochs: int | None = 
     # AdamW's second moments underflow into denormals on CPU and slow steps several-fold (simulations.bench_train).
     torch.set_flush_denormal(True)
     try:
-        return _run(preset_name, labelled, ssl_epochs, seg_epochs, cls_epochs, full_epochs, Path(out), patients,
-                    unlabelled, holdout_fraction, seed, cache, progress)
+        return _run(
+            preset_name,
+            labelled,
+            ssl_epochs,
+            seg_epochs,
+            cls_epochs,
+            full_epochs,
+            Path(out),
+            patients,
+            unlabelled,
+            holdout_fraction,
+            seed,
+            cache,
+            progress,
+        )
     finally:  # leave the process as it was (tests run in one interpreter)
         torch.set_flush_denormal(False)
         torch.set_num_threads(threads)
 
 
-def _run(preset_name: str, labelled: int, ssl_epochs: int | None, seg_epochs: int | None, cls_epochs: int | None,
-         full_epochs: int | None, out: Path, patients: int, unlabelled: int, holdout_fraction: float, seed: int,
-         cache: str | Path | None, progress: bool) -> dict[str, Any]:
+def _run(
+    preset_name: str,
+    labelled: int,
+    ssl_epochs: int | None,
+    seg_epochs: int | None,
+    cls_epochs: int | None,
+    full_epochs: int | None,
+    out: Path,
+    patients: int,
+    unlabelled: int,
+    holdout_fraction: float,
+    seed: int,
+    cache: str | Path | None,
+    progress: bool,
+) -> dict[str, Any]:
     import torch
 
     from common.data.manifest import load_case, read_manifest
@@ -232,19 +314,30 @@ def _run(preset_name: str, labelled: int, ssl_epochs: int | None, seg_epochs: in
 
     # 1. the site
     t0 = time.perf_counter()
-    manifest_path, reused = _site(Path(cache) if cache else PROJECT_ROOT / ".cache" / "paper_check" / "sites",
-                                  patients, unlabelled, holdout_fraction)
+    manifest_path, reused = _site(
+        Path(cache) if cache else PROJECT_ROOT / ".cache" / "paper_check" / "sites",
+        patients,
+        unlabelled,
+        holdout_fraction,
+    )
     manifest = read_manifest(manifest_path)
     site = summarise_site(manifest_path)
     train_rows = select_rows(manifest, "seg").reset_index(drop=True)  # labelled train slices, manifest order
     if labelled < 1 or labelled > len(train_rows):
-        raise ConfigError(f"--labelled {labelled}: the site has {len(train_rows)} labelled train slices; "
-                          "choose 1..that or raise --patients")
+        raise ConfigError(
+            f"--labelled {labelled}: the site has {len(train_rows)} labelled train slices; "
+            "choose 1..that or raise --patients"
+        )
     few_rows = train_rows.head(labelled)
     holdout = manifest[(manifest["split"] == "holdout") & (manifest["mask_abspath"].str.len() > 0)]
-    steps.append(Step("site", f"phantom site ({PROFILE}): {site['train']} train / {site['holdout']} holdout / "
-                      f"{site['unlabelled']} unlabelled" + (" (reused from cache)" if reused else ""),
-                      train_s=time.perf_counter() - t0))
+    steps.append(
+        Step(
+            "site",
+            f"phantom site ({PROFILE}): {site['train']} train / {site['holdout']} holdout / "
+            f"{site['unlabelled']} unlabelled" + (" (reused from cache)" if reused else ""),
+            train_s=time.perf_counter() - t0,
+        )
+    )
     log(f"site {manifest_path} ready: {site}")
 
     # 2. SSL over train + unlabelled; the scratch model keeps the same initial weights.
@@ -254,31 +347,75 @@ def _run(preset_name: str, labelled: int, ssl_epochs: int | None, seg_epochs: in
     t0 = time.perf_counter()
     ssl_data = SliceDataset(manifest, preset, "ssl", augment=True, seed=seed)
     load_s = time.perf_counter() - t0
-    ssl_result = {**train_phase(base, "ssl", ssl_data, epochs=ssl_epochs, seed=seed, progress=progress),
-                  "load_s": load_s}
-    steps.append(Step("ssl", "SSL (SMIT) on train + unlabelled images", time.perf_counter() - t0,
-                      slices=len(ssl_data), epochs=ssl_epochs, train=ssl_result))
+    ssl_result = {
+        **train_phase(base, "ssl", ssl_data, epochs=ssl_epochs, seed=seed, progress=progress),
+        "load_s": load_s,
+    }
+    steps.append(
+        Step(
+            "ssl",
+            "SSL (SMIT) on train + unlabelled images",
+            time.perf_counter() - t0,
+            slices=len(ssl_data),
+            epochs=ssl_epochs,
+            train=ssl_result,
+        )
+    )
     log(f"ssl done: {ssl_result}")
     ssl_state = copy.deepcopy(base.state_dict())
 
     # 3. (a) few labels: from SSL vs from scratch, same everything else.
     few_ssl = SarcoModel(preset)
     few_ssl.load_state_dict(ssl_state)
-    steps.append(_seg_step("seg_ssl_few", f"(a) seg from SSL, {labelled} labelled", few_ssl, preset, few_rows,
-                           manifest, seg_epochs, seed, out, progress)[0])
+    steps.append(
+        _seg_step(
+            "seg_ssl_few",
+            f"(a) seg from SSL, {labelled} labelled",
+            few_ssl,
+            preset,
+            few_rows,
+            manifest,
+            seg_epochs,
+            seed,
+            out,
+            progress,
+        )[0]
+    )
     log(f"seg from SSL ({labelled} labelled): {steps[-1].metrics}")
     few_scratch = SarcoModel(preset)
     few_scratch.load_state_dict(scratch_init)
-    steps.append(_seg_step("seg_scratch_few", f"(a) seg from scratch, {labelled} labelled", few_scratch, preset,
-                           few_rows, manifest, seg_epochs, seed, out, progress)[0])
+    steps.append(
+        _seg_step(
+            "seg_scratch_few",
+            f"(a) seg from scratch, {labelled} labelled",
+            few_scratch,
+            preset,
+            few_rows,
+            manifest,
+            seg_epochs,
+            seed,
+            out,
+            progress,
+        )[0]
+    )
     log(f"seg from scratch ({labelled} labelled): {steps[-1].metrics}")
     del few_ssl, few_scratch
 
     # 4. (c) all labelled train slices, from SSL.
     full = SarcoModel(preset)
     full.load_state_dict(ssl_state)
-    full_step, ref_table = _seg_step("seg_ssl_full", f"(c) seg from SSL, all {len(train_rows)} labelled", full,
-                                     preset, train_rows, manifest, full_epochs, seed, out, progress)
+    full_step, ref_table = _seg_step(
+        "seg_ssl_full",
+        f"(c) seg from SSL, all {len(train_rows)} labelled",
+        full,
+        preset,
+        train_rows,
+        manifest,
+        full_epochs,
+        seed,
+        out,
+        progress,
+    )
     steps.append(full_step)
     log(f"seg from SSL (all labelled): {steps[-1].metrics}")
 
@@ -290,24 +427,67 @@ def _run(preset_name: str, labelled: int, ssl_epochs: int | None, seg_epochs: in
     ref = [None if _unknown(ref_by_id[i]) else bool(ref_by_id[i]) for i in ids]
     cls_rows = select_rows(manifest, "cls").reset_index(drop=True)
     vit = full  # the SSL + full-seg encoder, with the cls head
-    steps.append(_cls_step("cls_vit", "(b) ViT head on SSL+seg encoder (qualitative)", vit, preset, cls_rows, cts,
-                           ref, ids, cls_epochs, seed, out, progress))
+    steps.append(
+        _cls_step(
+            "cls_vit",
+            "(b) ViT head on SSL+seg encoder (qualitative)",
+            vit,
+            preset,
+            cls_rows,
+            cts,
+            ref,
+            ids,
+            cls_epochs,
+            seed,
+            out,
+            progress,
+        )
+    )
     log(f"cls ViT: {steps[-1].metrics}")
     seed_everything(seed)
     dense = SarcoModel(preset, classifier="densenet")
-    steps.append(_cls_step("cls_densenet", "(b) DenseNet121 baseline from scratch", dense, preset, cls_rows, cts, ref,
-                           ids, cls_epochs, seed, out, progress))
+    steps.append(
+        _cls_step(
+            "cls_densenet",
+            "(b) DenseNet121 baseline from scratch",
+            dense,
+            preset,
+            cls_rows,
+            cts,
+            ref,
+            ids,
+            cls_epochs,
+            seed,
+            out,
+            progress,
+        )
+    )
     log(f"cls DenseNet121: {steps[-1].metrics}")
 
     total = time.perf_counter() - started
     result = {
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": {"preset": preset.name, "labelled": labelled, "ssl_epochs": ssl_epochs, "seg_epochs": seg_epochs,
-                    "full_epochs": full_epochs, "cls_epochs": cls_epochs, "patients": patients,
-                    "unlabelled": unlabelled, "holdout_fraction": holdout_fraction, "seed": seed},
-        "site": site, "cutoff": CUTOFF, "classifier_training_slices": len(cls_rows),
-        "machine": {"torch_threads": torch.get_num_threads(), "torch": str(torch.__version__),
-                    "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+        "command": {
+            "preset": preset.name,
+            "labelled": labelled,
+            "ssl_epochs": ssl_epochs,
+            "seg_epochs": seg_epochs,
+            "full_epochs": full_epochs,
+            "cls_epochs": cls_epochs,
+            "patients": patients,
+            "unlabelled": unlabelled,
+            "holdout_fraction": holdout_fraction,
+            "seed": seed,
+        },
+        "site": site,
+        "cutoff": CUTOFF,
+        "classifier_training_slices": len(cls_rows),
+        "machine": {
+            "torch_threads": torch.get_num_threads(),
+            "torch": str(torch.__version__),
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+        },
         "steps": [vars(s) for s in steps],
         "total_s": total,
     }
@@ -362,7 +542,8 @@ def report_markdown(result: dict[str, Any]) -> str:
             f"| {_f(m.get('dice_mean'))} | {_f(m.get('dice_raw_mean'))} "
             f"| {_f(m.get('sma_abs_pct_err_mean'), pct=True)} | {s['verdict_from']} "
             f"| {_f(m.get('verdict_accuracy'))} | {_f(m.get('verdict_balanced_accuracy'))} "
-            f"| {_f(m.get('verdict_auroc'))} |")
+            f"| {_f(m.get('verdict_auroc'))} |"
+        )
     by = {s["key"]: s["metrics"] for s in result["steps"]}
     wall = {s["key"]: s["train_s"] + (0.0 if math.isnan(s["eval_s"]) else s["eval_s"]) for s in result["steps"]}
     a, b = by["seg_ssl_few"], by["seg_scratch_few"]
@@ -400,8 +581,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/paper_check"))
     parser.add_argument("--progress", action="store_true", help="tqdm bars while training")
     args = parser.parse_args(argv)
-    result = run(args.preset, args.labelled, args.ssl_epochs, args.seg_epochs, args.cls_epochs, args.full_epochs,
-                 args.out, args.patients, args.unlabelled, args.holdout_fraction, args.seed, args.cache, args.progress)
+    result = run(
+        args.preset,
+        args.labelled,
+        args.ssl_epochs,
+        args.seg_epochs,
+        args.cls_epochs,
+        args.full_epochs,
+        args.out,
+        args.patients,
+        args.unlabelled,
+        args.holdout_fraction,
+        args.seed,
+        args.cache,
+        args.progress,
+    )
     print()
     print((Path(args.out) / "paper_check.md").read_text())
     print(f"written: {Path(args.out) / 'paper_check.md'}, {Path(args.out) / 'paper_check.json'}")

@@ -34,8 +34,12 @@ from simulations.flower_home import PROJECT_ROOT, LocalSuperLink, flwr_run, writ
 # between messages (the encoder under the head) would show. SSL messages in fresh processes are
 # compared one by one in tests/client/test_app_stateless.py; a deployed round costs a minute on 2 cores.
 PARITY_SCHEDULE: dict[str, Any] = {
-    "rounds-ssl": 0, "rounds-seg": 2, "rounds-cls": 1,
-    "local-epochs-ssl": 1, "local-epochs-seg": 1, "local-epochs-cls": 1,
+    "rounds-ssl": 0,
+    "rounds-seg": 2,
+    "rounds-cls": 1,
+    "local-epochs-ssl": 1,
+    "local-epochs-seg": 1,
+    "local-epochs-cls": 1,
 }
 
 
@@ -96,8 +100,14 @@ def compare_runs(run_a: Path, run_b: Path, preset: str, seed: int) -> list[Round
 
 def run_config(manifests: Mapping[str, Path], work: Path, extra: Mapping[str, Any]) -> dict[str, Any]:
     """The run config of a parity run: tiny preset, the sites listed, folders under ``work``, PARITY_SCHEDULE."""
-    return {"preset": "tiny", "site-manifests": ",".join(str(p) for p in manifests.values()),
-            "sites-cache": str(work / "cache"), "run-dir": str(work / "runs"), **PARITY_SCHEDULE, **extra}
+    return {
+        "preset": "tiny",
+        "site-manifests": ",".join(str(p) for p in manifests.values()),
+        "sites-cache": str(work / "cache"),
+        "run-dir": str(work / "runs"),
+        **PARITY_SCHEDULE,
+        **extra,
+    }
 
 
 def run_simulated(manifests: Mapping[str, Path], work: Path, extra: Mapping[str, Any] | None = None) -> Path:
@@ -129,12 +139,26 @@ def run_deployed(manifests: Mapping[str, Path], work: Path, extra: Mapping[str, 
         if not wait_for_log(superlink, "Uvicorn running", 60):
             raise RuntimeError(f"the SuperLink did not start; see {superlink.log}")
         for name, manifest in manifests.items():
-            command = supernode_command(f"127.0.0.1:{port}", None, None, manifest, site_name=name,
-                                        runtime_port=free_port(), insecure=True, cache_dir=work / "cache" / name)
+            command = supernode_command(
+                f"127.0.0.1:{port}",
+                None,
+                None,
+                manifest,
+                site_name=name,
+                runtime_port=free_port(),
+                insecure=True,
+                cache_dir=work / "cache" / name,
+            )
             processes.append(start(f"supernode-{name}", command, env, work / "logs", cwd=PROJECT_ROOT))
         write_connection(work / "flwr_home", "parity", f"127.0.0.1:{port}")
-        result = flwr_run(PROJECT_ROOT, "parity", env, run_config(manifests, work, extra or {}),
-                          timeout_s=1800, log_path=work / "flwr-run.log")
+        result = flwr_run(
+            PROJECT_ROOT,
+            "parity",
+            env,
+            run_config(manifests, work, extra or {}),
+            timeout_s=1800,
+            log_path=work / "flwr-run.log",
+        )
         if result.returncode != 0:
             raise RuntimeError(f"deployed run failed (exit {result.returncode}); see {work / 'flwr-run.log'}")
     finally:
@@ -175,13 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     sim = compare_runs(folders["sim-a"], folders["sim-b"], "tiny", seed)
     dep = compare_runs(folders["sim-a"], folders["deployed"], "tiny", seed)
     for s, d in zip(sim, dep, strict=True):
-        print(f"{s.global_round:>5} {s.phase:<5} {s.cosine:>15.6f} {s.norm_ratio:>6.3f} {d.cosine:>20.6f} {d.norm_ratio:>6.3f}")
+        print(
+            f"{s.global_round:>5} {s.phase:<5} {s.cosine:>15.6f} {s.norm_ratio:>6.3f} {d.cosine:>20.6f} "
+            f"{d.norm_ratio:>6.3f}"
+        )
     per_round = {name: _round_seconds(folder) for name, folder in folders.items()}
     print("\nseconds per round (phase time / rounds):")
     for name, values in per_round.items():
         print(f"  {name:<9} " + "  ".join(f"{p} {v:.1f}" for p, v in values.items()))
-    print("  deployed / sim-a: " + "  ".join(
-        f"{p} {per_round['deployed'][p] / per_round['sim-a'][p]:.2f}" for p in per_round["sim-a"]))
+    print(
+        "  deployed / sim-a: "
+        + "  ".join(f"{p} {per_round['deployed'][p] / per_round['sim-a'][p]:.2f}" for p in per_round["sim-a"])
+    )
     return 0
 
 

@@ -13,13 +13,34 @@ import typer
 
 
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Checkpoint (.pt) trained at least through the seg phase.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Site manifest.csv (from `sarcofed ingest` or `sarcofed synth`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created): per_patient.csv and summary.json.")],
-    cutoff: Annotated[str, typer.Option("--cutoff", help="Sarcopenia rule for both verdicts: prado2008, martin2013 or derstine2018.")] = "prado2008",
-    split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate: holdout, train, or all (every labelled row).")] = "holdout",
-    hu_window: Annotated[bool, typer.Option("--hu-window/--no-hu-window", help="Keep only mask pixels in the Alberta muscle window -29..+150 HU, as reference L3 masks are drawn (default); --no-hu-window measures the network's mask as is.")] = True,
-    format: Annotated[str, typer.Option("--format", help="Console output: 'table' (human) or 'json' (summary.json).")] = "table",
+    model: Annotated[
+        Path, typer.Option("--model", "-m", help="Checkpoint (.pt) trained at least through the seg phase.")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Site manifest.csv (from `sarcofed ingest` or `sarcofed synth`).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (created): per_patient.csv and summary.json.")
+    ],
+    cutoff: Annotated[
+        str, typer.Option("--cutoff", help="Sarcopenia rule for both verdicts: prado2008, martin2013 or derstine2018.")
+    ] = "prado2008",
+    split: Annotated[
+        str, typer.Option("--split", help="Manifest split to evaluate: holdout, train, or all (every labelled row).")
+    ] = "holdout",
+    hu_window: Annotated[
+        bool,
+        typer.Option(
+            "--hu-window/--no-hu-window",
+            help=(
+                "Keep only mask pixels in the Alberta muscle window -29..+150 HU, as reference L3 masks are drawn "
+                "(default); --no-hu-window measures the network's mask as is."
+            ),
+        ),
+    ] = True,
+    format: Annotated[
+        str, typer.Option("--format", help="Console output: 'table' (human) or 'json' (summary.json).")
+    ] = "table",
 ) -> None:
     """Evaluate a checkpoint on one site: per-patient Dice, SMA and verdicts, and the site summary.
 
@@ -45,11 +66,20 @@ def evaluate(
     net, info = load_checkpoint(model, phases=("seg", "cls"))
     preset = model_preset(net, info)
     per_patient, summary = evaluate_cases(
-        net, preset, manifest, cutoff=cutoff, split=None if split == "all" else split,
-        with_classifier=has_trained_classifier(info), hu_window=hu_window,
+        net,
+        preset,
+        manifest,
+        cutoff=cutoff,
+        split=None if split == "all" else split,
+        with_classifier=has_trained_classifier(info),
+        hu_window=hu_window,
     )
-    summary["model"] = {"path": str(model.resolve()), "sha256": file_sha256(model), "preset": preset.name,
-                        "phase": info.get("phase")}
+    summary["model"] = {
+        "path": str(model.resolve()),
+        "sha256": file_sha256(model),
+        "preset": preset.name,
+        "phase": info.get("phase"),
+    }
     summary["data"] = str(data.resolve())
     out.mkdir(parents=True, exist_ok=True)
     per_patient.to_csv(out / "per_patient.csv", index=False, float_format="%.6g")

@@ -13,15 +13,78 @@ import typer
 
 
 def predict(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="One axial CT slice: a DICOM file (CT Image Storage) or a single-slice NIfTI (.nii/.nii.gz, values in HU).", show_default=False)],
-    model: Annotated[Path, typer.Option("--model", "-m", help="Checkpoint (.pt) from `sarcofed train-local` or a federated run, trained at least through the seg phase.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created): result.json, mask.nii.gz (on the input's grid), overlay.png, seg.dcm (DICOM input with study/series UIDs; otherwise result.json says why not).")],
-    height_m: Annotated[float | None, typer.Option("--height-m", help="Patient height in metres (default: DICOM (0010,1020) PatientSize). Without it SMI and the verdict are not given.")] = None,
-    sex: Annotated[str | None, typer.Option("--sex", help="M or F (default: DICOM (0010,0040) PatientSex). Without it the verdict is not given.")] = None,
-    weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Weight in kg (default: DICOM (0010,1030) PatientWeight); only martin2013 uses it (BMI, men).")] = None,
-    cutoff: Annotated[str, typer.Option("--cutoff", help="Sarcopenia rule: prado2008, martin2013 or derstine2018.")] = "prado2008",
-    hu_window: Annotated[bool, typer.Option("--hu-window/--no-hu-window", help="Keep only mask pixels in the Alberta muscle window -29..+150 HU, as reference L3 masks are drawn (default); --no-hu-window measures the network's mask as is.")] = True,
-    format: Annotated[str, typer.Option("--format", help="Console output: 'table' (human) or 'json' (the result.json record).")] = "table",
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help=(
+                "One axial CT slice: a DICOM file (CT Image Storage) or a single-slice NIfTI (.nii/.nii.gz, values "
+                "in HU)."
+            ),
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            "-m",
+            help=(
+                "Checkpoint (.pt) from `sarcofed train-local` or a federated run, trained at least through the seg "
+                "phase."
+            ),
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help=(
+                "Output folder (created): result.json, mask.nii.gz (on the input's grid), overlay.png, seg.dcm "
+                "(DICOM input with study/series UIDs; otherwise result.json says why not)."
+            ),
+        ),
+    ],
+    height_m: Annotated[
+        float | None,
+        typer.Option(
+            "--height-m",
+            help=(
+                "Patient height in metres (default: DICOM (0010,1020) PatientSize). Without it SMI and the verdict "
+                "are not given."
+            ),
+        ),
+    ] = None,
+    sex: Annotated[
+        str | None,
+        typer.Option(
+            "--sex", help="M or F (default: DICOM (0010,0040) PatientSex). Without it the verdict is not given."
+        ),
+    ] = None,
+    weight_kg: Annotated[
+        float | None,
+        typer.Option(
+            "--weight-kg",
+            help="Weight in kg (default: DICOM (0010,1030) PatientWeight); only martin2013 uses it (BMI, men).",
+        ),
+    ] = None,
+    cutoff: Annotated[
+        str, typer.Option("--cutoff", help="Sarcopenia rule: prado2008, martin2013 or derstine2018.")
+    ] = "prado2008",
+    hu_window: Annotated[
+        bool,
+        typer.Option(
+            "--hu-window/--no-hu-window",
+            help=(
+                "Keep only mask pixels in the Alberta muscle window -29..+150 HU, as reference L3 masks are drawn "
+                "(default); --no-hu-window measures the network's mask as is."
+            ),
+        ),
+    ] = True,
+    format: Annotated[
+        str, typer.Option("--format", help="Console output: 'table' (human) or 'json' (the result.json record).")
+    ] = "table",
 ) -> None:
     """Segment skeletal muscle on one L3 slice and report SMA, SMI, muscle HU and the sarcopenia verdict.
 
@@ -46,8 +109,9 @@ def predict(
 
     from common.export.predict import predict_slice
 
-    record = predict_slice(input_path, model, out, height_m=height_m, sex=sex_opt, weight_kg=weight_kg, cutoff=rule,
-                           hu_window=hu_window)
+    record = predict_slice(
+        input_path, model, out, height_m=height_m, sex=sex_opt, weight_kg=weight_kg, cutoff=rule, hu_window=hu_window
+    )
     if format == "json":
         typer.echo(json.dumps(record, indent=2))
     else:
@@ -70,10 +134,14 @@ def _print_table(record: dict, out: Path) -> None:
     threshold = f" (< {c['threshold_cm2_m2']} cm2/m2)" if c["threshold_cm2_m2"] is not None else ""
     table.add_row("Cutoff", f"{c['name']}{threshold}: {c['citation']}")
     verdict = record["sarcopenic"]
-    table.add_row("Verdict", "unavailable" if verdict is None else ("[red]sarcopenic[/]" if verdict else "not sarcopenic"))
+    table.add_row(
+        "Verdict", "unavailable" if verdict is None else ("[red]sarcopenic[/]" if verdict else "not sarcopenic")
+    )
     if record.get("image_classifier"):
         table.add_row("Image classifier", f"p(sarcopenic) = {record['image_classifier']['probability']:.2f}")
-    table.add_row("Model", f"{record['model']['preset']} / {record['model']['phase']}  sha256 {record['model']['sha256'][:12]}")
+    table.add_row(
+        "Model", f"{record['model']['preset']} / {record['model']['phase']}  sha256 {record['model']['sha256'][:12]}"
+    )
     written = sorted(name for name in record["files"].values() if name is not None)
     table.add_row("Written", ", ".join(written) + f"  in {out}")
     if record["files"].get("seg") is None and record.get("seg_skipped"):

@@ -13,17 +13,40 @@ import typer
 
 
 def train_local(
-    phase: Annotated[str, typer.Option("--phase", help="Phase to train: ssl (unlabelled + train), seg (masks), cls (labels).")],
+    phase: Annotated[
+        str, typer.Option("--phase", help="Phase to train: ssl (unlabelled + train), seg (masks), cls (labels).")
+    ],
     data: Annotated[Path, typer.Option("--data", help="Site manifest.csv (see `sarcofed ingest`).")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (one .pt file).")],
-    init: Annotated[Path | None, typer.Option("--init", help="Start from this checkpoint (resume, or ssl -> seg/cls). Its preset wins.")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Model size without --init: tiny (tests, seconds), demo (CPU, minutes), full (GPU). Default demo.")] = "demo",
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: the preset's for this phase).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: the preset's for this phase).")] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Start from this checkpoint (resume, or ssl -> seg/cls). Its preset wins."),
+    ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="Model size without --init: tiny (tests, seconds), demo (CPU, minutes), full (GPU). Default demo.",
+        ),
+    ] = "demo",
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Epochs (default: the preset's for this phase).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate (default: the preset's for this phase).")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed for shuffling, masking and augmentation.")] = 0,
-    classifier: Annotated[str, typer.Option("--classifier", help="cls phase: vit (head on the SSL encoder) or densenet (DenseNet121 baseline from scratch).")] = "vit",
-    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many optimiser steps (quick checks).")] = None,
+    classifier: Annotated[
+        str,
+        typer.Option(
+            "--classifier",
+            help="cls phase: vit (head on the SSL encoder) or densenet (DenseNet121 baseline from scratch).",
+        ),
+    ] = "vit",
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Stop after this many optimiser steps (quick checks).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     output_format: Annotated[str, typer.Option("--format", help="Summary as text or json.")] = "text",
 ) -> None:
@@ -61,14 +84,31 @@ def train_local(
         start = f"from scratch (preset {preset})"
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    result = train_phase(model, phase, data, epochs=epochs, seed=seed, device=dev, lr=lr, progress=progress,
-                         max_steps=max_steps)
-    path = save_checkpoint(out, model.cpu(), phase=phase,
-                           extra={"trained_on": str(data), "init": str(init) if init else None, "seed": seed,
-                                  "device": str(dev), **{k: float(v) for k, v in result.items()}})
+    result = train_phase(
+        model, phase, data, epochs=epochs, seed=seed, device=dev, lr=lr, progress=progress, max_steps=max_steps
+    )
+    path = save_checkpoint(
+        out,
+        model.cpu(),
+        phase=phase,
+        extra={
+            "trained_on": str(data),
+            "init": str(init) if init else None,
+            "seed": seed,
+            "device": str(dev),
+            **{k: float(v) for k, v in result.items()},
+        },
+    )
     elapsed = time.perf_counter() - t0
-    summary = {"phase": phase, "preset": model.preset.name, "out": str(path), "device": str(dev),
-               "start": start, "wall-seconds": elapsed, **result}
+    summary = {
+        "phase": phase,
+        "preset": model.preset.name,
+        "out": str(path),
+        "device": str(dev),
+        "start": start,
+        "wall-seconds": elapsed,
+        **result,
+    }
     if output_format == "json":
         typer.echo(json.dumps(summary, indent=2))
         return

@@ -40,9 +40,16 @@ def check_manifest(path: str | Path, sma_tolerance: float = 0.01) -> CheckReport
     for split in SPLITS:
         part = df[df["split"] == split]
         if len(part):
-            report.per_split[split] = {"rows": len(part), "ok": 0, "bad": 0, "with_mask": 0, "M": int((part["sex"] == "M").sum()),
-                                       "F": int((part["sex"] == "F").sum()), "mean_sma_cm2": None,
-                                       "sarcopenic": int((part["sarcopenic"] == True).sum())}  # noqa: E712
+            report.per_split[split] = {
+                "rows": len(part),
+                "ok": 0,
+                "bad": 0,
+                "with_mask": 0,
+                "M": int((part["sex"] == "M").sum()),
+                "F": int((part["sex"] == "F").sum()),
+                "mean_sma_cm2": None,
+                "sarcopenic": int(part["sarcopenic"].eq(True).sum()),
+            }
     areas: dict[str, list[float]] = {s: [] for s in SPLITS}
     for index, row in df.iterrows():
         stats = report.per_split[row["split"]]
@@ -58,12 +65,19 @@ def check_manifest(path: str | Path, sma_tolerance: float = 0.01) -> CheckReport
             areas[row["split"]].append(area)
             reference = row["sma_cm2"]
             if math.isfinite(reference) and abs(reference - area) > sma_tolerance * max(area, 1e-6):
-                problems.append(f"sma_cm2 {reference:g} differs from the mask's area {area:.3f} cm2 "
-                                f"(> {sma_tolerance:.0%}); re-run ingest or fix the reference")
+                problems.append(
+                    f"sma_cm2 {reference:g} differs from the mask's area {area:.3f} cm2 "
+                    f"(> {sma_tolerance:.0%}); re-run ingest or fix the reference"
+                )
             expected_smi = smi(area, row["height_m"] if math.isfinite(row["height_m"]) else None)
-            if expected_smi is not None and math.isfinite(row["smi_cm2_m2"]) and \
-                    abs(row["smi_cm2_m2"] - expected_smi) > sma_tolerance * expected_smi:
-                problems.append(f"smi_cm2_m2 {row['smi_cm2_m2']:g} differs from mask area / height^2 = {expected_smi:.3f}")
+            if (
+                expected_smi is not None
+                and math.isfinite(row["smi_cm2_m2"])
+                and abs(row["smi_cm2_m2"] - expected_smi) > sma_tolerance * expected_smi
+            ):
+                problems.append(
+                    f"smi_cm2_m2 {row['smi_cm2_m2']:g} differs from mask area / height^2 = {expected_smi:.3f}"
+                )
         elif row["mask_path"].strip() == "" and math.isfinite(row["sma_cm2"]) and not problems:
             pass  # a reference SMA without mask (measured elsewhere) is allowed
         if problems:

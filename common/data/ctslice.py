@@ -231,10 +231,20 @@ def geometry_from_axes(
         origin += (n_j - 1) * step_j * dj
     if ai == 1:  # stored rows run along y: no transpose
         return SliceGeometry(
-            (step_i, step_j), tuple(origin), (n_i, n_j),
-            transpose=False, flip_rows=bool(di[1] < 0), flip_cols=bool(dj[0] < 0), thickness_mm=thickness_mm,
+            (step_i, step_j),
+            tuple(origin),
+            (n_i, n_j),
+            transpose=False,
+            flip_rows=bool(di[1] < 0),
+            flip_cols=bool(dj[0] < 0),
+            thickness_mm=thickness_mm,
         )
     return SliceGeometry(
-        (step_j, step_i), tuple(origin), (n_j, n_i),
-        transpose=True, flip_rows=bool(dj[1] < 0), flip_cols=bool(di[0] < 0), thickness_mm=thickness_mm,
+        (step_j, step_i),
+        tuple(origin),
+        (n_j, n_i),
+        transpose=True,
+        flip_rows=bool(dj[1] < 0),
+        flip_cols=bool(di[0] < 0),
+        thickness_mm=thickness_mm,
     )

@@ -93,8 +93,11 @@ def read_dataset(path: Path, stop_before_pixels: bool = False):
     except InvalidDicomError:
         raise InputDataError(_not_part10_reason(path), path) from None
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-        raise InputDataError(f"cannot be read as DICOM ({type(error).__name__}: {error}); the file may be "
-                             "truncated or damaged: copy it again from the source", path) from None
+        raise InputDataError(
+            f"cannot be read as DICOM ({type(error).__name__}: {error}); the file may be "
+            "truncated or damaged: copy it again from the source",
+            path,
+        ) from None
 
 
 def _not_part10_reason(path: Path) -> str:
@@ -109,12 +112,16 @@ def _not_part10_reason(path: Path) -> str:
     except Exception:  # anything unreadable under force is simply not DICOM
         raw_dicom = False
     if raw_dicom:
-        return ("DICOM dataset without the Part 10 file header (no 128-byte preamble, 'DICM' marker or "
-                "(0002,0010) 'Transfer Syntax UID'), so its encoding is unknown; re-export it from the "
-                "PACS/viewer as a standard DICOM file")
-    return ("not a DICOM Part 10 file (no 'DICM' marker after the 128-byte preamble, no File Meta "
-            "Information) and not NIfTI (.nii/.nii.gz); if it is DICOM, re-export it from the PACS/viewer "
-            "as a standard DICOM file")
+        return (
+            "DICOM dataset without the Part 10 file header (no 128-byte preamble, 'DICM' marker or "
+            "(0002,0010) 'Transfer Syntax UID'), so its encoding is unknown; re-export it from the "
+            "PACS/viewer as a standard DICOM file"
+        )
+    return (
+        "not a DICOM Part 10 file (no 'DICM' marker after the 128-byte preamble, no File Meta "
+        "Information) and not NIfTI (.nii/.nii.gz); if it is DICOM, re-export it from the PACS/viewer "
+        "as a standard DICOM file"
+    )
 
 
 def ct_slice_from_dataset(ds, path: Path | None) -> CTSlice:
@@ -148,11 +155,19 @@ def ct_slice_from_dataset(ds, path: Path | None) -> CTSlice:
         raise InputDataError(f"(0020,0037)/(0020,0032) have {len(iop)}/{len(ipp)} values, expected 6/3", path)
     check_pixel_data_size(ds, path)
     if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise InputDataError(f"(0028,0002) 'Samples per Pixel' is {ds.SamplesPerPixel}, expected 1 (greyscale CT)", path)
+        raise InputDataError(
+            f"(0028,0002) 'Samples per Pixel' is {ds.SamplesPerPixel}, expected 1 (greyscale CT)", path
+        )
     thickness = float(ds.get("SliceThickness") or 1.0)
     geometry = geometry_from_axes(
-        np.array(iop[3:]), np.array(iop[:3]), spacing[0], spacing[1], np.array(ipp),
-        (int(ds.Rows), int(ds.Columns)), thickness_mm=thickness, source=path or "dataset",
+        np.array(iop[3:]),
+        np.array(iop[:3]),
+        spacing[0],
+        spacing[1],
+        np.array(ipp),
+        (int(ds.Rows), int(ds.Columns)),
+        thickness_mm=thickness,
+        source=path or "dataset",
     )
     try:
         stored = ds.pixel_array
@@ -169,7 +184,9 @@ def ct_slice_from_dataset(ds, path: Path | None) -> CTSlice:
     with np.errstate(over="ignore"):  # HU beyond float32 become inf, which check_finite reports
         hu = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
     check_finite(
-        hu, path, "HU image",
+        hu,
+        path,
+        "HU image",
         f"HU = stored value x (0028,1053) 'Rescale Slope' {ds.get('RescaleSlope', 1)!s} + (0028,1052) "
         f"'Rescale Intercept' {ds.get('RescaleIntercept', 0)!s}; the header is damaged: re-export the slice",
     )
@@ -219,8 +236,9 @@ def check_pixel_data_size(ds, path: Path | None) -> None:
         except (TypeError, ValueError):
             number = 0
         if number < 1 or (keyword == "BitsAllocated" and number not in (1, 8, 16, 32, 64)):
-            raise InputDataError(f"{tag} '{name}' is {value!r}, which no pixel data can have; the header is damaged",
-                                 path)
+            raise InputDataError(
+                f"{tag} '{name}' is {value!r}, which no pixel data can have; the header is damaged", path
+            )
         declared[keyword] = number
     rows, columns = declared["Rows"], declared["Columns"]
     if max(rows, columns) > MAX_SLICE_SIDE:
@@ -303,7 +321,9 @@ def load_nifti_slice(path: Path, what: str = "image") -> tuple[np.ndarray, Slice
 
 
 def _load_nifti(
-    path: Path, what: str, dtype: type[np.floating] | None = None,
+    path: Path,
+    what: str,
+    dtype: type[np.floating] | None = None,
 ) -> tuple[np.ndarray, SliceGeometry, Nifti1Header]:
     """``load_nifti_slice`` plus the file's header (the mask writer needs the input's exact grid).
 
@@ -322,14 +342,21 @@ def _load_nifti(
     try:
         data = np.asarray(img.dataobj).reshape(shape[:2])
     except Exception as error:
-        raise InputDataError(f"NIfTI voxel data cannot be read ({type(error).__name__}: {error}); the file may be "
-                             "truncated: copy it again from the source", path) from None
+        raise InputDataError(
+            f"NIfTI voxel data cannot be read ({type(error).__name__}: {error}); the file may be "
+            "truncated: copy it again from the source",
+            path,
+        ) from None
     if dtype is not None:
         with np.errstate(over="ignore"):
             data = data.astype(dtype, copy=False)
-    check_finite(data, path, f"NIfTI {what}",
-                 "SarcoFed takes no NaN as 'outside the scan': fill such voxels with air (-1024 HU) in an image, "
-                 "0 in a mask, and check the header's scl_slope / scl_inter")
+    check_finite(
+        data,
+        path,
+        f"NIfTI {what}",
+        "SarcoFed takes no NaN as 'outside the scan': fill such voxels with air (-1024 HU) in an image, "
+        "0 in a mask, and check the header's scl_slope / scl_inter",
+    )
     return data, geometry_from_affine(img.affine, data.shape, path), img.header
 
 
@@ -339,18 +366,21 @@ def _check_nifti_header(header, path: Path, what: str) -> tuple[int, ...]:
     if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 1)):
         raise InputDataError(
             f"NIfTI {what} header declares shape {shape}, expected one axial slice (X, Y) or (X, Y, 1); "
-            "extract the L3 slice first", path,
+            "extract the L3 slice first",
+            path,
         )
     if min(shape[:2]) < 1 or max(shape[:2]) > MAX_SLICE_SIDE:
         raise InputDataError(
             f"NIfTI {what} header declares {shape[0]} x {shape[1]} voxels, expected 1 to {MAX_SLICE_SIDE} a side "
-            "(a CT slice is 512 x 512); the header is damaged or the file is no CT slice", path,
+            "(a CT slice is 512 x 512); the header is damaged or the file is no CT slice",
+            path,
         )
     dtype = header.get_data_dtype()
     if dtype.kind not in "biuf":
         raise InputDataError(
             f"NIfTI {what} stores voxels as {dtype} (NIfTI datatype {int(header['datatype'])}), expected integers "
-            "or floats (HU in an image, 0/1 in a mask)", path,
+            "or floats (HU in an image, 0/1 in a mask)",
+            path,
         )
     return shape
 
@@ -370,8 +400,14 @@ def geometry_from_affine(affine: np.ndarray, shape: tuple[int, ...], path: str |
     if step_i <= 0 or step_j <= 0:
         raise InputDataError(f"NIfTI affine has a zero voxel size: {np.round(affine, 4).tolist()}", path)
     return geometry_from_axes(
-        col_i / step_i, col_j / step_j, step_i, step_j, pos, (int(shape[0]), int(shape[1])),
-        thickness_mm=float(np.linalg.norm(col_k)) or 1.0, source=path,
+        col_i / step_i,
+        col_j / step_j,
+        step_i,
+        step_j,
+        pos,
+        (int(shape[0]), int(shape[1])),
+        thickness_mm=float(np.linalg.norm(col_k)) or 1.0,
+        source=path,
     )
 
 

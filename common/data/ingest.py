@@ -146,8 +146,11 @@ def ingest(
     if meta_csv:
         skip.add(Path(meta_csv).resolve())
 
-    files = [p for p in _walk(input_dir, rejected, "input folder", prune=masks_root)
-             if p not in skip and not (masks_root and _under(p, masks_root))]
+    files = [
+        p
+        for p in _walk(input_dir, rejected, "input folder", prune=masks_root)
+        if p not in skip and not (masks_root and _under(p, masks_root))
+    ]
     mask_files = list(_walk(masks_root, rejected, "masks folder")) if masks_root else []
 
     headers: list[_Header] = []
@@ -174,8 +177,13 @@ def ingest(
             continue
         modality = str(ds.get("Modality", ""))
         if modality != "CT":
-            rejected.append((str(path), f"(0008,0060) 'Modality' is {modality or 'missing'!r} "
-                             f"({getattr(ds.get('SOPClassUID'), 'name', 'unknown SOP class')}), expected 'CT'"))
+            rejected.append(
+                (
+                    str(path),
+                    f"(0008,0060) 'Modality' is {modality or 'missing'!r} "
+                    f"({getattr(ds.get('SOPClassUID'), 'name', 'unknown SOP class')}), expected 'CT'",
+                )
+            )
             continue
         headers.append(_header(ds, path, input_dir))
 
@@ -196,8 +204,13 @@ def ingest(
 
     for m in masks:
         if not m.used:
-            rejected.append((str(m.path), "mask matches no accepted image (name it <image file stem>_mask.nii.gz "
-                             "or <SOPInstanceUID>.nii.gz, or reference the image from the DICOM SEG)"))
+            rejected.append(
+                (
+                    str(m.path),
+                    "mask matches no accepted image (name it <image file stem>_mask.nii.gz "
+                    "or <SOPInstanceUID>.nii.gz, or reference the image from the DICOM SEG)",
+                )
+            )
     used_keys = {r.pop("_meta_key") for r in rows}
     for key in meta:
         if key not in used_keys:
@@ -236,8 +249,13 @@ def _walk(root: Path, rejected: list[tuple[str, str]], where: str, prune: Path |
                 except (OSError, RuntimeError):
                     continue  # os.walk lists a link as a folder only when it leads to one
                 if not _under(target, root):
-                    rejected.append((str(link), f"symbolic link to a folder outside the {where} ({target}); "
-                                     "not followed: copy the files into the folder"))
+                    rejected.append(
+                        (
+                            str(link),
+                            f"symbolic link to a folder outside the {where} ({target}); "
+                            "not followed: copy the files into the folder",
+                        )
+                    )
         for name in sorted(names):
             if name.startswith("."):
                 continue
@@ -245,15 +263,26 @@ def _walk(root: Path, rejected: list[tuple[str, str]], where: str, prune: Path |
             try:
                 target = path.resolve(strict=True)
             except FileNotFoundError:
-                rejected.append((str(path), f"symbolic link to {os.readlink(path)}, which does not exist"
-                                 if path.is_symlink() else "file disappeared while the folder was read"))
+                rejected.append(
+                    (
+                        str(path),
+                        f"symbolic link to {os.readlink(path)}, which does not exist"
+                        if path.is_symlink()
+                        else "file disappeared while the folder was read",
+                    )
+                )
                 continue
             except (OSError, RuntimeError) as error:  # a link loop, or a folder on the way without permission
                 rejected.append((str(path), f"cannot be opened ({type(error).__name__}: {error})"))
                 continue
             if not _under(target, root):
-                rejected.append((str(path), f"symbolic link to a file outside the {where} ({target}); not "
-                                 "followed: copy the file into the folder"))
+                rejected.append(
+                    (
+                        str(path),
+                        f"symbolic link to a file outside the {where} ({target}); not "
+                        "followed: copy the file into the folder",
+                    )
+                )
             elif not target.is_file():
                 rejected.append((str(path), "not a regular file (a pipe, socket or device); only files are read"))
             elif target not in seen:
@@ -284,7 +313,7 @@ def _reason(error: SarcoFedError, path: Path) -> str:
     """The error's message without the leading 'path: ' (the path has its own column)."""
     text = str(error)
     prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _track(items: list, label: str, enabled: bool):
@@ -348,11 +377,15 @@ def _choose_slices(headers: list[_Header], meta: dict[str, dict], rejected: list
                 pick = min(items, key=lambda h: abs(h.z - float(row["l3_z_mm"])))
         folder = items[0].path.parent
         if pick is None:
-            why = (f"{len(named)} slices of it are named in --meta; name exactly one" if len(named) > 1 else
-                   "name its L3 slice in --meta (key = file name or SOPInstanceUID, or key = SeriesInstanceUID "
-                   "with l3_instance / l3_z_mm)")
-            rejected.append((str(folder), f"CT series of {len(items)} slices "
-                             f"(z {items[0].z:.1f}..{items[-1].z:.1f} mm): {why}"))
+            why = (
+                f"{len(named)} slices of it are named in --meta; name exactly one"
+                if len(named) > 1
+                else "name its L3 slice in --meta (key = file name or SOPInstanceUID, or key = SeriesInstanceUID "
+                "with l3_instance / l3_z_mm)"
+            )
+            rejected.append(
+                (str(folder), f"CT series of {len(items)} slices (z {items[0].z:.1f}..{items[-1].z:.1f} mm): {why}")
+            )
             continue
         chosen.append(pick)
     return chosen
@@ -380,8 +413,11 @@ def _read_meta(path: Path) -> dict[str, dict]:
         raise InputDataError("meta CSV not found", path)
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     if "key" not in df.columns:
-        raise InputDataError(f"meta CSV needs a 'key' column (file name, stem, SOPInstanceUID or "
-                             f"SeriesInstanceUID); found {list(df.columns)}", path)
+        raise InputDataError(
+            f"meta CSV needs a 'key' column (file name, stem, SOPInstanceUID or "
+            f"SeriesInstanceUID); found {list(df.columns)}",
+            path,
+        )
     unknown = [c for c in df.columns if c not in META_COLUMNS]
     if unknown:
         raise InputDataError(f"meta CSV has unknown column(s) {unknown}; allowed: {list(META_COLUMNS)}", path)
@@ -493,4 +529,3 @@ def _row(ct, rel, path, header, info, mask_path, mask, out_manifest, pz, holdout
 
 def _relative(path: Path, manifest: Path) -> str:
     return Path(os.path.relpath(path, manifest.parent)).as_posix()
-

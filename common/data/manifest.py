@@ -22,8 +22,17 @@ from common.data.ctslice import CTSlice
 from common.errors import InputDataError
 
 MANIFEST_COLUMNS: list[str] = [
-    "patient_id", "image_path", "mask_path", "sex", "height_m", "weight_kg", "age", "split",
-    "sma_cm2", "smi_cm2_m2", "sarcopenic",
+    "patient_id",
+    "image_path",
+    "mask_path",
+    "sex",
+    "height_m",
+    "weight_kg",
+    "age",
+    "split",
+    "sma_cm2",
+    "smi_cm2_m2",
+    "sarcopenic",
 ]
 REQUIRED_COLUMNS: list[str] = MANIFEST_COLUMNS[:8]
 OPTIONAL_COLUMNS: list[str] = ["site"]
@@ -117,7 +126,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         if bad:
             errors.append(f"line {line}: " + "; ".join(bad))
     if errors:
-        listed = errors[:_MAX_LISTED] + ([f"... and {len(errors) - _MAX_LISTED} more"] if len(errors) > _MAX_LISTED else [])
+        listed = errors[:_MAX_LISTED] + (
+            [f"... and {len(errors) - _MAX_LISTED} more"] if len(errors) > _MAX_LISTED else []
+        )
         raise InputDataError(f"{len(errors)} bad row(s):\n  " + "\n  ".join(listed), path)
     df["split"] = splits
     df["sex"] = pd.Series(sexes, index=df.index, dtype=object)

@@ -18,7 +18,11 @@ import numpy as np
 
 from common.data.ctslice import CTSlice, SliceGeometry, geometry_from_axes
 from common.data.dicom_io import (
-    check_pixel_data_size, geometry_from_affine, is_nifti, load_nifti_slice, read_dataset,
+    check_pixel_data_size,
+    geometry_from_affine,
+    is_nifti,
+    load_nifti_slice,
+    read_dataset,
 )
 from common.errors import InputDataError, MaskGeometryError
 
@@ -77,7 +81,10 @@ def write_mask_nifti(
 
 
 def _on_source_grid(
-    binary: np.ndarray, geometry: SliceGeometry, source_header: Nifti1Header, path: Path,
+    binary: np.ndarray,
+    geometry: SliceGeometry,
+    source_header: Nifti1Header,
+    path: Path,
 ) -> Nifti1Image:
     """A NIfTI image of ``binary`` in the source file's stored layout, under a copy of its header.
 
@@ -137,7 +144,8 @@ def check_same_grid(mask: SliceGeometry, image: SliceGeometry, mask_path: Path, 
         )
     if problems:
         raise MaskGeometryError(
-            "mask does not lie on its image's pixel grid: " + "; ".join(problems)
+            "mask does not lie on its image's pixel grid: "
+            + "; ".join(problems)
             + f" (image {image_path}). Re-export the mask from the image it was drawn on",
             mask_path,
         )
@@ -172,8 +180,11 @@ def _read_seg_mask(path: Path, ct: CTSlice) -> tuple[np.ndarray, SliceGeometry]:
     try:
         frames = ds.pixel_array
     except Exception as error:  # decoders raise many types; all mean the same to the user
-        raise InputDataError(f"(7FE0,0010) 'Pixel Data' of the DICOM SEG cannot be decoded ({type(error).__name__}: "
-                             f"{error}); the file may be truncated: export the segmentation again", path) from None
+        raise InputDataError(
+            f"(7FE0,0010) 'Pixel Data' of the DICOM SEG cannot be decoded ({type(error).__name__}: "
+            f"{error}); the file may be truncated: export the segmentation again",
+            path,
+        ) from None
     if frames.ndim == 2:
         frames = frames[None]
     if str(ds.get("SegmentationType", "BINARY")) == "FRACTIONAL":
@@ -200,8 +211,13 @@ def _read_seg_mask(path: Path, ct: CTSlice) -> tuple[np.ndarray, SliceGeometry]:
         ipp = [float(v) for v in group(item, "PlanePositionSequence").ImagePositionPatient]
         spacing = [float(v) for v in group(item, "PixelMeasuresSequence").PixelSpacing]
         geometry = geometry_from_axes(
-            np.array(iop[3:]), np.array(iop[:3]), spacing[0], spacing[1], np.array(ipp),
-            (int(ds.Rows), int(ds.Columns)), source=path,
+            np.array(iop[3:]),
+            np.array(iop[:3]),
+            spacing[0],
+            spacing[1],
+            np.array(ipp),
+            (int(ds.Rows), int(ds.Columns)),
+            source=path,
         )
         candidates.append((abs(geometry.origin[2] - ct.geometry.origin[2]), frames[index], geometry))
     if not candidates:
@@ -235,6 +251,6 @@ def _muscle_segment(ds, path: Path) -> int:
         return int(muscle[0].SegmentNumber)
     labels = [str(s.get("SegmentLabel", "")) for s in segments]
     raise InputDataError(
-        f"DICOM SEG has {len(segments)} segments {labels}; expected one, or exactly one labelled "
-        "'...muscle...'", path,
+        f"DICOM SEG has {len(segments)} segments {labels}; expected one, or exactly one labelled '...muscle...'",
+        path,
     )

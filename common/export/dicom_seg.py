@@ -124,7 +124,8 @@ def write_muscle_seg(
             # SEG is optional, so its refusal becomes the reason none was written, not a crash.
             raise SegUnavailableError(
                 f"highdicom could not build a DICOM SEG on this image ({type(error).__name__}: {error}); "
-                "mask.nii.gz overlays it instead", ct.path,
+                "mask.nii.gz overlays it instead",
+                ct.path,
             ) from error
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +152,8 @@ def seg_source(ct: CTSlice) -> Dataset:
     if ct.dataset is None:
         raise SegUnavailableError(
             "input is NIfTI: a DICOM SEG must reference a DICOM image, so none was written "
-            "(mask.nii.gz holds the mask)", ct.path,
+            "(mask.nii.gz holds the mask)",
+            ct.path,
         )
     ds = ct.dataset
     meta = getattr(ds, "file_meta", None)
@@ -170,7 +172,8 @@ def seg_source(ct: CTSlice) -> Dataset:
             f"{' and '.join(blank)} {'is' if len(blank) == 1 else 'are'} empty (an anonymised export?): a "
             "DICOM SEG must carry the study, series and frame of reference UIDs of the image it segments, "
             "and made-up ones would pass for the source's; no seg.dcm written, mask.nii.gz overlays the "
-            "image. To get a SEG, export the image with its UIDs kept or consistently replaced", ct.path,
+            "image. To get a SEG, export the image with its UIDs kept or consistently replaced",
+            ct.path,
         )
     if _positive(ds.get("SliceThickness")) is None:
         fills["SliceThickness"] = float(ct.geometry.thickness_mm)

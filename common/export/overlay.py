@@ -4,9 +4,8 @@ The CT is shown in canonical orientation (anterior up, patient left on the image
 radiological convention) with the pixel aspect of its spacing; the measurements and the rule that
 judged them are written under the image, so the PNG stands on its own in a report or an e-mail.
 
-Drawn with numpy and PIL rather than matplotlib: a figure and its savefig cost 130-170 ms on a 512 x
-512 slice, about the whole latency budget of `sarcofed predict` (0.15 s); this costs about 20 ms,
-most of it zlib.
+Drawn with numpy and PIL rather than matplotlib, whose figure and savefig alone would take most of
+`sarcofed predict`'s latency budget (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -121,8 +120,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 def _erode(mask: np.ndarray) -> np.ndarray:
     """One-pixel erosion with a cross, pixels on the image border eroded (``binary_erosion``'s default)."""
     inner = np.zeros_like(mask)
-    inner[1:-1, 1:-1] = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1]
-                         & mask[1:-1, :-2] & mask[1:-1, 2:])
+    inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
     return inner
 
 

@@ -81,7 +81,6 @@ def predict_slice(
     from common.errors import SegUnavailableError
     from common.export.dicom_seg import write_muscle_seg
     from common.export.overlay import write_overlay_png
-
     from common.train.infer import classify, segment
 
     input_path, out_dir = Path(input_path), Path(out_dir)
@@ -99,7 +98,13 @@ def predict_slice(
     patient_sex = sex if sex is not None else ct.sex
     weight = weight_kg if weight_kg is not None else ct.weight_kg
     record: dict[str, Any] = measurements(
-        ct.hu, mask, ct.spacing_mm, height_m=height, sex=patient_sex, weight_kg=weight, cutoff=cutoff,
+        ct.hu,
+        mask,
+        ct.spacing_mm,
+        height_m=height,
+        sex=patient_sex,
+        weight_kg=weight,
+        cutoff=cutoff,
     )
     record["patient"]["source"] = {
         "height_m": _source(height_m, ct.height_m, "(0010,1020) PatientSize"),
@@ -110,7 +115,8 @@ def predict_slice(
         "hu_window": list(MUSCLE_HU_RANGE) if hu_window else None,
         "network_pixels": int(np.count_nonzero(raw)),
         "note": "pixels of the network's mask outside the Alberta muscle window are not muscle area"
-        if hu_window else "network mask used as is (--no-hu-window)",
+        if hu_window
+        else "network mask used as is (--no-hu-window)",
     }
     phase = info.get("phase")
     record["model"] = {"path": str(loaded.path.resolve()), "sha256": sha, "preset": preset.name, "phase": phase}
@@ -133,12 +139,20 @@ def predict_slice(
     files: dict[str, str | None] = {}
     write_mask_nifti(out_dir / "mask.nii.gz", mask, ct.geometry, source_header=ct.nifti_header)
     files["mask"] = "mask.nii.gz"
-    write_overlay_png(out_dir / "overlay.png", ct.hu, mask, ct.spacing_mm, _overlay_lines(record),
-                      title=f"SarcoFed {preset.name}: {input_path.name}")
+    write_overlay_png(
+        out_dir / "overlay.png",
+        ct.hu,
+        mask,
+        ct.spacing_mm,
+        _overlay_lines(record),
+        title=f"SarcoFed {preset.name}: {input_path.name}",
+    )
     files["overlay"] = "overlay.png"
     try:
         write_muscle_seg(
-            out_dir / "seg.dcm", mask, ct,
+            out_dir / "seg.dcm",
+            mask,
+            ct,
             model_name=f"SarcoFed {preset.name} {phase or ''}".strip(),
             model_version=f"{_sarcofed_version()} sha256:{sha[:16]}",
             parameters={"preset": preset.name, "phase": str(phase), "model_sha256": sha, "cutoff": cutoff.name},
@@ -160,7 +174,11 @@ def _overlay_lines(record: dict[str, Any]) -> list[str]:
     c = record["cutoff"]
     smi = record["smi_cm2_m2"]
     hu = record["muscle_hu_mean"]
-    line1 = f"SMA {record['sma_cm2']:.1f} cm2   muscle {hu:.0f} HU" if hu is not None else f"SMA {record['sma_cm2']:.1f} cm2"
+    line1 = (
+        f"SMA {record['sma_cm2']:.1f} cm2   muscle {hu:.0f} HU"
+        if hu is not None
+        else f"SMA {record['sma_cm2']:.1f} cm2"
+    )
     if smi is None:
         line2 = f"SMI unavailable: {record['unavailable_reason']}"
     else:

@@ -22,8 +22,9 @@ FORMAT = "sarcofed-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, model: SarcoModel, *, preset: Preset | None = None, phase: str,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path, model: SarcoModel, *, preset: Preset | None = None, phase: str, extra: dict | None = None
+) -> Path:
     """Write ``model`` to ``path`` (parents created); return the path.
 
     Parameters
@@ -59,13 +60,16 @@ def save_checkpoint(path: str | Path, model: SarcoModel, *, preset: Preset | Non
         torch.save(payload, tmp)
     except (OSError, RuntimeError) as error:  # a full disk: torch reports ENOSPC as either
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write the checkpoint ({error}); earlier checkpoints are intact", path) from None
+        raise CheckpointError(
+            f"could not write the checkpoint ({error}); earlier checkpoints are intact", path
+        ) from None
     tmp.replace(path)  # never leave a half-written checkpoint under the real name
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    phases: Iterable[str] | None = None) -> tuple[SarcoModel, dict]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", phases: Iterable[str] | None = None
+) -> tuple[SarcoModel, dict]:
     """Rebuild the model stored in ``path``.
 
     Parameters
@@ -89,27 +93,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"not a readable SarcoFed checkpoint ({type(error).__name__}: {str(error)[:200]})",
-                              path) from None
+        raise CheckpointError(
+            f"not a readable SarcoFed checkpoint ({type(error).__name__}: {str(error)[:200]})", path
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"not a SarcoFed checkpoint (expected format {FORMAT!r})", path)
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint format {payload['format_version']} is newer than this SarcoFed reads ({FORMAT_VERSION}); "
-            "upgrade sarcofed", path)
+            "upgrade sarcofed",
+            path,
+        )
     phase = payload.get("phase")
     allowed = tuple(phases) if phases is not None else None
     if allowed is not None and phase not in allowed:
         raise CheckpointError(
             f"model was trained for phase {phase!r}, expected {' or '.join(allowed)}; "
-            f"train it with `sarcofed train-local --phase {allowed[0]}`", path)
+            f"train it with `sarcofed train-local --phase {allowed[0]}`",
+            path,
+        )
     try:
         preset = Preset.from_dict(payload["preset"])
         model = SarcoModel(preset, classifier=payload.get("classifier", "vit"))
         model.load_state_dict(payload["state_dict"])
     except Exception as error:
-        raise CheckpointError(f"weights do not fit the stored preset ({type(error).__name__}: {str(error)[:300]})",
-                              path) from None
+        raise CheckpointError(
+            f"weights do not fit the stored preset ({type(error).__name__}: {str(error)[:300]})", path
+        ) from None
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     info["preset"] = preset
     info["path"] = str(path)

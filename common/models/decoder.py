@@ -44,26 +44,41 @@ class UnetrDecoder(nn.Module):
         self.stem = UnetrBasicBlock(2, 1, fs, kernel_size=3, stride=1, norm_name="instance", res_block=True)
         self.skips = nn.ModuleList(
             UnetrPrUpBlock(
-                spatial_dims=2, in_channels=d, out_channels=fs * 2**lvl, num_layer=levels - lvl - 1,
-                kernel_size=3, stride=1, upsample_kernel_size=2, norm_name="instance",
-                conv_block=True, res_block=True,
+                spatial_dims=2,
+                in_channels=d,
+                out_channels=fs * 2**lvl,
+                num_layer=levels - lvl - 1,
+                kernel_size=3,
+                stride=1,
+                upsample_kernel_size=2,
+                norm_name="instance",
+                conv_block=True,
+                res_block=True,
             )
             for lvl in range(1, levels)
         )
         self.ups = nn.ModuleList(
             UnetrUpBlock(
-                spatial_dims=2, in_channels=d if lvl == levels - 1 else fs * 2 ** (lvl + 1),
-                out_channels=fs * 2**lvl, kernel_size=3, upsample_kernel_size=2, norm_name="instance",
+                spatial_dims=2,
+                in_channels=d if lvl == levels - 1 else fs * 2 ** (lvl + 1),
+                out_channels=fs * 2**lvl,
+                kernel_size=3,
+                upsample_kernel_size=2,
+                norm_name="instance",
                 res_block=True,
             )
             for lvl in range(levels - 1, -1, -1)
         )
         # Optional convolutional path from the image (stride 2 per stage) added to each transformer skip:
         # the tokens see 16-pixel patches, this path sees the local shape (a bowel loop against a muscle).
-        self.image_path = nn.ModuleList(
-            UnetResBlock(2, fs * 2 ** (lvl - 1), fs * 2**lvl, kernel_size=3, stride=2, norm_name="instance")
-            for lvl in range(1, levels)
-        ) if preset.image_skips else None
+        self.image_path = (
+            nn.ModuleList(
+                UnetResBlock(2, fs * 2 ** (lvl - 1), fs * 2**lvl, kernel_size=3, stride=2, norm_name="instance")
+                for lvl in range(1, levels)
+            )
+            if preset.image_skips
+            else None
+        )
         self.out = UnetOutBlock(2, fs, out_channels)
         # channels_last makes oneDNN's conv backward about 1.7x faster on CPU for these thin layers.
         self.to(memory_format=torch.channels_last)

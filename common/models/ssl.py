@@ -61,8 +61,13 @@ def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
     return x.reshape(b, g, patch, g, patch).permute(0, 1, 3, 2, 4).reshape(b, g * g, patch * patch)
 
 
-def random_patch_mask(batch: int, num_patches: int, ratio: float, generator: torch.Generator | None = None,
-                      device: torch.device | str = "cpu") -> torch.Tensor:
+def random_patch_mask(
+    batch: int,
+    num_patches: int,
+    ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """(B, N) bool, exactly round(ratio * N) True per row, chosen uniformly at random."""
     k = max(1, int(round(ratio * num_patches)))
     noise = torch.rand(batch, num_patches, generator=generator).to(device)
@@ -82,8 +87,9 @@ def teacher_probs(logits: torch.Tensor, center: torch.Tensor, temp: float) -> to
     return F.softmax((logits - center) / temp, dim=-1)
 
 
-def smit_loss(model, view1: torch.Tensor, view2: torch.Tensor, preset: Preset,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def smit_loss(
+    model, view1: torch.Tensor, view2: torch.Tensor, preset: Preset, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The SMIT objective on two augmented views of the same slices.
 
     Parameters

@@ -53,7 +53,7 @@ def window(phi_lo: float, phi_hi: float, ramp: float) -> np.ndarray:
 def _lowpass(table: np.ndarray, kmax: int) -> np.ndarray:
     """Keep the first ``kmax`` Fourier harmonics of a periodic radius function."""
     spec = np.fft.rfft(table)
-    spec[kmax + 1:] = 0.0
+    spec[kmax + 1 :] = 0.0
     return np.fft.irfft(spec, n=table.size)
 
 
@@ -111,7 +111,13 @@ def build_and_paint(
     vert.r *= 1.0 - 0.10 * np.exp(-(((np.abs(ANGLES) - np.pi) / 0.35) ** 2))
     canal_a, canal_b = 10.5 * hs, 8.0 * hs
     canal_cy = vd + canal_b + 0.5
-    canal = Blob(0.0, canal_cy, superellipse(canal_a, canal_b, 2.0) * (1 + 0.12 * np.cos(ANGLES) + 0.08 * np.cos(3 * ANGLES)) * harmonics(rng, 0.03, symmetric=0.9))
+    canal = Blob(
+        0.0,
+        canal_cy,
+        superellipse(canal_a, canal_b, 2.0)
+        * (1 + 0.12 * np.cos(ANGLES) + 0.08 * np.cos(3 * ANGLES))
+        * harmonics(rng, 0.03, symmetric=0.9),
+    )
     arch = Blob(0.0, canal_cy + 1.0, superellipse(canal_a + 6.0, canal_b + 6.5, 2.2))
     tp_y = vd + 4.0
     tp_len = 36.0 * hs * rng.lognormal(0, 0.06)
@@ -128,7 +134,9 @@ def build_and_paint(
     blobs: dict[str, list[Blob]] = {"psoas": [], "ql": [], "es": []}
     for side in (-1.0, 1.0):
         jitter = rng.lognormal(0.0, 0.06)
-        ps = sized(Blob(0, 0, superellipse(1.0, rng.uniform(1.05, 1.4), 2.0) * harmonics(rng, 0.05)), a_psoas / 2 * jitter)
+        ps = sized(
+            Blob(0, 0, superellipse(1.0, rng.uniform(1.05, 1.4), 2.0) * harmonics(rng, 0.05)), a_psoas / 2 * jitter
+        )
         ps_a = float(ps.r[N_ANGLES * 3 // 4])  # lateral half-width
         ps.cx, ps.cy = side * (vw * 0.92 + ps_a * 0.85), -0.25 * vd + rng.normal(0, 2)
         ps.rot = side * np.deg2rad(rng.uniform(10, 30))
@@ -140,7 +148,10 @@ def build_and_paint(
         ql.cx, ql.cy = side * (tp_tip[0] + 0.55 * ql_a), tp_tip[1] - 0.15 * ql_a
         blobs["ql"].append(ql)
 
-        es = sized(Blob(0, 0, superellipse(1.0, rng.uniform(0.6, 0.8), rng.uniform(2.4, 3.2)) * harmonics(rng, 0.05)), a_es / 2 * jitter)
+        es = sized(
+            Blob(0, 0, superellipse(1.0, rng.uniform(0.6, 0.8), rng.uniform(2.4, 3.2)) * harmonics(rng, 0.05)),
+            a_es / 2 * jitter,
+        )
         es_a, es_b = float(es.r[N_ANGLES * 3 // 4]), float(es.r[N_ANGLES // 2])
         es.cx, es.cy = side * (4.0 + es_a * 1.0), tp_y + 5.0 + es_b
         es.rot = side * np.deg2rad(rng.uniform(-8, 8))
@@ -148,9 +159,9 @@ def build_and_paint(
 
     # ---- peritoneal cavity and abdominal wall, in polar coordinates around the cavity centre ----------
     vat = p.vat_level
-    half_width = (98.0 + 80.0 * vat) * hs ** 0.6 * rng.lognormal(0, 0.05)
+    half_width = (98.0 + 80.0 * vat) * hs**0.6 * rng.lognormal(0, 0.05)
     y_post = tp_y + 12.0
-    depth_ant = (42.0 + 95.0 * vat) * hs ** 0.5 * rng.lognormal(0, 0.08)
+    depth_ant = (42.0 + 95.0 * vat) * hs**0.5 * rng.lognormal(0, 0.08)
     y_ant = -vd - depth_ant
     b_half = (y_post - y_ant) / 2
     centre = (0.0, (y_post + y_ant) / 2)
@@ -185,7 +196,7 @@ def build_and_paint(
     def wall_bounds(scale: float, scale_rect: float) -> list[tuple[np.ndarray, np.ndarray]]:
         inner = r_cav.copy()
         out = []
-        for k, t in enumerate(layers[:3]):
+        for t in layers[:3]:
             lo = inner
             hi = lo + scale * t
             out.append((lo, hi))
@@ -273,8 +284,12 @@ def build_and_paint(
     back_cut = table_y - table_k * canvas.X[full] ** 2 - canvas.Y[full]
     rb = pol.radius(body)
     canvas.paint(full, edge_alpha(np.minimum(rb - pol.rho, back_cut), px), rng.uniform(20, 45), SKIN)
-    canvas.paint(full, edge_alpha(np.minimum(rb - skin_t - pol.rho, back_cut - skin_t * 0.7), px),
-                 field(fat_hu - 3, 7, tex.fat, full), SAT)
+    canvas.paint(
+        full,
+        edge_alpha(np.minimum(rb - skin_t - pol.rho, back_cut - skin_t * 0.7), px),
+        field(fat_hu - 3, 7, tex.fat, full),
+        SAT,
+    )
     # superficial (Scarpa's) fascia: a thin, broken soft-tissue line inside the fat, front and flanks
     if p.sat_mm > 8.0:
         depth = fascia + sat * rng.uniform(0.35, 0.6)
@@ -289,7 +304,12 @@ def build_and_paint(
     # muscle tissue HU: lean muscle + mottling, mixed with intermuscular fat along streaks
     muscle = _muscle_field(p, tex, fat_hu)
     rli = pol.radius(lat_inner)
-    canvas.paint(full, edge_alpha(np.minimum(rf - pol.rho, pol.rho - rli), px) * (pol.radius(lat_t) > 0.8), muscle[full], LATISSIMUS)
+    canvas.paint(
+        full,
+        edge_alpha(np.minimum(rf - pol.rho, pol.rho - rli), px) * (pol.radius(lat_t) > 0.8),
+        muscle[full],
+        LATISSIMUS,
+    )
     for lo, hi in wall:
         rlo, rhi = pol.radius(lo), pol.radius(hi)
         alpha = edge_alpha(np.minimum(rhi - pol.rho, pol.rho - rlo), px) * ((rhi - rlo) > 0.6)
@@ -300,7 +320,7 @@ def build_and_paint(
 
     # kidneys' lower poles (posterior to the colon, lateral to psoas, anterior to quadratus lumborum)
     kidney_hu = rng.uniform(150, 200) if contrast else rng.uniform(28, 40)
-    for side, ps, ql in zip((-1.0, 1.0), blobs["psoas"], blobs["ql"]):
+    for side, ps, ql in zip((-1.0, 1.0), blobs["psoas"], blobs["ql"], strict=True):
         if rng.random() < (0.75 if side < 0 else 0.55):
             size = rng.uniform(16, 27) * hs
             k = Blob(0, 0, superellipse(size * rng.uniform(1.1, 1.4), size, 2.0) * harmonics(rng, 0.05))
@@ -326,7 +346,11 @@ def build_and_paint(
             plaque = Blob(aorta.cx + r_ao * np.sin(ang), aorta.cy - r_ao * np.cos(ang), superellipse(1.6, 1.2))
             box, a = plaque.alpha(canvas)
             canvas.paint(box, a, rng.uniform(400, 900), VESSEL)
-    ivc = Blob(-vw * rng.uniform(0.5, 0.9), -vd - rng.uniform(6, 10), superellipse(rng.uniform(10, 15), rng.uniform(6, 10)) * harmonics(rng, 0.05))
+    ivc = Blob(
+        -vw * rng.uniform(0.5, 0.9),
+        -vd - rng.uniform(6, 10),
+        superellipse(rng.uniform(10, 15), rng.uniform(6, 10)) * harmonics(rng, 0.05),
+    )
     box, a = ivc.alpha(canvas)
     canvas.paint(box, a, vessel_hu - (40 if contrast else 0), VESSEL)
 
@@ -342,16 +366,22 @@ def build_and_paint(
         side = np.sign(es.cx)
         x0, y0, x1, y1 = es.bbox()
         mx = es.cx - side * (x1 - x0) * rng.uniform(0.08, 0.2)
-        box, a = capsule_alpha(canvas, (mx + side * rng.uniform(-4, 4), y0 + 4.0), (mx - side * rng.uniform(0, 6), y1 - 6.0),
-                               rng.uniform(0.5, 1.0), rng.uniform(0.4, 0.8))
+        box, a = capsule_alpha(
+            canvas,
+            (mx + side * rng.uniform(-4, 4), y0 + 4.0),
+            (mx - side * rng.uniform(0, 6), y1 - 6.0),
+            rng.uniform(0.5, 1.0),
+            rng.uniform(0.4, 0.8),
+        )
         canvas.paint(box, a * rng.uniform(0.7, 1.0), fat_hu + 20.0, ERECTOR)
 
     # ---- bone ------------------------------------------------------------------------------------------
     cortex_hu = rng.uniform(650, 1000) - 3.0 * age_old
     trab_hu = float(np.clip(rng.normal(240, 30) - 2.4 * max(p.age_years - 30, 0), 70, 330))
     for tip_side in (-1.0, 1.0):
-        box, a = capsule_alpha(canvas, (tip_side * (canal_a * 0.6), tp_y - 2.0), (tip_side * tp_tip[0], tp_tip[1]),
-                               6.0 * hs, 3.8 * hs)
+        box, a = capsule_alpha(
+            canvas, (tip_side * (canal_a * 0.6), tp_y - 2.0), (tip_side * tp_tip[0], tp_tip[1]), 6.0 * hs, 3.8 * hs
+        )
         canvas.paint(box, a, field(cortex_hu * 0.6, 60, tex.soft, box), CORTICAL_BONE)
     box, a = capsule_alpha(canvas, (0.0, sp_root - 2.0), sp_tip, 5.0 * hs, 3.0 * hs)
     canvas.paint(box, a, field(cortex_hu * 0.6, 60, tex.soft, box), CORTICAL_BONE)
@@ -405,9 +435,19 @@ def _paint_table(rng: np.random.Generator, canvas: Canvas, table_y: float, k: fl
     canvas.paint(box, core, rng.uniform(-980, -900), TABLE)
 
 
-def _paint_viscera(rng: np.random.Generator, canvas: Canvas, p: Patient, tex: Textures, centre: tuple[float, float],
-                   r_cav: np.ndarray, blobs: dict[str, list[Blob]], vw: float, vd: float, contrast: bool,
-                   fat_hu: float) -> None:
+def _paint_viscera(
+    rng: np.random.Generator,
+    canvas: Canvas,
+    p: Patient,
+    tex: Textures,
+    centre: tuple[float, float],
+    r_cav: np.ndarray,
+    blobs: dict[str, list[Blob]],
+    vw: float,
+    vd: float,
+    contrast: bool,
+    fat_hu: float,
+) -> None:
     """Colon, small-bowel loops, mesenteric vessels and sometimes the liver tip inside the cavity.
 
     Loops are packed by rejection sampling; lean patients get them crowded against the abdominal
@@ -494,7 +534,12 @@ def _paint_viscera(rng: np.random.Generator, canvas: Canvas, p: Patient, tex: Te
         x, y = wall_point(-rng.uniform(1.5, 2.1), r)
         b = Blob(x, y, superellipse(r * 0.8, r) * harmonics(rng, 0.08), rng.uniform(-0.5, 0.5))
         box, a = b.alpha(canvas)
-        canvas.paint(box, a, (rng.uniform(95, 120) if contrast else rng.uniform(50, 65)) + (6 * tex.soft[box] if box else 0), LIVER)
+        canvas.paint(
+            box,
+            a,
+            (rng.uniform(95, 120) if contrast else rng.uniform(50, 65)) + (6 * tex.soft[box] if box else 0),
+            LIVER,
+        )
         placed.append((x, y, r))
     # ascending (right) and descending (left) colon, touching the lateral wall
     for side, p_present in ((-1.0, 0.95), (1.0, 0.85)):

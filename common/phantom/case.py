@@ -85,8 +85,9 @@ def _rng(rng_or_seed: np.random.Generator | int | np.random.SeedSequence | tuple
     return np.random.default_rng(rng_or_seed)
 
 
-def synth_case(rng_or_seed: np.random.Generator | int | np.random.SeedSequence | tuple[int, ...],
-               profile: SiteProfile) -> PhantomCase:
+def synth_case(
+    rng_or_seed: np.random.Generator | int | np.random.SeedSequence | tuple[int, ...], profile: SiteProfile
+) -> PhantomCase:
     """Generate one patient of ``profile`` and their L3 slice (512 x 512, about 50 ms).
 
     Parameters
@@ -139,8 +140,20 @@ def synth_case(rng_or_seed: np.random.Generator | int | np.random.SeedSequence |
     sat = (labels == anatomy.SAT) & (hu >= FAT_HU_RANGE[0]) & (hu <= FAT_HU_RANGE[1])
     vat = (labels == anatomy.VISCERAL_FAT) & (hu >= VISCERAL_FAT_HU_RANGE[0]) & (hu <= VISCERAL_FAT_HU_RANGE[1])
     return PhantomCase(
-        hu=hu, muscle=muscle.astype(np.uint8), sat=sat.astype(np.uint8), vat=vat.astype(np.uint8), labels=labels,
-        spacing_mm=(px, px), sex=patient.sex, height_m=patient.height_m, weight_kg=patient.weight_kg,
-        age_years=patient.age_years, contrast=patient.contrast, noise_hu=noise_sd, hu_offset=float(offset),
-        thickness_mm=profile.thickness_mm, rows_bottom_up=profile.rows_bottom_up, patient=patient,
+        hu=hu,
+        muscle=muscle.astype(np.uint8),
+        sat=sat.astype(np.uint8),
+        vat=vat.astype(np.uint8),
+        labels=labels,
+        spacing_mm=(px, px),
+        sex=patient.sex,
+        height_m=patient.height_m,
+        weight_kg=patient.weight_kg,
+        age_years=patient.age_years,
+        contrast=patient.contrast,
+        noise_hu=noise_sd,
+        hu_offset=float(offset),
+        thickness_mm=profile.thickness_mm,
+        rows_bottom_up=profile.rows_bottom_up,
+        patient=patient,
     )

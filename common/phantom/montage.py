@@ -16,8 +16,9 @@ from common.errors import InputDataError
 WINDOW = (40.0, 400.0)  # soft-tissue window: level, width (HU)
 
 
-def write_montage(manifest_path: str | Path | Sequence[str | Path], out_png: str | Path, n: int = 12,
-                  columns: int = 4) -> Path:
+def write_montage(
+    manifest_path: str | Path | Sequence[str | Path], out_png: str | Path, n: int = 12, columns: int = 4
+) -> Path:
     """Draw up to ``n`` slices (labelled ones first, spread evenly; several manifests share ``n``).
 
     Each tile: the slice in a soft-tissue window (level 40, width 400 HU) in canonical orientation,
@@ -35,9 +36,11 @@ def write_montage(manifest_path: str | Path | Sequence[str | Path], out_png: str
         raise InputDataError("write_montage needs at least one manifest and n >= 1")
     per = [n // len(paths) + (1 if k < n % len(paths) else 0) for k in range(len(paths))]
     picked = []
-    for path, count in zip(paths, per):
+    for path, count in zip(paths, per, strict=True):
         df = read_manifest(path)
-        df = df.assign(_labelled=df["mask_path"].astype(str).str.len() > 0).sort_values("_labelled", ascending=False, kind="stable")
+        df = df.assign(_labelled=df["mask_path"].astype(str).str.len() > 0).sort_values(
+            "_labelled", ascending=False, kind="stable"
+        )
         labelled = df[df["_labelled"]]
         pool = labelled if len(labelled) >= count else df
         idx = np.unique(np.linspace(0, len(pool) - 1, num=min(count, len(pool))).round().astype(int))
@@ -48,7 +51,7 @@ def write_montage(manifest_path: str | Path | Sequence[str | Path], out_png: str
     lo, hi = WINDOW[0] - WINDOW[1] / 2, WINDOW[0] + WINDOW[1] / 2
     for ax in axes.flat:
         ax.axis("off")
-    for ax, row in zip(axes.flat, picked):
+    for ax, row in zip(axes.flat, picked, strict=True):
         ct, mask = load_case(row)
         ax.imshow(np.clip(ct.hu, lo, hi), cmap="gray", vmin=lo, vmax=hi, interpolation="bilinear")
         title = f"{row.get('site', '')} {row['sex'] or '?'} {row['age']:.0f}y"

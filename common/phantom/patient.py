@@ -75,7 +75,16 @@ def sample_patient(rng: np.random.Generator, profile: SiteProfile) -> Patient:
     vat = (0.045 * excess + 0.004 * max(age - 30.0, 0.0)) * (1.0 if male else 0.6) + rng.normal(0.0, 0.08)
     vat = float(np.clip(vat, 0.0, 1.0))
     return Patient(
-        sex=sex, age_years=round(age, 1), height_m=round(height, 3), weight_kg=round(weight, 1), bmi=bmi,
-        smi_target=smi, sma_target_cm2=smi * height**2, muscle_hu=muscle_hu, fat_infiltration=infiltration,
-        sat_mm=sat, vat_level=vat, contrast=bool(rng.random() < profile.contrast_fraction),
+        sex=sex,
+        age_years=round(age, 1),
+        height_m=round(height, 3),
+        weight_kg=round(weight, 1),
+        bmi=bmi,
+        smi_target=smi,
+        sma_target_cm2=smi * height**2,
+        muscle_hu=muscle_hu,
+        fat_infiltration=infiltration,
+        sat_mm=sat,
+        vat_level=vat,
+        contrast=bool(rng.random() < profile.contrast_fraction),
     )

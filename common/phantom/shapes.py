@@ -35,8 +35,15 @@ class Canvas:
     label: np.ndarray
 
     @classmethod
-    def create(cls, shape: tuple[int, int], px: float, centre_mm: tuple[float, float],
-               warp: tuple[np.ndarray, np.ndarray] | None, background: float, rotation: float = 0.0) -> Canvas:
+    def create(
+        cls,
+        shape: tuple[int, int],
+        px: float,
+        centre_mm: tuple[float, float],
+        warp: tuple[np.ndarray, np.ndarray] | None,
+        background: float,
+        rotation: float = 0.0,
+    ) -> Canvas:
         """Grid of ``shape`` pixels of ``px`` mm centred on ``centre_mm``; the anatomy is seen rotated by
         ``rotation`` (rad, patients never lie perfectly straight) and deformed by ``warp`` (mm fields)."""
         h, w = shape
@@ -110,8 +117,9 @@ class Polar:
         return a + self.frac * (t[self.i1] - a)
 
 
-def harmonics(rng: np.random.Generator, amp: float, kmin: int = 2, kmax: int = 6, decay: float = 1.2,
-              symmetric: float = 0.0) -> np.ndarray:
+def harmonics(
+    rng: np.random.Generator, amp: float, kmin: int = 2, kmax: int = 6, decay: float = 1.2, symmetric: float = 0.0
+) -> np.ndarray:
     """Multiplicative radius perturbation 1 + sum_k a_k cos(k phi + p_k), (N_ANGLES,) float64.
 
     ``symmetric`` in [0, 1] pulls phases toward 0 so the shape is mirror-symmetric about the
@@ -181,8 +189,13 @@ class Blob:
         return box, edge_alpha(polar.radius(self.r) - polar.rho, canvas.px)
 
 
-def capsule_alpha(canvas: Canvas, p0: tuple[float, float], p1: tuple[float, float], hw0: float, hw1: float,
-                  ) -> tuple[tuple[slice, slice] | None, np.ndarray | None]:
+def capsule_alpha(
+    canvas: Canvas,
+    p0: tuple[float, float],
+    p1: tuple[float, float],
+    hw0: float,
+    hw1: float,
+) -> tuple[tuple[slice, slice] | None, np.ndarray | None]:
     """Coverage of a segment p0-p1 thickened by a half-width tapering from hw0 to hw1 (mm)."""
     hw = max(hw0, hw1)
     box = canvas.box(min(p0[0], p1[0]) - hw, max(p0[0], p1[0]) + hw, min(p0[1], p1[1]) - hw, max(p0[1], p1[1]) + hw)

@@ -44,8 +44,15 @@ def _split(n_labelled: int, holdout_fraction: float, seed: int) -> list[str]:
     return splits
 
 
-def write_site(out_dir: str | Path, site: str, profile: SiteProfile | str, n_patients: int, n_unlabelled: int,
-               seed: int, holdout_fraction: float = 0.3) -> Path:
+def write_site(
+    out_dir: str | Path,
+    site: str,
+    profile: SiteProfile | str,
+    n_patients: int,
+    n_unlabelled: int,
+    seed: int,
+    holdout_fraction: float = 0.3,
+) -> Path:
     """Generate one hospital into ``out_dir`` and return the path of its manifest.csv.
 
     Parameters
@@ -61,15 +68,18 @@ def write_site(out_dir: str | Path, site: str, profile: SiteProfile | str, n_pat
     holdout_fraction : float (default: 0.3)
         Share of labelled patients kept for evaluation.
     """
+    from pydicom.uid import generate_uid
+
     from common.data.dicom_io import write_ct_dicom
     from common.data.manifest import MANIFEST_COLUMNS, write_manifest
     from common.data.mask_io import write_mask_nifti
-    from pydicom.uid import generate_uid
 
     if isinstance(profile, str):
         profile = get_profile(profile)
     if n_patients < 0 or n_unlabelled < 0 or n_patients + n_unlabelled < 1:
-        raise ConfigError(f"site {site!r}: need at least one patient, got patients={n_patients}, unlabelled={n_unlabelled}")
+        raise ConfigError(
+            f"site {site!r}: need at least one patient, got patients={n_patients}, unlabelled={n_unlabelled}"
+        )
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     cutoff = get_cutoff(CUTOFF)
@@ -82,17 +92,36 @@ def write_site(out_dir: str | Path, site: str, profile: SiteProfile | str, n_pat
         pid = f"SYN-{site}-{i:04d}"
         image_rel = f"images/{pid}.dcm"
         ct = write_ct_dicom(
-            out / image_rel, case.hu, case.spacing_mm, patient_id=pid, sex=case.sex, height_m=case.height_m,
-            weight_kg=case.weight_kg, age_years=case.age_years, rows_bottom_up=case.rows_bottom_up,
+            out / image_rel,
+            case.hu,
+            case.spacing_mm,
+            patient_id=pid,
+            sex=case.sex,
+            height_m=case.height_m,
+            weight_kg=case.weight_kg,
+            age_years=case.age_years,
+            rows_bottom_up=case.rows_bottom_up,
             study_uid=generate_uid(entropy_srcs=[study_root, pid, "study"]),
             series_uid=generate_uid(entropy_srcs=[study_root, pid, "series"]),
-            contrast=case.contrast, description=f"L3 synthetic ({profile.name})", thickness_mm=case.thickness_mm,
+            contrast=case.contrast,
+            description=f"L3 synthetic ({profile.name})",
+            thickness_mm=case.thickness_mm,
         )
         row: dict[str, object] = {
-            "patient_id": pid, "image_path": image_rel, "mask_path": "", "sex": case.sex, "height_m": case.height_m,
-            "weight_kg": case.weight_kg, "age": case.age_years, "split": split,
-            "sma_cm2": None, "smi_cm2_m2": None, "sarcopenic": None,
-            "site": site, "profile": profile.name, "contrast": case.contrast,
+            "patient_id": pid,
+            "image_path": image_rel,
+            "mask_path": "",
+            "sex": case.sex,
+            "height_m": case.height_m,
+            "weight_kg": case.weight_kg,
+            "age": case.age_years,
+            "split": split,
+            "sma_cm2": None,
+            "smi_cm2_m2": None,
+            "sarcopenic": None,
+            "site": site,
+            "profile": profile.name,
+            "contrast": case.contrast,
         }
         if split != "unlabelled":
             mask_rel = f"masks/{pid}.nii.gz"
@@ -100,15 +129,23 @@ def write_site(out_dir: str | Path, site: str, profile: SiteProfile | str, n_pat
             sma = area_cm2(case.muscle, ct.spacing_mm)  # native pixel area of the file as written
             index = smi(sma, case.height_m)
             row.update(
-                mask_path=mask_rel, sma_cm2=round(sma, 3), smi_cm2_m2=round(index, 3) if index is not None else None,
+                mask_path=mask_rel,
+                sma_cm2=round(sma, 3),
+                smi_cm2_m2=round(index, 3) if index is not None else None,
                 sarcopenic=cutoff.is_sarcopenic(index, case.sex, bmi(case.weight_kg, case.height_m)),
             )
         rows.append(row)
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ["site", "profile", "contrast"])
     manifest = write_manifest(df, out / "manifest.csv")
     info = {
-        "generator": GENERATOR_VERSION, "site": site, "profile": profile.to_dict(), "patients": n_patients,
-        "unlabelled": n_unlabelled, "seed": int(seed), "holdout_fraction": holdout_fraction, "cutoff": CUTOFF,
+        "generator": GENERATOR_VERSION,
+        "site": site,
+        "profile": profile.to_dict(),
+        "patients": n_patients,
+        "unlabelled": n_unlabelled,
+        "seed": int(seed),
+        "holdout_fraction": holdout_fraction,
+        "cutoff": CUTOFF,
         "seconds": round(time.perf_counter() - started, 2),
     }
     (out / SITE_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -116,6 +153,7 @@ def write_site(out_dir: str | Path, site: str, profile: SiteProfile | str, n_pat
 
 
 # ---- consortia --------------------------------------------------------------------------------------
+
 
 def load_consortium(config: str | Path | Mapping) -> dict[str, dict]:
     """Read a consortium description into ``{site: {profile, patients, unlabelled, seed, holdout_fraction}}``.
@@ -239,7 +277,9 @@ def _write_one(out: Path, name: str, spec: dict) -> Path:
     partial = out / f".{name}.partial"
     if partial.exists():
         shutil.rmtree(partial)
-    write_site(partial, name, spec["profile"], spec["patients"], spec["unlabelled"], spec["seed"], spec["holdout_fraction"])
+    write_site(
+        partial, name, spec["profile"], spec["patients"], spec["unlabelled"], spec["seed"], spec["holdout_fraction"]
+    )
     info_path = partial / SITE_FILE
     info = json.loads(info_path.read_text())
     info["fingerprint"] = _fingerprint(name, spec)

@@ -14,5 +14,15 @@ from common.secagg.mask_prg import MASK_PRG_INFO, mask_arrays, override_flower_p
 from common.secagg.quantize import stochastic_quantize
 from common.secagg.transport import compact_masked_transport
 
-__all__ = ["MASK_PRG_INFO", "apply_delta", "compact_masked_transport", "float_positions", "mask_arrays",
-           "override_flower_prg", "pack", "stochastic_quantize", "unpack", "weight_delta"]
+__all__ = [
+    "MASK_PRG_INFO",
+    "apply_delta",
+    "compact_masked_transport",
+    "float_positions",
+    "mask_arrays",
+    "override_flower_prg",
+    "pack",
+    "stochastic_quantize",
+    "unpack",
+    "weight_delta",
+]

@@ -36,8 +36,9 @@ def exact_subtraction(parameters1: Sequence[np.ndarray], parameters2: Sequence[n
     return [_exact(np.subtract, a, b) for a, b in zip(parameters1, parameters2, strict=True)]
 
 
-def dequantize(quantized_parameters: Sequence[np.ndarray], clipping_range: float,
-               target_range: int) -> list[np.ndarray]:
+def dequantize(
+    quantized_parameters: Sequence[np.ndarray], clipping_range: float, target_range: int
+) -> list[np.ndarray]:
     """Flower's ``dequantize``: ``q * 2 c / target_range - c`` in float64, scaled in place."""
     quantizer = (2 * clipping_range) / target_range
     out = []

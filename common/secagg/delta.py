@@ -29,8 +29,12 @@ def weight_delta(local: Sequence[np.ndarray], global_: Sequence[np.ndarray]) -> 
     out = []
     for i in float_positions(global_):
         if np.shape(local[i]) != np.shape(global_[i]):
-            raise ValueError(f"weight_delta: array {i} has shape {np.shape(local[i])} locally, {np.shape(global_[i])} globally")
-        out.append((np.asarray(local[i], dtype=np.float64) - np.asarray(global_[i], dtype=np.float64)).astype(np.float32))
+            raise ValueError(
+                f"weight_delta: array {i} has shape {np.shape(local[i])} locally, {np.shape(global_[i])} globally"
+            )
+        out.append(
+            (np.asarray(local[i], dtype=np.float64) - np.asarray(global_[i], dtype=np.float64)).astype(np.float32)
+        )
     return out
 
 

@@ -36,11 +36,10 @@ _CHUNK = 1 << 20  # bytes of keystream per call: the zero input stays in cache, 
 def _keystream_into(seed: bytes, arrays: Sequence[np.ndarray]) -> None:
     """Fill ``arrays`` (C-contiguous), in order, with one ChaCha20 keystream under HKDF-SHA256(``seed``).
 
-    Encrypting a small zero buffer into each array gives the keystream without the model-sized
-    ``bytes(n)`` input and the copy out of a returned ``bytes`` object of v1. One array at a time,
-    not one model-sized buffer: arrays of a layer's size come back from the allocator's free list,
-    while every model-sized buffer is fresh memory from the kernel (at 91 M parameters, 0.1 s of page
-    faults per mask, twelve masks per round with three sites).
+    Encrypting a small zero buffer into each array gives the keystream without a model-sized input
+    or output copy. One array at a time, not one model-sized buffer: arrays of a layer's size come
+    back from the allocator's free list, while a model-sized buffer is fresh memory from the kernel
+    (page faults on every mask; docs/performance.md).
     """
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MASK_PRG_INFO).derive(seed)
     encryptor = Cipher(algorithms.ChaCha20(key, _NONCE), mode=None).encryptor()

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def stochastic_quantize(parameters: Sequence[np.ndarray], clipping_range: float, target_range: int,
-                        rng: np.random.Generator | None = None) -> list[np.ndarray]:
+def stochastic_quantize(
+    parameters: Sequence[np.ndarray], clipping_range: float, target_range: int, rng: np.random.Generator | None = None
+) -> list[np.ndarray]:
     """Flower's ``quantize``: each value to an integer in ``[0, target_range]``, rounded stochastically.
 
     Parameters
@@ -76,8 +77,9 @@ def stochastic_quantize(parameters: Sequence[np.ndarray], clipping_range: float,
     return out
 
 
-def reproducible_quantize(parameters: Sequence[np.ndarray], clipping_range: float,
-                          target_range: int) -> list[np.ndarray]:
+def reproducible_quantize(
+    parameters: Sequence[np.ndarray], clipping_range: float, target_range: int
+) -> list[np.ndarray]:
     """:func:`stochastic_quantize` with its rounding noise seeded by the content of ``parameters``.
 
     The same update always rounds the same way, so a run repeated with the same configuration and seed

@@ -9,7 +9,8 @@ results are exactly Flower's. Arrays that do not fit (a larger modulus) travel a
 On the site the masked vector is also built in uint32: the client mod's ``quantize`` is replaced by
 ``common.secagg.quantize.reproducible_quantize`` (uint32 out; the same update always rounds the same way)
 and the masks of ``common.secagg.mask_prg`` are uint32 for a power-of-two modulus up to 2**32, so
-Flower's ``quantized + mask - mask ...`` and its final ``& (modulus - 1)`` run in uint32 (wrap-around at 2**32 is exact modulo such a modulus) and
+Flower's ``quantized + mask - mask ...`` and its final ``& (modulus - 1)`` run in uint32 (wrap-around at 2**32
+is exact modulo such a modulus) and
 the result is sent as it is, without the int64 copies and the range scan of ``narrow_masked``.
 
 Reading arrays: Flower's ``bytes_to_ndarray`` is ``np.load`` on a ``BytesIO``, which parses each
@@ -103,14 +104,22 @@ def compact_masked_transport(client_mod: ModuleType | None = None, server_workfl
     renamed any of them, so an upstream change cannot silently drop the patch. Patching twice is
     harmless.
     """
-    server_names = ("bytes_to_ndarray", "parameters_addition", "parameters_subtraction", "dequantize",
-                    "ndarrays_to_parameters")
-    for module, names in ((client_mod, ("quantize", "parameters_to_ndarrays", "ndarray_to_bytes")),
-                          (server_workflow, server_names)):
+    server_names = (
+        "bytes_to_ndarray",
+        "parameters_addition",
+        "parameters_subtraction",
+        "dequantize",
+        "ndarrays_to_parameters",
+    )
+    for module, names in (
+        (client_mod, ("quantize", "parameters_to_ndarrays", "ndarray_to_bytes")),
+        (server_workflow, server_names),
+    ):
         missing = [name for name in names if module is not None and not hasattr(module, name)]
         if missing:
-            raise AttributeError(f"{module.__name__} has no {', '.join(missing)}: Flower changed; "
-                                 "check common/secagg/transport.py")
+            raise AttributeError(
+                f"{module.__name__} has no {', '.join(missing)}: Flower changed; check common/secagg/transport.py"
+            )
     if client_mod is not None:
         client_mod.quantize = reproducible_quantize
         client_mod.parameters_to_ndarrays = load_ndarrays

@@ -6,7 +6,8 @@ or padded with air (-1000 HU) to ``image_size``, and kept in memory in HU. Segme
 soft (partial-volume) targets: thin abdominal-wall muscles are 3-5 network pixels wide, and a network
 that predicts fractions lets the bilinear return to the native grid place edges between network
 pixels. Measured on phantom masks at 2.4 mm: the native -> net -> native round trip keeps Dice 0.954
-with soft masks versus 0.935 with hard (thresholded) ones. Augmentation then runs per step on the cached (S, S) tensors, in HU where it is about
+with soft masks versus 0.935 with hard (thresholded) ones. Augmentation then runs per step on the cached
+(S, S) tensors, in HU where it is about
 intensities (noise, shifts), and after windowing for the affine part (padding 0 = air after windowing).
 
 :class:`NetGeometry` records the mapping so network outputs can be put back on the native grid
@@ -103,8 +104,9 @@ def mask_to_net(mask: np.ndarray, geom: NetGeometry, soft: bool = False) -> np.n
     return _place((frac >= 0.5).astype(np.uint8), geom, 0, to_net=True)
 
 
-def to_native(prob_net: np.ndarray | torch.Tensor, ct, preset: Preset | None = None,
-              geom: NetGeometry | None = None) -> np.ndarray:
+def to_native(
+    prob_net: np.ndarray | torch.Tensor, ct, preset: Preset | None = None, geom: NetGeometry | None = None
+) -> np.ndarray:
     """(S, S) map on the network grid -> (H, W) float32 on ``ct``'s native grid (bilinear; 0 outside the net view).
 
     Pass ``geom`` or (``ct`` with ``.shape``/``.spacing_mm`` and ``preset``).
@@ -132,17 +134,26 @@ def augmentation(preset: Preset, seed: int) -> Compose:
     with 0 means air.
     """
     shift = 0.04 * preset.image_size
-    t = Compose([
-        RandGaussianNoised(keys="image", prob=0.5, mean=0.0, std=20.0),
-        RandShiftIntensityd(keys="image", offsets=15.0, prob=0.5),
-        RandScaleIntensityd(keys="image", factors=0.05, prob=0.3),
-        RandGaussianSmoothd(keys="image", sigma_x=(0.25, 0.8), sigma_y=(0.25, 0.8), prob=0.2),
-        ScaleIntensityRanged(keys="image", a_min=preset.hu_min, a_max=preset.hu_max, b_min=0.0, b_max=1.0, clip=True),
-        RandAffined(
-            keys=["image", "mask"], prob=0.8, rotate_range=(0.17,), scale_range=(0.1, 0.1),
-            translate_range=(shift, shift), mode=("bilinear", "bilinear"), padding_mode="zeros",
-        ),
-    ])
+    t = Compose(
+        [
+            RandGaussianNoised(keys="image", prob=0.5, mean=0.0, std=20.0),
+            RandShiftIntensityd(keys="image", offsets=15.0, prob=0.5),
+            RandScaleIntensityd(keys="image", factors=0.05, prob=0.3),
+            RandGaussianSmoothd(keys="image", sigma_x=(0.25, 0.8), sigma_y=(0.25, 0.8), prob=0.2),
+            ScaleIntensityRanged(
+                keys="image", a_min=preset.hu_min, a_max=preset.hu_max, b_min=0.0, b_max=1.0, clip=True
+            ),
+            RandAffined(
+                keys=["image", "mask"],
+                prob=0.8,
+                rotate_range=(0.17,),
+                scale_range=(0.1, 0.1),
+                translate_range=(shift, shift),
+                mode=("bilinear", "bilinear"),
+                padding_mode="zeros",
+            ),
+        ]
+    )
     t.set_random_state(seed=seed)
     return t
 
@@ -152,7 +163,11 @@ def select_rows(df: pd.DataFrame, phase: str, splits: tuple[str, ...] | None = N
     check_phase(phase)
     rows = df[df["split"].isin(splits or PHASE_SPLITS[phase])]
     if phase == "seg":
-        rows = rows[rows["mask_abspath"].astype(str).str.len() > 0] if "mask_abspath" in rows else rows[rows["mask_path"].astype(str).str.len() > 0]
+        rows = (
+            rows[rows["mask_abspath"].astype(str).str.len() > 0]
+            if "mask_abspath" in rows
+            else rows[rows["mask_path"].astype(str).str.len() > 0]
+        )
     if phase == "cls":
         rows = rows[rows["sarcopenic"].map(lambda v: v is True or v is False)]
     return rows
@@ -208,7 +223,9 @@ def load_slices(rows: pd.DataFrame, preset: Preset, cache_dir: str | Path | None
         if path.is_file():
             try:
                 stored = torch.load(path, map_location="cpu", weights_only=True)
-                geometries = [NetGeometry(tuple(g[0]), tuple(g[1]), tuple(g[2]), int(g[3])) for g in stored["geometries"]]
+                geometries = [
+                    NetGeometry(tuple(g[0]), tuple(g[1]), tuple(g[2]), int(g[3])) for g in stored["geometries"]
+                ]
                 return Slices(stored["images"], stored["masks"], stored["labels"], geometries)
             except Exception:  # a truncated or foreign file: rebuild it below
                 path.unlink(missing_ok=True)
@@ -221,14 +238,26 @@ def load_slices(rows: pd.DataFrame, preset: Preset, cache_dir: str | Path | None
         masks.append(mask_to_net(mask, geom, soft=True) if mask is not None else np.zeros((geom.size,) * 2, np.float32))
         label = row.get("sarcopenic")
         labels.append(1 if label is True else 0 if label is False else -1)
-    out = Slices(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)),
-                 torch.tensor(labels, dtype=torch.int64), geometries)
+    out = Slices(
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.stack(masks)),
+        torch.tensor(labels, dtype=torch.int64),
+        geometries,
+    )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save({"images": out.images, "masks": out.masks, "labels": out.labels,
-                    "geometries": [[list(g.native_shape), list(g.resized_shape), list(g.offset), g.size]
-                                   for g in geometries]}, tmp)
+        torch.save(
+            {
+                "images": out.images,
+                "masks": out.masks,
+                "labels": out.labels,
+                "geometries": [
+                    [list(g.native_shape), list(g.resized_shape), list(g.offset), g.size] for g in geometries
+                ],
+            },
+            tmp,
+        )
         tmp.replace(path)
     return out
 
@@ -250,8 +279,17 @@ class SliceDataset(torch.utils.data.Dataset):
     cache_dir : folder for the resampled slices, keyed by content (see :func:`load_slices`); None: no cache
     """
 
-    def __init__(self, data: str | Path | pd.DataFrame, preset: Preset, phase: str, *, augment: bool = True,
-                 seed: int = 0, splits: tuple[str, ...] | None = None, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        data: str | Path | pd.DataFrame,
+        preset: Preset,
+        phase: str,
+        *,
+        augment: bool = True,
+        seed: int = 0,
+        splits: tuple[str, ...] | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         from common.data.manifest import read_manifest
 
         self.source = "<DataFrame>" if isinstance(data, pd.DataFrame) else str(data)
@@ -263,7 +301,12 @@ class SliceDataset(torch.utils.data.Dataset):
             raise InputDataError(f"no rows for phase {phase!r}: need split {wanted}{need}", self.source)
         self.preset, self.phase, self.augment = preset, phase, augment
         slices = load_slices(self.rows, preset, cache_dir)
-        self.images, self.masks, self.labels, self.geometries = slices.images, slices.masks, slices.labels, slices.geometries
+        self.images, self.masks, self.labels, self.geometries = (
+            slices.images,
+            slices.masks,
+            slices.labels,
+            slices.geometries,
+        )
         self._norm = normaliser(preset)
         self._aug = augmentation(preset, seed)
 

@@ -37,9 +37,23 @@ from common.metrics import (
 )
 
 PER_PATIENT_COLUMNS = [
-    "patient_id", "dice", "dice_raw", "sma_ref_cm2", "sma_pred_cm2", "sma_abs_pct_err", "smi_ref", "smi_pred",
-    "muscle_hu_mean", "muscle_hu_ref", "sex", "height_m", "sarcopenic_ref", "sarcopenic_pred",
-    "verdict_unavailable", "sarcopenic_manifest", "cls_prob",
+    "patient_id",
+    "dice",
+    "dice_raw",
+    "sma_ref_cm2",
+    "sma_pred_cm2",
+    "sma_abs_pct_err",
+    "smi_ref",
+    "smi_pred",
+    "muscle_hu_mean",
+    "muscle_hu_ref",
+    "sex",
+    "height_m",
+    "sarcopenic_ref",
+    "sarcopenic_pred",
+    "verdict_unavailable",
+    "sarcopenic_manifest",
+    "cls_prob",
 ]
 
 
@@ -125,7 +139,7 @@ def evaluate_cases(
     records = [row for _, row in labelled.iterrows()]
     with torch.inference_mode():
         for first in range(0, len(records), batch_size):
-            chunk = records[first:first + batch_size]
+            chunk = records[first : first + batch_size]
             cases_ = [load_case(row, base) for row in chunk]
             cts = [ct for ct, _ in cases_]
             preds = segment_batch(model, cts, preset)
@@ -136,20 +150,28 @@ def evaluate_cases(
                 rows.append(_score(row, ct, np.asarray(ref), final, raw, float(prob), rule))
     per_patient = pd.DataFrame(rows, columns=PER_PATIENT_COLUMNS)
     summary: dict[str, Any] = site_summary(per_patient, min_cohort=min_cohort)
-    summary.update({
-        "cutoff": {"name": rule.name, "citation": rule.citation, "men": rule.men, "women": rule.women,
-                   "men_bmi25": rule.men_bmi25},
-        "split": split or "all",
-        "n_without_mask": shareable_count(count_patients(df) - count_patients(labelled), min_cohort),
-        "classifier_evaluated": with_classifier,
-        "mask_hu_window": list(MUSCLE_HU_RANGE) if hu_window else None,
-        "seconds": round(time.perf_counter() - start, 3),
-    })
+    summary.update(
+        {
+            "cutoff": {
+                "name": rule.name,
+                "citation": rule.citation,
+                "men": rule.men,
+                "women": rule.women,
+                "men_bmi25": rule.men_bmi25,
+            },
+            "split": split or "all",
+            "n_without_mask": shareable_count(count_patients(df) - count_patients(labelled), min_cohort),
+            "classifier_evaluated": with_classifier,
+            "mask_hu_window": list(MUSCLE_HU_RANGE) if hu_window else None,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+    )
     return per_patient, summary
 
 
-def _score(row: pd.Series, ct: Any, ref: np.ndarray, pred: np.ndarray, raw: np.ndarray, cls_prob: float,
-           rule: CutoffRule) -> dict[str, Any]:
+def _score(
+    row: pd.Series, ct: Any, ref: np.ndarray, pred: np.ndarray, raw: np.ndarray, cls_prob: float, rule: CutoffRule
+) -> dict[str, Any]:
     """One patient's row: Dice, areas, SMI, HU and both verdicts, all on the native grid."""
     if pred.shape != ref.shape:  # infer promises the native grid; say so loudly if that ever breaks
         raise ValueError(f"segmentation is {pred.shape} for a {ref.shape} image ({ct.path})")

@@ -31,21 +31,24 @@ def _net_batch(cts: Sequence, preset: Preset) -> tuple[torch.Tensor, list]:
     """
     norm = normaliser(preset)
     geoms = [net_geometry(ct.shape, ct.spacing_mm, preset) for ct in cts]
-    images = [convert_to_tensor(norm(image_to_net(ct.hu, g)[None]), dtype=torch.float32, track_meta=False)
-              for ct, g in zip(cts, geoms, strict=True)]
+    images = [
+        convert_to_tensor(norm(image_to_net(ct.hu, g)[None]), dtype=torch.float32, track_meta=False)
+        for ct, g in zip(cts, geoms, strict=True)
+    ]
     return torch.stack(images), geoms
 
 
 @torch.no_grad()
-def segment_prob_batch(model: SarcoModel, cts: Sequence, preset: Preset | None = None,
-                       batch_size: int = 16) -> list[np.ndarray]:
+def segment_prob_batch(
+    model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16
+) -> list[np.ndarray]:
     """Muscle probability per slice, each (H, W) float32 in 0..1 on that slice's native grid."""
     preset = preset or model.preset
     model.eval()
     dev = _device(model)
     out: list[np.ndarray] = []
     for start in range(0, len(cts), batch_size):
-        chunk = cts[start:start + batch_size]
+        chunk = cts[start : start + batch_size]
         x, geoms = _net_batch(chunk, preset)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             logits = model.segment_logits(x.to(dev))
@@ -54,8 +57,9 @@ def segment_prob_batch(model: SarcoModel, cts: Sequence, preset: Preset | None =
     return out
 
 
-def segment_batch(model: SarcoModel, cts: Sequence, preset: Preset | None = None,
-                  batch_size: int = 16) -> list[np.ndarray]:
+def segment_batch(
+    model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16
+) -> list[np.ndarray]:
     """Binary muscle masks, each (H, W) uint8 {0, 1} on the slice's native grid."""
     return [(p >= 0.5).astype(np.uint8) for p in segment_prob_batch(model, cts, preset, batch_size)]
 
@@ -66,15 +70,14 @@ def segment(model: SarcoModel, ct, preset: Preset | None = None) -> np.ndarray:
 
 
 @torch.no_grad()
-def classify_batch(model: SarcoModel, cts: Sequence, preset: Preset | None = None,
-                   batch_size: int = 16) -> list[float]:
+def classify_batch(model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16) -> list[float]:
     """Probability of sarcopenia per slice (softmax of the classifier's 'sarcopenic' logit)."""
     preset = preset or model.preset
     model.eval()
     dev = _device(model)
     out: list[float] = []
     for start in range(0, len(cts), batch_size):
-        x, _ = _net_batch(cts[start:start + batch_size], preset)
+        x, _ = _net_batch(cts[start : start + batch_size], preset)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             logits = model.classify_logits(x.to(dev))
         out.extend(torch.softmax(logits.float(), dim=1)[:, 1].cpu().tolist())

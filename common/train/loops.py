@@ -24,7 +24,7 @@ from common.train.data import SliceDataset
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """"auto"/None -> cuda when available, else cpu."""
+    """ "auto"/None -> cuda when available, else cpu."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -92,8 +92,9 @@ def train_phase(
     dataset.reseed(seed)
     bs = min(batch_size or preset.batch_size, len(dataset))
     gen = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=True, drop_last=len(dataset) >= 2 * bs,
-                                         generator=gen, num_workers=0)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=bs, shuffle=True, drop_last=len(dataset) >= 2 * bs, generator=gen, num_workers=0
+    )
     total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
 
     model.to(dev).train()
@@ -102,8 +103,9 @@ def train_phase(
     warmup = max(1, min(total // 10, 50))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, warmup))
     anchor = [p.detach().clone() for p in params] if prox_mu > 0 else None
-    dice_ce = DiceCELoss(to_onehot_y=False, softmax=True, include_background=False,
-                         lambda_dice=preset.seg_dice_weight, lambda_ce=1.0)
+    dice_ce = DiceCELoss(
+        to_onehot_y=False, softmax=True, include_background=False, lambda_dice=preset.seg_dice_weight, lambda_ce=1.0
+    )
     cls_weight = _class_weights(dataset).to(dev) if phase == "cls" else None
     mask_gen = torch.Generator().manual_seed(seed + 1)
     amp = dev.type == "cuda"

@@ -26,20 +26,43 @@ coordinator_app = typer.Typer(
 )
 
 DEFAULT_STATE_DIR = Path.home() / ".sarcofed" / "coordinator"
-Address = Annotated[str, typer.Option("--address", envvar=ADDRESS_ENV, show_default=False,
-                                      help="The gate, HOST:PORT; or the SuperLink's loopback port (no certificate needed there).")]
-Pki = Annotated[Path | None, typer.Option("--pki", envvar=PKI_ENV, show_default=False,
-                                          help="Folder with ca.crt, coordinator.crt/.key, and sites/*.pub to name the nodes.")]
+Address = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        envvar=ADDRESS_ENV,
+        show_default=False,
+        help="The gate, HOST:PORT; or the SuperLink's loopback port (no certificate needed there).",
+    ),
+]
+Pki = Annotated[
+    Path | None,
+    typer.Option(
+        "--pki",
+        envvar=PKI_ENV,
+        show_default=False,
+        help="Folder with ca.crt, coordinator.crt/.key, and sites/*.pub to name the nodes.",
+    ),
+]
 Ca = Annotated[Path | None, typer.Option("--ca", help="The consortium CA certificate (instead of PKI/ca.crt).")]
-Cert = Annotated[Path | None, typer.Option("--cert", help="The coordinator certificate (instead of PKI/coordinator.crt).")]
+Cert = Annotated[
+    Path | None, typer.Option("--cert", help="The coordinator certificate (instead of PKI/coordinator.crt).")
+]
 Key = Annotated[Path | None, typer.Option("--key", help="Its private key (instead of PKI/coordinator.key).")]
-StateDir = Annotated[Path, typer.Option("--state-dir", envvar=STATE_DIR_ENV,
-                                        help="This coordinator's own files: the site registry (sites.json), the forwarder's folder.")]
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar=STATE_DIR_ENV,
+        help="This coordinator's own files: the site registry (sites.json), the forwarder's folder.",
+    ),
+]
 Format = Annotated[Literal["table", "json"], typer.Option("--format", help="A table for people, or JSON for scripts.")]
 
 
-def _open(address: str, pki: Path | None, ca: Path | None, cert: Path | None, key: Path | None,
-          state_dir: Path | None = None) -> Any:
+def _open(
+    address: str, pki: Path | None, ca: Path | None, cert: Path | None, key: Path | None, state_dir: Path | None = None
+) -> Any:
     from deploy.coordinator import Coordinator, Credentials
 
     return Coordinator(address, Credentials.resolve(pki, ca, cert, key), state_dir=state_dir, pki=pki)
@@ -66,13 +89,22 @@ def _json(rows: list[Any]) -> str:
 
 
 RUN_STYLE = {"running": "blue", "starting": "blue", "completed": "green", "failed": "red", "stopped": "yellow"}
-NODE_STYLE = {"online": "green", "silent": "yellow", "offline": "bright_yellow", "registered": "blue", "unregistered": "red"}
+NODE_STYLE = {
+    "online": "green",
+    "silent": "yellow",
+    "offline": "bright_yellow",
+    "registered": "blue",
+    "unregistered": "red",
+}
 
 
 @coordinator_app.command("ls")
 def ls(
     address: Address = "",
-    pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
+    pki: Pki = None,
+    ca: Ca = None,
+    cert: Cert = None,
+    key: Key = None,
     run_id: Annotated[int | None, typer.Option("--run-id", help="Only this run.")] = None,
     output_format: Format = "table",
 ) -> None:
@@ -90,15 +122,25 @@ def ls(
         table.add_column(column)
     for run in runs:
         style = RUN_STYLE.get(run.status, "bright_black")
-        table.add_row(str(run.run_id), f"[{style}]{run.status}[/]", _when(run.started_at or run.submitted_at),
-                      _duration(run.duration_s), run.app, str(run.run_config.get("preset", "")), run.details)
+        table.add_row(
+            str(run.run_id),
+            f"[{style}]{run.status}[/]",
+            _when(run.started_at or run.submitted_at),
+            _duration(run.duration_s),
+            run.app,
+            str(run.run_config.get("preset", "")),
+            run.details,
+        )
     Console().print(table if runs else f"no runs at {address}")
 
 
 @coordinator_app.command("nodes")
 def nodes(
     address: Address = "",
-    pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
+    pki: Pki = None,
+    ca: Ca = None,
+    cert: Cert = None,
+    key: Key = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     show_all: Annotated[bool, typer.Option("--all", help="Also list unregistered (revoked) nodes.")] = False,
     output_format: Format = "table",
@@ -124,8 +166,13 @@ def nodes(
         table.add_column(column)
     for node in found:
         style = NODE_STYLE.get(node.status, "bright_black")
-        table.add_row(str(node.node_id), node.site or "[dim]? (sarcofed coordinator register)[/]",
-                      f"[{style}]{node.status}[/]", _when(node.last_heard), _duration(node.silent_s))
+        table.add_row(
+            str(node.node_id),
+            node.site or "[dim]? (sarcofed coordinator register)[/]",
+            f"[{style}]{node.status}[/]",
+            _when(node.last_heard),
+            _duration(node.silent_s),
+        )
     Console().print(table if found else f"no SuperNodes registered at {address}")
 
 
@@ -133,8 +180,13 @@ def nodes(
 def log(
     run_id: Annotated[int, typer.Argument(help="The Flower run id (`sarcofed coordinator ls`).")],
     address: Address = "",
-    pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the run finishes (Ctrl-C leaves).")] = False,
+    pki: Pki = None,
+    ca: Ca = None,
+    cert: Cert = None,
+    key: Key = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep streaming until the run finishes (Ctrl-C leaves).")
+    ] = False,
 ) -> None:
     """Print a run's log (the ServerApp's, kept by the SuperLink); `sarcofed \\[phase i/N]` lines stand out.
 
@@ -179,7 +231,9 @@ def _exit_with_outcome(coordinator: Any, run_id: int) -> None:
         if status in ("completed", "failed", "stopped") or time.monotonic() > deadline:
             break
         time.sleep(1.0)
-    typer.secho(f"run {run_id} {status}", err=True, fg=typer.colors.GREEN if status == "completed" else typer.colors.RED)
+    typer.secho(
+        f"run {run_id} {status}", err=True, fg=typer.colors.GREEN if status == "completed" else typer.colors.RED
+    )
     if status != "completed":
         raise typer.Exit(1)
 
@@ -203,23 +257,38 @@ def _styled(line: str) -> Any:
 def stop(
     run_id: Annotated[int, typer.Argument(help="The Flower run id (`sarcofed coordinator ls`).")],
     address: Address = "",
-    pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
+    pki: Pki = None,
+    ca: Ca = None,
+    cert: Cert = None,
+    key: Key = None,
 ) -> None:
     """Stop a run; it ends `stopped` (its run folder keeps every finished round)."""
     from common.errors import ConfigError
 
     with _open(address, pki, ca, cert, key) as coordinator:
         if not coordinator.stop_run(run_id):
-            raise ConfigError(f"run {run_id} could not be stopped (already finished?): `sarcofed coordinator ls --run-id {run_id}`")
+            raise ConfigError(
+                f"run {run_id} could not be stopped (already finished?): `sarcofed coordinator ls --run-id {run_id}`"
+            )
     typer.echo(f"run {run_id} stopping")
 
 
 @coordinator_app.command("run")
 def run(
-    app_dir: Annotated[Path, typer.Argument(help="The Flower app folder (its pyproject.toml); this repository by default.")] = Path("."),
+    app_dir: Annotated[
+        Path, typer.Argument(help="The Flower app folder (its pyproject.toml); this repository by default.")
+    ] = Path("."),
     address: Address = "",
-    pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
-    run_config: Annotated[list[str] | None, typer.Option("--run-config", "-c", help="key=value settings (TOML values), as `flwr run --run-config`; repeatable.")] = None,
+    pki: Pki = None,
+    ca: Ca = None,
+    cert: Cert = None,
+    key: Key = None,
+    run_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run-config", "-c", help="key=value settings (TOML values), as `flwr run --run-config`; repeatable."
+        ),
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the run's log until it finishes.")] = False,
     output_format: Format = "table",
 ) -> None:
@@ -232,7 +301,9 @@ def run(
         if output_format == "json":
             typer.echo(json.dumps({"run_id": run_id}))
         else:
-            typer.echo(f"started run {run_id}" + ("" if follow else f"; follow it: sarcofed coordinator log {run_id} --follow"))
+            typer.echo(
+                f"started run {run_id}" + ("" if follow else f"; follow it: sarcofed coordinator log {run_id} --follow")
+            )
         if follow and _print_log(coordinator.stream_log(run_id, follow=True)):
             _exit_with_outcome(coordinator, run_id)
 
@@ -242,7 +313,10 @@ def register(
     public_key: Annotated[Path, typer.Argument(help="The hospital's SuperNode public key (sites/NAME.pub).")],
     site: Annotated[str, typer.Option("--site", help="The hospital's site name, as its SuperNode's --site-name.")],
     address: Address = "",
-    pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
+    pki: Pki = None,
+    ca: Ca = None,
+    cert: Cert = None,
+    key: Key = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Admit a hospital's SuperNode key (or name one already admitted) and record its site name."""
@@ -255,11 +329,20 @@ def register(
 @coordinator_app.command("forwarder")
 def forwarder(
     address: Address = "",
-    pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
-    listen: Annotated[str, typer.Option(help="Loopback HOST:PORT `flwr` connects to (insecure = true in its config.toml).")] = "127.0.0.1:9092",
-    server_name: Annotated[str | None, typer.Option(help="Name the gate's certificate must carry (default: the host of --address).")] = None,
+    pki: Pki = None,
+    ca: Ca = None,
+    cert: Cert = None,
+    key: Key = None,
+    listen: Annotated[
+        str, typer.Option(help="Loopback HOST:PORT `flwr` connects to (insecure = true in its config.toml).")
+    ] = "127.0.0.1:9092",
+    server_name: Annotated[
+        str | None, typer.Option(help="Name the gate's certificate must carry (default: the host of --address).")
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write nginx.conf and print the command instead of running it.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write nginx.conf and print the command instead of running it.")
+    ] = False,
 ) -> None:
     """Start nginx on loopback that forwards `flwr` to the gate with the coordinator certificate.
 
@@ -277,28 +360,49 @@ def forwarder(
         raise ConfigError("the forwarder needs the coordinator certificate: --pki FOLDER or --cert/--key")
     if not address:
         raise ConfigError(f"--address: give the gate as HOST:PORT, or set {ADDRESS_ENV}")
-    config = write_forwarder_config(credentials.ca_cert, credentials.cert, credentials.key, state_dir / "forwarder",
-                                    listen=listen, gate=address, server_name=server_name)
+    config = write_forwarder_config(
+        credentials.ca_cert,
+        credentials.cert,
+        credentials.key,
+        state_dir / "forwarder",
+        listen=listen,
+        gate=address,
+        server_name=server_name,
+    )
     command = nginx_command(config)
-    typer.echo(f"wrote {config}; for flwr, in $FLWR_HOME/config.toml:\n\n"
-               f'[superlink.gate]\naddress = "{listen}"\ninsecure = true\n\n'
-               "then e.g. `flwr ls gate`, `flwr run . gate --stream`", err=True)
+    typer.echo(
+        f"wrote {config}; for flwr, in $FLWR_HOME/config.toml:\n\n"
+        f'[superlink.gate]\naddress = "{listen}"\ninsecure = true\n\n'
+        "then e.g. `flwr ls gate`, `flwr run . gate --stream`",
+        err=True,
+    )
     if dry_run:
         typer.echo(shlex.join(command))
         return
     os.execvp(command[0], command)
 
 
-
 @coordinator_app.command("view")
 def view(
-    run_dir: Annotated[Path, typer.Argument(help="The ServerApp's run-dir (the folder that holds the run folders and `latest`).")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="The ServerApp's run-dir (the folder that holds the run folders and `latest`).")
+    ],
     address: Address = "",
-    pki: Pki = None, ca: Ca = None, cert: Cert = None, key: Key = None,
+    pki: Pki = None,
+    ca: Ca = None,
+    cert: Cert = None,
+    key: Key = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
-    host: Annotated[str, typer.Option(help="Bind address of the page. Loopback only unless --allow-remote.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Bind address of the page. Loopback only unless --allow-remote.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port of the page and its JSON (/api/state).")] = 8787,
-    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a non-loopback --host: anyone who reaches the port sees every site's metrics.")] = False,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote", help="Allow a non-loopback --host: anyone who reaches the port sees every site's metrics."
+        ),
+    ] = False,
 ) -> None:
     """Serve the live view of RUN_DIR: runs, per-site metrics by round, failures, and with --address the
     hospitals' node health (asked of the SuperLink at each refresh)."""
@@ -309,8 +413,10 @@ def view(
         coordinator = _open(address, pki, ca, cert, key, state_dir)
 
         def nodes() -> list[dict[str, Any]]:
-            return [{"node_id": n.node_id, "site": n.site or "-", "status": n.status, "last_seen": n.last_heard}
-                    for n in coordinator.list_nodes()]
+            return [
+                {"node_id": n.node_id, "site": n.site or "-", "status": n.status, "last_seen": n.last_heard}
+                for n in coordinator.list_nodes()
+            ]
 
     serve_view(run_dir, host, port, allow_remote, nodes)
 

@@ -27,8 +27,23 @@ services_app = typer.Typer(
 )
 deploy_app.add_typer(services_app, name="services")
 
-FlwrHome = Annotated[Path, typer.Option("--flwr-home", envvar="FLWR_HOME", help="Flower's home (apps, config.toml); default $FLWR_HOME or ~/.flwr.")]
-MaxClientAppSeconds = Annotated[float, typer.Option(min=1.0, help="Seconds one ClientApp process may work on a message before this node ends it (the site's own bound; the server cannot change it).")]
+DEFAULT_FLWR_HOME = Path.home() / ".flwr"  # Flower's own default
+FlwrHome = Annotated[
+    Path,
+    typer.Option(
+        "--flwr-home", envvar="FLWR_HOME", help="Flower's home (apps, config.toml); default $FLWR_HOME or ~/.flwr."
+    ),
+]
+MaxClientAppSeconds = Annotated[
+    float,
+    typer.Option(
+        min=1.0,
+        help=(
+            "Seconds one ClientApp process may work on a message before this node ends it (the site's own bound; "
+            "the server cannot change it)."
+        ),
+    ),
+]
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
@@ -54,10 +69,12 @@ def _exec(command: list[str], flwr_home: Path, dry_run: bool) -> None:
 @deploy_app.command("superlink")
 def superlink(
     pki_dir: Annotated[Path, typer.Argument(help="PKI folder (ca.crt, superlink.crt, superlink.key).")],
-    database: Annotated[Path, typer.Option(help="SQLite state file: registered nodes and run history survive restarts.")] = Path("superlink-state.db"),
+    database: Annotated[
+        Path, typer.Option(help="SQLite state file: registered nodes and run history survive restarts.")
+    ] = Path("superlink-state.db"),
     host: Annotated[str, typer.Option(help="Bind address. Keep 127.0.0.1 and expose the proxy instead.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The SuperLink's one HTTPS port (fleet, control, runtime).")] = 9091,
-    flwr_home: FlwrHome = Path.home() / ".flwr",
+    flwr_home: FlwrHome = DEFAULT_FLWR_HOME,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it.")] = False,
 ) -> None:
     """Start flower-superlink with TLS, SuperNode authentication and a database; telemetry and installs off.
@@ -74,26 +91,60 @@ def superlink(
 
 @deploy_app.command("supernode")
 def supernode(
-    superlink_address: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the consortium proxy (or SuperLink).")],
+    superlink_address: Annotated[
+        str, typer.Option("--superlink", help="HOST:PORT of the consortium proxy (or SuperLink).")
+    ],
     ca: Annotated[Path, typer.Option(help="The consortium CA certificate (ca.crt).")],
-    key: Annotated[Path, typer.Option(help="This hospital's SuperNode private key (sites/NAME from `sarcofed pki add-site`).")],
-    data_path: Annotated[Path, typer.Option(help="This hospital's manifest.csv (from `sarcofed ingest`); it never leaves the hospital.")],
-    site_name: Annotated[str, typer.Option(help="This hospital's name in the consortium's metrics and reports (required; unique in the consortium).")],
-    cache_dir: Annotated[Path | None, typer.Option(help="Where resampled slices are kept between rounds (each round runs in a fresh process); default: none, every round reads the images again.")] = None,
-    policy: Annotated[Path | None, typer.Option(help="This hospital's policy file (TOML: what the node accepts; deploy/README.md lists the keys). Default: the built-in floors.")] = None,
+    key: Annotated[
+        Path, typer.Option(help="This hospital's SuperNode private key (sites/NAME from `sarcofed pki add-site`).")
+    ],
+    data_path: Annotated[
+        Path, typer.Option(help="This hospital's manifest.csv (from `sarcofed ingest`); it never leaves the hospital.")
+    ],
+    site_name: Annotated[
+        str,
+        typer.Option(
+            help="This hospital's name in the consortium's metrics and reports (required; unique in the consortium)."
+        ),
+    ],
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "Where resampled slices are kept between rounds (each round runs in a fresh process); default: "
+                "none, every round reads the images again."
+            )
+        ),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "This hospital's policy file (TOML: what the node accepts; deploy/README.md lists the keys). "
+                "Default: the built-in floors."
+            )
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Local runtime API port on 127.0.0.1 (ClientApps connect here).")] = 9094,
     max_clientapp_seconds: MaxClientAppSeconds = 3600.0,
-    flwr_home: FlwrHome = Path.home() / ".flwr",
+    flwr_home: FlwrHome = DEFAULT_FLWR_HOME,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it.")] = False,
 ) -> None:
     """Start flower-supernode for one hospital: trusts only the consortium CA, signs in with its key."""
     from deploy.launch import supernode_command
 
     _check_site(ca, key, data_path, site_name, policy)
-    command = supernode_command(superlink_address, ca.absolute(), key.absolute(), data_path, site_name=site_name,
-                                runtime_port=port, cache_dir=cache_dir,
-                                extra_node_config={"policy": str(policy.absolute())} if policy else None,
-                                max_clientapp_seconds=max_clientapp_seconds)
+    command = supernode_command(
+        superlink_address,
+        ca.absolute(),
+        key.absolute(),
+        data_path,
+        site_name=site_name,
+        runtime_port=port,
+        cache_dir=cache_dir,
+        extra_node_config={"policy": str(policy.absolute())} if policy else None,
+        max_clientapp_seconds=max_clientapp_seconds,
+    )
     _exec(command, flwr_home, dry_run)
 
 
@@ -115,16 +166,27 @@ def _check_site(ca: Path, key: Path, data_path: Path, site_name: str, policy: Pa
 @deploy_app.command("proxy")
 def proxy(
     pki_dir: Annotated[Path, typer.Argument(help="PKI folder (ca.crt, superlink.crt, superlink.key).")],
-    listen: Annotated[str, typer.Option(help="Public ADDRESS:PORT hospitals and the coordinator reach.")] = "0.0.0.0:9443",
+    listen: Annotated[
+        str, typer.Option(help="Public ADDRESS:PORT hospitals and the coordinator reach.")
+    ] = "0.0.0.0:9443",
     upstream: Annotated[str, typer.Option(help="The SuperLink's loopback HOST:PORT.")] = "127.0.0.1:9091",
     state_dir: Annotated[Path, typer.Option(help="Folder for nginx.conf, logs and temp files.")] = Path("proxy-state"),
-    container: Annotated[bool, typer.Option("--container", help="Write /pki/... and /tmp/proxy paths into nginx.conf (deploy/docker/compose.yaml); implies --dry-run.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write nginx.conf and print the command instead of running it.")] = False,
+    container: Annotated[
+        bool,
+        typer.Option(
+            "--container",
+            help="Write /pki/... and /tmp/proxy paths into nginx.conf (deploy/docker/compose.yaml); implies --dry-run.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write nginx.conf and print the command instead of running it.")
+    ] = False,
 ) -> None:
     """Start nginx in front of the SuperLink: fleet route open, control route only with the coordinator certificate.
 
     Revoked certificates (crl.pem) are refused. After `sarcofed pki revoke`, reload it:
-    nginx -p STATE_DIR -e STATE_DIR/error.log -c STATE_DIR/nginx.conf -s reload. Warns (stderr) when a certificate or the CRL
+    nginx -p STATE_DIR -e STATE_DIR/error.log -c STATE_DIR/nginx.conf -s reload. Warns (stderr) when a
+    certificate or the CRL
     expires within 30 days.
     """
     from deploy.pki import PkiPaths
@@ -147,10 +209,13 @@ def proxy(
 
 @deploy_app.command("coordinator-config")
 def coordinator_config(
-    address: Annotated[str, typer.Option(help="HOST:PORT the coordinator's `flwr` reaches the SuperLink at (on its host: 127.0.0.1:9091).")],
+    address: Annotated[
+        str,
+        typer.Option(help="HOST:PORT the coordinator's `flwr` reaches the SuperLink at (on its host: 127.0.0.1:9091)."),
+    ],
     ca: Annotated[Path, typer.Option(help="The consortium CA certificate (made absolute in config.toml).")],
     name: Annotated[str, typer.Option(help="Connection name used in `flwr run . NAME`.")] = "sarcofed",
-    flwr_home: FlwrHome = Path.home() / ".flwr",
+    flwr_home: FlwrHome = DEFAULT_FLWR_HOME,
 ) -> None:
     """Write $FLWR_HOME/config.toml with the consortium connection (replaces that file)."""
     from deploy.launch import write_coordinator_config
@@ -159,17 +224,33 @@ def coordinator_config(
     typer.echo(f"wrote {path}: use FLWR_HOME={flwr_home.absolute()} flwr run . {name} --stream")
 
 
-Out = Annotated[Path, typer.Option(help="Folder the unit files are written to (then installed into /etc/systemd/system).")]
+Out = Annotated[
+    Path, typer.Option(help="Folder the unit files are written to (then installed into /etc/systemd/system).")
+]
 User = Annotated[str, typer.Option(help="The account the services run as (create it first: useradd --system).")]
 
 
 @services_app.command("coordinator")
 def services_coordinator(
-    pki_dir: Annotated[Path, typer.Argument(help="PKI folder on this host (ca.crt, superlink.crt/.key, crl.pem), readable by --user.")],
+    pki_dir: Annotated[
+        Path, typer.Argument(help="PKI folder on this host (ca.crt, superlink.crt/.key, crl.pem), readable by --user.")
+    ],
     out: Out = Path("systemd"),
-    state_dir: Annotated[Path, typer.Option(help="The SuperLink's folder: database, FLWR_HOME, working directory (default run folders: STATE_DIR/runs).")] = Path("/var/lib/sarcofed/coordinator"),
-    runs_dir: Annotated[Path | None, typer.Option(help="Where the ServerApp may write run folders if not STATE_DIR/runs; pass the same folder as run-dir.")] = None,
-    proxy_state_dir: Annotated[Path, typer.Option(help="nginx's folder: nginx.conf (written now), access.log, error.log.")] = Path("/var/lib/sarcofed/proxy"),
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            help="The SuperLink's folder: database, FLWR_HOME, working directory (default run folders: STATE_DIR/runs)."
+        ),
+    ] = Path("/var/lib/sarcofed/coordinator"),
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the ServerApp may write run folders if not STATE_DIR/runs; pass the same folder as run-dir."
+        ),
+    ] = None,
+    proxy_state_dir: Annotated[
+        Path, typer.Option(help="nginx's folder: nginx.conf (written now), access.log, error.log.")
+    ] = Path("/var/lib/sarcofed/proxy"),
     listen: Annotated[str, typer.Option(help="Public ADDRESS:PORT of the proxy.")] = "0.0.0.0:9443",
     port: Annotated[int, typer.Option(help="The SuperLink's loopback port (the proxy's upstream).")] = 9091,
     user: User = "sarcofed",
@@ -180,8 +261,10 @@ def services_coordinator(
     """
     from deploy.services import prepare_commands, proxy_unit, superlink_unit, write_units
 
-    units = [superlink_unit(pki_dir, state_dir, runs_dir=runs_dir, user=user, port=port),
-             proxy_unit(pki_dir, proxy_state_dir, listen=listen, upstream=f"127.0.0.1:{port}", user=user)]
+    units = [
+        superlink_unit(pki_dir, state_dir, runs_dir=runs_dir, user=user, port=port),
+        proxy_unit(pki_dir, proxy_state_dir, listen=listen, upstream=f"127.0.0.1:{port}", user=user),
+    ]
     _warn_expiry(pki_dir)
     _report(write_units(units, out), prepare_commands(units))
 
@@ -190,15 +273,31 @@ def services_coordinator(
 def services_hospital(
     superlink_address: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the consortium proxy.")],
     ca: Annotated[Path, typer.Option(help="The consortium CA certificate (ca.crt), readable by --user.")],
-    key: Annotated[Path, typer.Option(help="This hospital's SuperNode private key (sites/NAME), readable by --user only.")],
-    data_path: Annotated[Path, typer.Option(help="This hospital's manifest.csv (from `sarcofed ingest`), readable by --user.")],
-    site_name: Annotated[str, typer.Option(help="This hospital's name (unique in the consortium); names the unit, its state and cache.")],
-    policy: Annotated[Path | None, typer.Option(help="This hospital's policy file (TOML; deploy/README.md lists the keys).")] = None,
-    port: Annotated[int, typer.Option(help="Local runtime API port on 127.0.0.1: one per SuperNode on this host.")] = 9094,
-    state_dir: Annotated[Path | None, typer.Option(help="The SuperNode's folder: its own FLWR_HOME. Default /var/lib/sarcofed/SITE.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Resampled slices kept between rounds. Default /var/cache/sarcofed/SITE.")] = None,
+    key: Annotated[
+        Path, typer.Option(help="This hospital's SuperNode private key (sites/NAME), readable by --user only.")
+    ],
+    data_path: Annotated[
+        Path, typer.Option(help="This hospital's manifest.csv (from `sarcofed ingest`), readable by --user.")
+    ],
+    site_name: Annotated[
+        str, typer.Option(help="This hospital's name (unique in the consortium); names the unit, its state and cache.")
+    ],
+    policy: Annotated[
+        Path | None, typer.Option(help="This hospital's policy file (TOML; deploy/README.md lists the keys).")
+    ] = None,
+    port: Annotated[
+        int, typer.Option(help="Local runtime API port on 127.0.0.1: one per SuperNode on this host.")
+    ] = 9094,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="The SuperNode's folder: its own FLWR_HOME. Default /var/lib/sarcofed/SITE.")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Resampled slices kept between rounds. Default /var/cache/sarcofed/SITE.")
+    ] = None,
     max_clientapp_seconds: MaxClientAppSeconds = 3600.0,
-    checkout: Annotated[Path, typer.Option(help="The SarcoFed checkout with its .venv (the SuperNode's working directory).")] = CHECKOUT,
+    checkout: Annotated[
+        Path, typer.Option(help="The SarcoFed checkout with its .venv (the SuperNode's working directory).")
+    ] = CHECKOUT,
     out: Out = Path("systemd"),
     user: User = "sarcofed",
 ) -> None:
@@ -206,9 +305,20 @@ def services_hospital(
     from deploy.services import prepare_commands, supernode_unit, write_units
 
     _check_site(ca, key, data_path, site_name, policy)
-    unit = supernode_unit(site_name, superlink_address, ca, key, data_path, checkout=checkout, state_dir=state_dir,
-                          cache_dir=cache_dir, policy=policy, port=port, max_clientapp_seconds=max_clientapp_seconds,
-                          user=user)
+    unit = supernode_unit(
+        site_name,
+        superlink_address,
+        ca,
+        key,
+        data_path,
+        checkout=checkout,
+        state_dir=state_dir,
+        cache_dir=cache_dir,
+        policy=policy,
+        port=port,
+        max_clientapp_seconds=max_clientapp_seconds,
+        user=user,
+    )
     _report(write_units([unit], out), prepare_commands([unit]))
 
 

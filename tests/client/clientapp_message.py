@@ -33,8 +33,9 @@ def deliver(spec: dict) -> None:
     from client.app import app
 
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
-    context = Context(run_id=1, node_id=1, node_config=spec["node_config"], state=RecordDict(),
-                      run_config=spec["run_config"])
+    context = Context(
+        run_id=1, node_id=1, node_config=spec["node_config"], state=RecordDict(), run_config=spec["run_config"]
+    )
     for item in spec["messages"]:
         with np.load(item["arrays"]) as data:
             arrays = [data[f"a{i}"] for i in range(len(data.files))]

@@ -26,14 +26,18 @@ def _context(node_config: dict) -> Context:
 
 def test_simulated_site_may_train_without_secagg():
     seen = []
-    secure_unless_simulated(_train_message(), _context({"partition-id": 0, "num-partitions": 3}),
-                            lambda msg, ctxt: seen.append(msg) or msg)
+    secure_unless_simulated(
+        _train_message(), _context({"partition-id": 0, "num-partitions": 3}), lambda msg, ctxt: seen.append(msg) or msg
+    )
     assert len(seen) == 1
 
 
 def test_hospital_refuses_a_plain_training_round():
     seen = []
     with pytest.raises(PermissionError, match="secure-aggregation rounds only"):
-        secure_unless_simulated(_train_message(), _context({"data-path": "/data/site/manifest.csv"}),
-                                lambda msg, ctxt: seen.append(msg) or msg)
+        secure_unless_simulated(
+            _train_message(),
+            _context({"data-path": "/data/site/manifest.csv"}),
+            lambda msg, ctxt: seen.append(msg) or msg,
+        )
     assert seen == []

@@ -18,8 +18,9 @@ def _run_config(**overrides: object) -> RunConfig:
 
 def test_deployment_uses_data_path_and_site_name(tmp_path: Path) -> None:
     manifest = tmp_path / "site" / "manifest.csv"
-    site = resolve_site({"data-path": str(manifest), "site-name": "hospital-a", "cache-dir": str(tmp_path / "c")},
-                        _run_config())
+    site = resolve_site(
+        {"data-path": str(manifest), "site-name": "hospital-a", "cache-dir": str(tmp_path / "c")}, _run_config()
+    )
     assert site.name == "hospital-a" and site.manifest == manifest and site.cache_dir == tmp_path / "c"
     assert resolve_site({"data-path": str(manifest), "site-name": "b"}, _run_config()).cache_dir is None
 

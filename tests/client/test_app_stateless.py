@@ -22,8 +22,15 @@ REPO = Path(__file__).resolve().parents[2]
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from common.phantom import write_site
 
-    return write_site(tmp_path_factory.mktemp("stateless") / "site-a", "site-a", "general-surgery", n_patients=10,
-                      n_unlabelled=2, seed=5, holdout_fraction=0.5)
+    return write_site(
+        tmp_path_factory.mktemp("stateless") / "site-a",
+        "site-a",
+        "general-surgery",
+        n_patients=10,
+        n_unlabelled=2,
+        seed=5,
+        holdout_fraction=0.5,
+    )
 
 
 def _inputs(phase: str, seed: int) -> list[np.ndarray]:
@@ -54,8 +61,14 @@ def _eval_inputs(phases: str, seed: int) -> list[np.ndarray]:
 def _run(spec: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.json").write_text(json.dumps(spec))
-    out = subprocess.run([sys.executable, str(DRIVER), str(folder / "spec.json")], cwd=REPO, capture_output=True,
-                         text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [sys.executable, str(DRIVER), str(folder / "spec.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
 
 
@@ -69,8 +82,10 @@ def _same_metrics(a: dict, b: dict) -> bool:
     """Equal keys and values, NaN (a suppressed or undefined metric) equal to NaN; the site's timing aside."""
     if a.keys() != b.keys():
         return False
-    return all(x == y or (isinstance(x, float) and isinstance(y, float) and np.isnan(x) and np.isnan(y))
-               for x, y in ((a[k], b[k]) for k in a if k != "seconds"))
+    return all(
+        x == y or (isinstance(x, float) and isinstance(y, float) and np.isnan(x) and np.isnan(y))
+        for x, y in ((a[k], b[k]) for k in a if k != "seconds")
+    )
 
 
 @pytest.mark.slow
@@ -85,8 +100,10 @@ def test_each_message_gets_the_same_reply_in_a_fresh_process(site: Path, tmp_pat
     }
     for name, (_, arrays, _) in messages.items():
         np.savez(tmp_path / f"{name}.in.npz", **{f"a{i}": a for i, a in enumerate(arrays)})
-    base = {"run_config": app_run_config(preset="tiny", site_manifests=str(site), sites_cache=str(tmp_path / "cache")),
-            "node_config": {"partition-id": 0, "num-partitions": 1}}
+    base = {
+        "run_config": app_run_config(preset="tiny", site_manifests=str(site), sites_cache=str(tmp_path / "cache")),
+        "node_config": {"partition-id": 0, "num-partitions": 1},
+    }
 
     def message(name: str, out: Path) -> dict:
         kind, _, config = messages[name]

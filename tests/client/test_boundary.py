@@ -38,18 +38,25 @@ def _never(msg: Message, ctxt: Context) -> Message:
 @pytest.mark.parametrize(
     ("stage", "values", "rule"),
     [
-        pytest.param(Stage.SETUP, {Key.SAMPLE_NUMBER: 3, Key.SHARE_NUMBER: 3, Key.THRESHOLD: 1}, "min-threshold",
-                     id="threshold-1"),
-        pytest.param(Stage.SETUP, {Key.SAMPLE_NUMBER: 2, Key.SHARE_NUMBER: 2, Key.THRESHOLD: 2}, "min-sites",
-                     id="two-sites"),
-        pytest.param(Stage.UNMASK, {Key.ACTIVE_NODE_ID_LIST: [8, 9], Key.DEAD_NODE_ID_LIST: [7]}, "unmask",
-                     id="own-node-dead"),
+        pytest.param(
+            Stage.SETUP,
+            {Key.SAMPLE_NUMBER: 3, Key.SHARE_NUMBER: 3, Key.THRESHOLD: 1},
+            "min-threshold",
+            id="threshold-1",
+        ),
+        pytest.param(
+            Stage.SETUP, {Key.SAMPLE_NUMBER: 2, Key.SHARE_NUMBER: 2, Key.THRESHOLD: 2}, "min-sites", id="two-sites"
+        ),
+        pytest.param(
+            Stage.UNMASK, {Key.ACTIVE_NODE_ID_LIST: [8, 9], Key.DEAD_NODE_ID_LIST: [7]}, "unmask", id="own-node-dead"
+        ),
     ],
 )
 def test_secagg_rounds_against_the_policy_never_reach_the_protocol(stage: str, values: dict, rule: str) -> None:
     with pytest.raises(SiteError, match=rf"refused by the site's policy \({rule}\)"):
-        site_boundary(_secagg_message(stage, **values), _context({"data-path": "/data/a/manifest.csv", "site-name": "a"}),
-                      _never)
+        site_boundary(
+            _secagg_message(stage, **values), _context({"data-path": "/data/a/manifest.csv", "site-name": "a"}), _never
+        )
 
 
 def test_a_site_with_a_stricter_policy_file_refuses_what_the_defaults_accept(tmp_path: Path) -> None:
@@ -57,40 +64,53 @@ def test_a_site_with_a_stricter_policy_file_refuses_what_the_defaults_accept(tmp
     policy.write_text("min-sites = 5\n")
     message = _secagg_message(Stage.SETUP, **{Key.SAMPLE_NUMBER: 4, Key.SHARE_NUMBER: 4, Key.THRESHOLD: 3})
     with pytest.raises(SiteError, match="min-sites"):
-        site_boundary(message, _context({"data-path": "/d/manifest.csv", "site-name": "a", "policy": str(policy)}),
-                      _never)
+        site_boundary(
+            message, _context({"data-path": "/d/manifest.csv", "site-name": "a", "policy": str(policy)}), _never
+        )
 
 
 def test_only_a_category_leaves_the_site() -> None:
-    error = InputDataError("1 bad row(s):\n  line 12: weight_kg 450 outside 2..400 kg", "/srv/pacs/oncology/manifest.csv")
+    error = InputDataError(
+        "1 bad row(s):\n  line 12: weight_kg 450 outside 2..400 kg", "/srv/pacs/oncology/manifest.csv"
+    )
     text = category(error)
     assert text == "data error at the site, manifest line 12 (details in the site's log)"
     assert "450" not in text and "/srv" not in text
-    assert category(RuntimeError("/srv/pacs/p001.dcm: patient 4711")) == "internal error at the site (details in the site's log)"
+    assert (
+        category(RuntimeError("/srv/pacs/p001.dcm: patient 4711"))
+        == "internal error at the site (details in the site's log)"
+    )
 
 
 def test_a_real_clientapp_failure_reaches_the_server_as_a_category(tmp_path: Path) -> None:
     """Through SarcoFed's ClientApp: a manifest with a bad value fails evaluation without saying where or what."""
     import torch
+    from flwr.common import EvaluateIns, ndarrays_to_parameters
+    from flwr.compat.common.recorddict_compat import evaluateins_to_recorddict
 
     from client.app import app
     from common.models.presets import get_preset
     from common.models.sarco import SarcoModel, get_weights
-    from flwr.common import EvaluateIns, ndarrays_to_parameters
-    from flwr.compat.common.recorddict_compat import evaluateins_to_recorddict
 
     site = tmp_path / "secret-oncology-ward"
     site.mkdir()
-    (site / "manifest.csv").write_text("patient_id,image_path,mask_path,sex,height_m,weight_kg,age,split\n"
-                                       "p1,a.dcm,,M,1.80,450,61,holdout\n")
+    (site / "manifest.csv").write_text(
+        "patient_id,image_path,mask_path,sex,height_m,weight_kg,age,split\np1,a.dcm,,M,1.80,450,61,holdout\n"
+    )
     torch.manual_seed(0)
     from common.secagg import pack
 
     arrays = [pack(get_weights(SarcoModel(get_preset("tiny")), "seg"))]
-    content = evaluateins_to_recorddict(EvaluateIns(ndarrays_to_parameters(arrays), {"phase": "seg", "eval-phases": "seg"}),
-                                        keep_input=True)
-    context = Context(run_id=1, node_id=7, node_config={"data-path": str(site / "manifest.csv"), "site-name": "a"},
-                      state=RecordDict(), run_config=app_run_config(preset="tiny"))
+    content = evaluateins_to_recorddict(
+        EvaluateIns(ndarrays_to_parameters(arrays), {"phase": "seg", "eval-phases": "seg"}), keep_input=True
+    )
+    context = Context(
+        run_id=1,
+        node_id=7,
+        node_config={"data-path": str(site / "manifest.csv"), "site-name": "a"},
+        state=RecordDict(),
+        run_config=app_run_config(preset="tiny"),
+    )
     with pytest.raises(SiteError) as failed:
         app(Message(content, dst_node_id=7, message_type=MessageType.EVALUATE), context)
     assert str(failed.value) == "data error at the site, manifest line 2 (details in the site's log)"

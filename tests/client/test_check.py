@@ -26,15 +26,38 @@ def _app() -> typer.Typer:
 
 def _manifest(tmp_path, body, sma: float | None = None) -> tuple:
     hu, mask = body()
-    ct = write_ct_dicom(tmp_path / "a.dcm", hu, (1.0, 1.0), patient_id="SF-a", sex="F", height_m=1.6,
-                        weight_kg=60, age_years=50)
+    ct = write_ct_dicom(
+        tmp_path / "a.dcm", hu, (1.0, 1.0), patient_id="SF-a", sex="F", height_m=1.6, weight_kg=60, age_years=50
+    )
     write_mask_nifti(tmp_path / "a.nii.gz", mask, ct.geometry)
     area = mask.sum() / 100
     rows = [
-        dict(patient_id="SF-a", image_path="a.dcm", mask_path="a.nii.gz", sex="F", height_m=1.6, weight_kg=60,
-             age=50, split="train", sma_cm2=area if sma is None else sma, smi_cm2_m2=area / 1.6**2, sarcopenic=True),
-        dict(patient_id="SF-b", image_path="a.dcm", mask_path="", sex="", height_m="", weight_kg="", age="",
-             split="unlabelled", sma_cm2="", smi_cm2_m2="", sarcopenic=""),
+        dict(
+            patient_id="SF-a",
+            image_path="a.dcm",
+            mask_path="a.nii.gz",
+            sex="F",
+            height_m=1.6,
+            weight_kg=60,
+            age=50,
+            split="train",
+            sma_cm2=area if sma is None else sma,
+            smi_cm2_m2=area / 1.6**2,
+            sarcopenic=True,
+        ),
+        dict(
+            patient_id="SF-b",
+            image_path="a.dcm",
+            mask_path="",
+            sex="",
+            height_m="",
+            weight_kg="",
+            age="",
+            split="unlabelled",
+            sma_cm2="",
+            smi_cm2_m2="",
+            sarcopenic="",
+        ),
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     return tmp_path / "manifest.csv", area

@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sarcofed", *map(str, args)], capture_output=True, text=True,
-                          timeout=180, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "sarcofed", *map(str, args)], capture_output=True, text=True, timeout=180, cwd=ROOT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +36,32 @@ def site(tmp_path_factory) -> tuple[Path, Path]:
     rows = []
     for i in range(6):
         case = synth_case((9, i), profile)
-        ct = write_ct_dicom(root / f"p{i}.dcm", case.hu, case.spacing_mm, patient_id=f"p{i}", sex=case.sex,
-                            height_m=case.height_m, weight_kg=case.weight_kg, age_years=case.age_years)
+        ct = write_ct_dicom(
+            root / f"p{i}.dcm",
+            case.hu,
+            case.spacing_mm,
+            patient_id=f"p{i}",
+            sex=case.sex,
+            height_m=case.height_m,
+            weight_kg=case.weight_kg,
+            age_years=case.age_years,
+        )
         write_mask_nifti(root / f"p{i}.nii.gz", case.muscle, ct.geometry)
-        rows.append({"patient_id": f"p{i}", "image_path": f"p{i}.dcm", "mask_path": f"p{i}.nii.gz",
-                     "sex": case.sex, "height_m": case.height_m, "weight_kg": case.weight_kg,
-                     "age": case.age_years, "split": "holdout", "sma_cm2": case.sma_cm2,
-                     "smi_cm2_m2": case.sma_cm2 / case.height_m**2, "sarcopenic": None})
+        rows.append(
+            {
+                "patient_id": f"p{i}",
+                "image_path": f"p{i}.dcm",
+                "mask_path": f"p{i}.nii.gz",
+                "sex": case.sex,
+                "height_m": case.height_m,
+                "weight_kg": case.weight_kg,
+                "age": case.age_years,
+                "split": "holdout",
+                "sma_cm2": case.sma_cm2,
+                "smi_cm2_m2": case.sma_cm2 / case.height_m**2,
+                "sarcopenic": None,
+            }
+        )
     write_manifest(pd.DataFrame(rows), root / "manifest.csv")
     torch.manual_seed(0)
     save_checkpoint(root / "tiny.pt", SarcoModel(get_preset("tiny")), phase="seg")
@@ -76,9 +96,12 @@ def test_evaluate_refuses_ssl_checkpoint_and_bad_cutoff(site, tmp_path):
     # In process (the subprocess path, one red line and the exit code, is sarcofed.cli's and is
     # exercised by the predict error tests): the error type decides the exit code.
     runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", "--model", str(ssl), "--data", str(manifest), "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(ssl), "--data", str(manifest), "--out", str(tmp_path / "o")]
+    )
     assert isinstance(result.exception, CheckpointError) and "phase 'ssl'" in str(result.exception)
     assert not (tmp_path / "o" / "summary.json").exists()
-    result = runner.invoke(app, ["evaluate", "--model", str(ssl), "--data", str(manifest), "--out", str(tmp_path / "o"),
-                                 "--cutoff", "x"])
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(ssl), "--data", str(manifest), "--out", str(tmp_path / "o"), "--cutoff", "x"]
+    )
     assert isinstance(result.exception, ConfigError) and "prado2008" in str(result.exception)

@@ -33,8 +33,11 @@ def _app() -> typer.Typer:
 
 
 def _tree_hash(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture()
@@ -52,8 +55,10 @@ def pydicom_folder(tmp_path) -> Path:
 def test_ingest_real_files_accepts_ct_rejects_rest(pydicom_folder, tmp_path):
     before = _tree_hash(pydicom_folder)
     out = tmp_path / "out" / "manifest.csv"
-    result = runner.invoke(_app(), ["ingest", str(pydicom_folder), "--out", str(out),
-                                    "--salt-file", str(tmp_path / "salt"), "--format", "json"])
+    result = runner.invoke(
+        _app(),
+        ["ingest", str(pydicom_folder), "--out", str(out), "--salt-file", str(tmp_path / "salt"), "--format", "json"],
+    )
     assert result.exit_code == 0, result.output
     assert _tree_hash(pydicom_folder) == before  # inputs untouched
 
@@ -84,8 +89,9 @@ def test_ingest_without_usable_image_exits_2(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(get_testdata_file("MR_small.dcm"), folder)
-    result = runner.invoke(_app(), ["ingest", str(folder), "--out", str(tmp_path / "m.csv"),
-                                    "--salt-file", str(tmp_path / "salt")])
+    result = runner.invoke(
+        _app(), ["ingest", str(folder), "--out", str(tmp_path / "m.csv"), "--salt-file", str(tmp_path / "salt")]
+    )
     assert result.exit_code == 2
     assert "Modality" in (tmp_path / "rejected.csv").read_text()
 
@@ -103,8 +109,9 @@ def site(tmp_path, body) -> dict:
         "p3": dict(sex="F", height_m=1.70),
         "p4": dict(sex="M", height_m=None),
     }.items():
-        cts[name] = write_ct_dicom(images / f"{name}.dcm", hu, (0.8, 0.8), patient_id=f"ORIG-{name}", weight_kg=70,
-                                   age_years=60, **kw)
+        cts[name] = write_ct_dicom(
+            images / f"{name}.dcm", hu, (0.8, 0.8), patient_id=f"ORIG-{name}", weight_kg=70, age_years=60, **kw
+        )
     write_mask_nifti(masks / "p1_mask.nii.gz", mask, cts["p1"].geometry)
     write_muscle_seg(masks / "p2.seg.dcm", mask, cts["p2"], model_name="reference", model_version="test")
     wrong = cts["p3"].geometry.nifti_affine()
@@ -114,18 +121,30 @@ def site(tmp_path, body) -> dict:
     nib.save(nib.Nifti1Image(mask.T[:, :, None], wrong), masks / "p3.nii.gz")
     series_uid = pydicom.uid.generate_uid()
     for i, z in enumerate((-10.0, 0.0, 10.0)):
-        write_ct_dicom(images / "series" / f"s{i}.dcm", hu, (0.8, 0.8), patient_id="ORIG-p5", sex="F", height_m=1.5,
-                       weight_kg=50, age_years=70, slice_z_mm=z, series_uid=series_uid, instance_number=i + 1)
+        write_ct_dicom(
+            images / "series" / f"s{i}.dcm",
+            hu,
+            (0.8, 0.8),
+            patient_id="ORIG-p5",
+            sex="F",
+            height_m=1.5,
+            weight_kg=50,
+            age_years=70,
+            slice_z_mm=z,
+            series_uid=series_uid,
+            instance_number=i + 1,
+        )
     return {"root": root, "images": images, "masks": masks, "mask": mask, "series_uid": series_uid}
 
 
 def test_ingest_site_with_masks_series_and_meta(site, tmp_path):
     before = _tree_hash(site["root"])
     out = tmp_path / "out" / "manifest.csv"
-    first = ingest(site["images"], out, masks_dir=site["masks"], salt_file=tmp_path / "salt", holdout_fraction=0.0,
-                   progress=False)
+    first = ingest(
+        site["images"], out, masks_dir=site["masks"], salt_file=tmp_path / "salt", holdout_fraction=0.0, progress=False
+    )
     assert first.exit_code == 0 and _tree_hash(site["root"]) == before
-    rejected = {Path(p).name: r for p, r in zip(first.rejected["path"], first.rejected["reason"])}
+    rejected = {Path(p).name: r for p, r in zip(first.rejected["path"], first.rejected["reason"], strict=True)}
     assert "first-pixel position" in rejected["p3.nii.gz"] and "p3.dcm kept without mask" in rejected["p3.nii.gz"]
     assert "CT series of 3 slices" in rejected["series"] and "--meta" in rejected["series"]
 
@@ -146,12 +165,21 @@ def test_ingest_site_with_masks_series_and_meta(site, tmp_path):
 
     # Meta CSV: pick the series' L3 slice by z, override p4's height and split; same salt -> same pseudonyms.
     meta = tmp_path / "meta.csv"
-    pd.DataFrame([
-        {"key": site["series_uid"], "l3_z_mm": "1.0", "height_m": "", "split": ""},
-        {"key": "p4.dcm", "l3_z_mm": "", "height_m": "1.75", "split": "holdout"},
-    ]).to_csv(meta, index=False)
-    second = ingest(site["images"], out, masks_dir=site["masks"], meta_csv=meta, salt_file=tmp_path / "salt",
-                    holdout_fraction=0.0, progress=False)
+    pd.DataFrame(
+        [
+            {"key": site["series_uid"], "l3_z_mm": "1.0", "height_m": "", "split": ""},
+            {"key": "p4.dcm", "l3_z_mm": "", "height_m": "1.75", "split": "holdout"},
+        ]
+    ).to_csv(meta, index=False)
+    second = ingest(
+        site["images"],
+        out,
+        masks_dir=site["masks"],
+        meta_csv=meta,
+        salt_file=tmp_path / "salt",
+        holdout_fraction=0.0,
+        progress=False,
+    )
     df2 = read_manifest(out)
     assert len(df2) == 5 and df2["image_path"].str.endswith("series/s1.dcm").any()
     p4 = df2[df2["image_path"].str.endswith("p4.dcm")].iloc[0]
@@ -161,8 +189,17 @@ def test_ingest_site_with_masks_series_and_meta(site, tmp_path):
 
 
 def test_holdout_fraction_is_stable_per_patient(site, tmp_path):
-    results = [ingest(site["images"], tmp_path / f"m{i}.csv", masks_dir=site["masks"], salt_file=tmp_path / "salt",
-                      holdout_fraction=0.5, progress=False).manifest for i in range(2)]
+    results = [
+        ingest(
+            site["images"],
+            tmp_path / f"m{i}.csv",
+            masks_dir=site["masks"],
+            salt_file=tmp_path / "salt",
+            holdout_fraction=0.5,
+            progress=False,
+        ).manifest
+        for i in range(2)
+    ]
     assert results[0][["patient_id", "split"]].equals(results[1][["patient_id", "split"]])
 
 
@@ -200,15 +237,17 @@ def test_ingest_reports_links_out_of_the_folder_and_dangling_links(tmp_path):
     (folder / "outdir").symlink_to(elsewhere, target_is_directory=True)
     os.mkfifo(folder / "pipe")  # opening it for reading would wait for a writer forever
     out = tmp_path / "out" / "manifest.csv"
-    result = runner.invoke(_app(), ["ingest", str(folder), "--out", str(out),
-                                    "--salt-file", str(tmp_path / "salt"), "--format", "json"])
+    result = runner.invoke(
+        _app(), ["ingest", str(folder), "--out", str(out), "--salt-file", str(tmp_path / "salt"), "--format", "json"]
+    )
     assert result.exit_code == 0 and result.exception is None, result.output
     assert list(read_manifest(out)["image_path"]) == ["../in/a.dcm"]
     rejected = pd.read_csv(out.parent / "rejected.csv")
-    reasons = dict(zip(rejected["path"], rejected["reason"]))
+    reasons = dict(zip(rejected["path"], rejected["reason"], strict=True))
     assert set(reasons) == {str(folder / n) for n in ("outside.dcm", "dangling.dcm", "outdir", "pipe")}
     assert reasons[str(folder / "outside.dcm")].startswith(
-        f"symbolic link to a file outside the input folder ({elsewhere / 'b.dcm'})")
+        f"symbolic link to a file outside the input folder ({elsewhere / 'b.dcm'})"
+    )
     assert reasons[str(folder / "dangling.dcm")] == f"symbolic link to {tmp_path / 'nowhere.dcm'}, which does not exist"
     assert reasons[str(folder / "outdir")].startswith("symbolic link to a folder outside the input folder")
     assert reasons[str(folder / "pipe")].startswith("not a regular file")
@@ -249,7 +288,7 @@ def test_ingest_rejects_non_finite_and_oversized_files(tmp_path, body):
     assert result.exit_code == 0
     df = read_manifest(tmp_path / "m.csv")
     assert list(df["image_path"]) == ["in/a.dcm", "in/case.nii.gz"] and list(df["mask_path"]) == ["", ""]
-    reasons = {Path(p).name: r for p, r in zip(result.rejected["path"], result.rejected["reason"])}
+    reasons = {Path(p).name: r for p, r in zip(result.rejected["path"], result.rejected["reason"], strict=True)}
     assert set(reasons) == {"bomb.dcm", "case_mask.nii.gz", "nan.nii.gz", "volume.nii.gz"}
     assert "declare 65535 x 65535 pixels" in reasons["bomb.dcm"]
     assert f"NIfTI image has non-finite pixels: 1 of {hu.size} (1 NaN" in reasons["nan.nii.gz"]

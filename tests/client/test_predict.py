@@ -35,39 +35,69 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     """One phantom slice written top-down, bottom-up and as NIfTI, plus a tiny seg checkpoint."""
     root = tmp_path_factory.mktemp("predict")
     case = synth_case((11, 0), get_profile(next(iter(PROFILES))))
-    meta = dict(patient_id="sf-0001", sex=case.sex, height_m=case.height_m, weight_kg=case.weight_kg,
-                age_years=case.age_years)
+    meta = dict(
+        patient_id="sf-0001", sex=case.sex, height_m=case.height_m, weight_kg=case.weight_kg, age_years=case.age_years
+    )
     top = write_ct_dicom(root / "top.dcm", case.hu, case.spacing_mm, rows_bottom_up=False, **meta)
     write_ct_dicom(root / "bottom.dcm", case.hu, case.spacing_mm, rows_bottom_up=True, **meta)
-    nib.save(nib.Nifti1Image(case.hu.T[:, :, None].astype(np.float32), top.geometry.nifti_affine()),
-             str(root / "slice.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(case.hu.T[:, :, None].astype(np.float32), top.geometry.nifti_affine()),
+        str(root / "slice.nii.gz"),
+    )
     # The same slice as most NIfTI tools write it (RAS+): voxel i runs toward the patient's right, j
     # toward anterior, so data[i, j] = canonical[H-1-j, W-1-i] and voxel [0, 0] is canonical [H-1, W-1].
     (dr, dc), (ox, oy, oz), (h, w) = top.spacing_mm, top.geometry.origin, top.shape
-    ras_affine = np.array([[dc, 0, 0, -(ox + (w - 1) * dc)], [0, dr, 0, -(oy + (h - 1) * dr)],
-                           [0, 0, 2.5, oz], [0, 0, 0, 1]])
-    nib.save(nib.Nifti1Image(top.hu[::-1, ::-1].T[:, :, None].astype(np.float32), ras_affine),
-             str(root / "slice_ras.nii.gz"))
+    ras_affine = np.array(
+        [[dc, 0, 0, -(ox + (w - 1) * dc)], [0, dr, 0, -(oy + (h - 1) * dr)], [0, 0, 2.5, oz], [0, 0, 0, 1]]
+    )
+    nib.save(
+        nib.Nifti1Image(top.hu[::-1, ::-1].T[:, :, None].astype(np.float32), ras_affine), str(root / "slice_ras.nii.gz")
+    )
     no_height = dict(meta, height_m=None)
     write_ct_dicom(root / "noheight.dcm", case.hu, case.spacing_mm, **no_height)
     torch.manual_seed(0)
     save_checkpoint(root / "tiny.pt", SarcoModel(get_preset("tiny")), phase="seg")
-    return {"top": root / "top.dcm", "bottom": root / "bottom.dcm", "nifti": root / "slice.nii.gz",
-            "nifti_ras": root / "slice_ras.nii.gz", "noheight": root / "noheight.dcm", "model": root / "tiny.pt",
-            "root": root}
+    return {
+        "top": root / "top.dcm",
+        "bottom": root / "bottom.dcm",
+        "nifti": root / "slice.nii.gz",
+        "nifti_ras": root / "slice_ras.nii.gz",
+        "noheight": root / "noheight.dcm",
+        "model": root / "tiny.pt",
+        "root": root,
+    }
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sarcofed", "predict", *map(str, args)],
-                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "sarcofed", "predict", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
 
 
 def test_cli_writes_all_outputs(inputs, tmp_path):
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "sarcofed", "predict", str(inputs["top"]), "--model", str(inputs["model"]),
-         "--out", str(out), "--format", "json"],
-        capture_output=True, text=True, timeout=180, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "sarcofed",
+            "predict",
+            str(inputs["top"]),
+            "--model",
+            str(inputs["model"]),
+            "--out",
+            str(out),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr
     result = json.loads((out / "result.json").read_text())
@@ -117,14 +147,16 @@ def test_bottom_up_storage_gives_the_same_answer(inputs, tmp_path):
     np.testing.assert_array_equal(m_top, m_bottom)
     ct = read_ct_slice(inputs["bottom"])
     frame = hd.seg.segread(tmp_path / "bottom" / "seg.dcm").get_pixels_by_source_instance(
-        [ct.sop_instance_uid], segment_numbers=[1])[0, :, :, 0]
+        [ct.sop_instance_uid], segment_numbers=[1]
+    )[0, :, :, 0]
     canonical = m_bottom[:, :, 0].T
     np.testing.assert_array_equal(frame, canonical[::-1, :])
 
 
 def test_nifti_input_skips_seg(inputs, tmp_path):
-    result = predict_slice(inputs["nifti"], inputs["model"], tmp_path, cutoff=get_cutoff("prado2008"),
-                           height_m=1.7, sex="F")
+    result = predict_slice(
+        inputs["nifti"], inputs["model"], tmp_path, cutoff=get_cutoff("prado2008"), height_m=1.7, sex="F"
+    )
     assert result["files"]["seg"] is None and "NIfTI" in result["seg_skipped"]
     assert not (tmp_path / "seg.dcm").exists()
     assert result["input"]["format"] == "nifti" and result["patient"]["source"]["sex"] == "command line"
@@ -144,8 +176,9 @@ def test_missing_height_reports_sma_but_no_verdict(inputs, tmp_path):
     assert result["unavailable_reason"] == "height unknown"
     assert result["patient"]["height_m"] is None
     # Given on the command line, the height is used and says where it came from.
-    given = predict_slice(inputs["noheight"], inputs["model"], tmp_path / "h", cutoff=get_cutoff("prado2008"),
-                          height_m=1.8)
+    given = predict_slice(
+        inputs["noheight"], inputs["model"], tmp_path / "h", cutoff=get_cutoff("prado2008"), height_m=1.8
+    )
     assert given["smi_cm2_m2"] == pytest.approx(given["sma_cm2"] / 1.8**2, abs=1e-3)
     assert given["patient"]["source"]["height_m"] == "command line"
     assert given["sarcopenic"] is not None

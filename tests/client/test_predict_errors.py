@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_predict(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sarcofed", "predict", *map(str, args)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
 
 
@@ -49,8 +52,16 @@ def test_mr_is_refused(tmp_path, no_model):
 
 
 def test_missing_pixel_spacing_is_refused(tmp_path, no_model):
-    write_ct_dicom(tmp_path / "ct.dcm", np.zeros((32, 32), np.float32), (0.8, 0.8), patient_id="x",
-                   sex="M", height_m=1.8, weight_kg=80, age_years=50)
+    write_ct_dicom(
+        tmp_path / "ct.dcm",
+        np.zeros((32, 32), np.float32),
+        (0.8, 0.8),
+        patient_id="x",
+        sex="M",
+        height_m=1.8,
+        weight_kg=80,
+        age_years=50,
+    )
     ds = pydicom.dcmread(tmp_path / "ct.dcm")
     del ds.PixelSpacing
     ds.save_as(tmp_path / "nospacing.dcm")
@@ -68,10 +79,13 @@ def test_text_file_is_refused(tmp_path, no_model):
 
 
 def test_missing_file_and_bad_options(tmp_path, no_model):
-    _assert_clean_failure(run_predict(tmp_path / "nope.dcm", "--model", no_model, "--out", tmp_path / "o"),
-                          "nope.dcm", "no such file")
+    _assert_clean_failure(
+        run_predict(tmp_path / "nope.dcm", "--model", no_model, "--out", tmp_path / "o"), "nope.dcm", "no such file"
+    )
     ct = get_testdata_file("CT_small.dcm")
-    _assert_clean_failure(run_predict(ct, "--model", no_model, "--out", tmp_path / "o", "--cutoff", "baumgartner"),
-                          "prado2008")
-    _assert_clean_failure(run_predict(ct, "--model", no_model, "--out", tmp_path / "o", "--height-m", "172"),
-                          "centimetres")
+    _assert_clean_failure(
+        run_predict(ct, "--model", no_model, "--out", tmp_path / "o", "--cutoff", "baumgartner"), "prado2008"
+    )
+    _assert_clean_failure(
+        run_predict(ct, "--model", no_model, "--out", tmp_path / "o", "--height-m", "172"), "centimetres"
+    )

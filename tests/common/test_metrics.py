@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -48,7 +49,7 @@ def test_dice_matches_monai():
     rng = np.random.default_rng(0)
     preds = (rng.random((6, 40, 40)) > 0.6).astype(np.uint8)
     refs = (rng.random((6, 40, 40)) > 0.5).astype(np.uint8)
-    ours = [metrics.dice(p, r) for p, r in zip(preds, refs)]
+    ours = [metrics.dice(p, r) for p, r in zip(preds, refs, strict=True)]
     y_pred = torch.as_tensor(preds[:, None].astype(np.float32))
     y = torch.as_tensor(refs[:, None].astype(np.float32))
     theirs = compute_dice(y_pred, y, include_background=True).flatten().numpy()
@@ -112,8 +113,8 @@ def test_binary_counts_by_hand():
 
 
 def _auroc_by_pairs(scores, labels) -> float:
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
 
@@ -137,15 +138,19 @@ def _table(n: int, n_pos: int, seed: int = 0) -> pd.DataFrame:
     ref = rng.uniform(90, 180, n)
     pred = ref + rng.normal(2, 3, n)
     sarc = np.array([True] * n_pos + [False] * (n - n_pos))
-    return pd.DataFrame({
-        "patient_id": [f"p{i}" for i in range(n)],
-        "dice": rng.uniform(0.85, 0.95, n),
-        "sma_ref_cm2": ref, "sma_pred_cm2": pred,
-        "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
-        "muscle_hu_mean": rng.uniform(30, 50, n),
-        "sarcopenic_ref": sarc, "sarcopenic_pred": sarc,
-        "cls_prob": np.where(sarc, 0.8, 0.3),
-    })
+    return pd.DataFrame(
+        {
+            "patient_id": [f"p{i}" for i in range(n)],
+            "dice": rng.uniform(0.85, 0.95, n),
+            "sma_ref_cm2": ref,
+            "sma_pred_cm2": pred,
+            "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
+            "muscle_hu_mean": rng.uniform(30, 50, n),
+            "sarcopenic_ref": sarc,
+            "sarcopenic_pred": sarc,
+            "cls_prob": np.where(sarc, 0.8, 0.3),
+        }
+    )
 
 
 def test_site_summary_values_and_n():
@@ -162,11 +167,13 @@ def test_site_summary_values_and_n():
 
 def _classifier_table() -> pd.DataFrame:
     # Reference: 5 sarcopenic, 5 not, 1 unknown; classifier probability thresholded at 0.5 (inclusive).
-    return pd.DataFrame({
-        "sarcopenic_ref": [True] * 5 + [False] * 5 + [None, True],
-        #                  tp   tp   tp   fn   fn    tn   tn   tn   tn    fp   ref?  no prob
-        "cls_prob": [0.9, 0.8, 0.5, 0.4, 0.1, 0.2, 0.3, 0.1, 0.05, 0.6, 0.9, np.nan],
-    })
+    return pd.DataFrame(
+        {
+            "sarcopenic_ref": [True] * 5 + [False] * 5 + [None, True],
+            #                  tp   tp   tp   fn   fn    tn   tn   tn   tn    fp   ref?  no prob
+            "cls_prob": [0.9, 0.8, 0.5, 0.4, 0.1, 0.2, 0.3, 0.1, 0.05, 0.6, 0.9, np.nan],
+        }
+    )
 
 
 def test_site_summary_classifier_sensitivity_and_specificity_by_hand():
@@ -204,13 +211,15 @@ def _counts(summary: dict) -> dict[str, float]:
 def _attack_table() -> pd.DataFrame:
     # 12 patients, 3 sarcopenic. SMA verdict: tp tp fn | fp, then 8 tn. Classifier (>= 0.5): the same cells.
     sarc = [True] * 3 + [False] * 9
-    return pd.DataFrame({
-        "patient_id": [f"p{i}" for i in range(12)],
-        "dice": [0.9] * 12,
-        "sarcopenic_ref": sarc,
-        "sarcopenic_pred": [True, True, False, True] + [False] * 8,
-        "cls_prob": [0.9, 0.8, 0.2, 0.6] + [0.1] * 8,
-    })
+    return pd.DataFrame(
+        {
+            "patient_id": [f"p{i}" for i in range(12)],
+            "dice": [0.9] * 12,
+            "sarcopenic_ref": sarc,
+            "sarcopenic_pred": [True, True, False, True] + [False] * 8,
+            "cls_prob": [0.9, 0.8, 0.2, 0.6] + [0.1] * 8,
+        }
+    )
 
 
 def test_differencing_cannot_recover_the_confusion_table():
@@ -218,7 +227,8 @@ def test_differencing_cannot_recover_the_confusion_table():
     # Without suppression the attack works: TP = accuracy x n - specificity x n_neg = 10 - 8 = 2.
     open_ = metrics.numeric_summary(metrics.site_summary(table, min_cohort=1))
     assert open_["sarcopenia_accuracy"] * open_["sarcopenia_accuracy_n"] - open_["specificity"] * open_[
-        "specificity_n"] == pytest.approx(2)
+        "specificity_n"
+    ] == pytest.approx(2)
 
     sent = metrics.numeric_summary(s := metrics.site_summary(table))
 
@@ -245,15 +255,14 @@ def test_counts_from_one_to_four_are_never_sent():
     # Any table: every count sent is hidden, 0 or at least 5, at each site and pooled.
     sites = [metrics.site_summary(_table(n, n_pos, seed=n)) for n in range(0, 13) for n_pos in range(0, n + 1)]
     sites.append(s)
-    pooled = [metrics.pooled_summary([a, b]) for a, b in zip(sites, sites[1:])]
+    pooled = [metrics.pooled_summary([a, b]) for a, b in itertools.pairwise(sites)]
     for summary in (*sites, *pooled):
         for key, count in _counts(summary).items():
             assert math.isnan(count) or count == 0 or count >= metrics.MIN_COHORT, (key, count)
 
 
 def test_a_patient_with_two_rows_counts_once():
-    table = pd.DataFrame({"patient_id": ["p0", "p0", "p1", "p2", "p3", "p4"],
-                          "dice": [0.9, 0.7, 0.8, 0.6, 0.5, 0.4]})
+    table = pd.DataFrame({"patient_id": ["p0", "p0", "p1", "p2", "p3", "p4"], "dice": [0.9, 0.7, 0.8, 0.6, 0.5, 0.4]})
 
     s = metrics.site_summary(table)
 
@@ -270,11 +279,13 @@ def test_a_patient_with_two_rows_counts_once():
 
 def test_block_threshold_counts_patients_not_rows():
     # Five sarcopenic rows but four sarcopenic patients (p0 twice); five patients not sarcopenic.
-    table = pd.DataFrame({
-        "patient_id": ["p0", "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"],
-        "sarcopenic_ref": [True] * 5 + [False] * 5,
-        "sarcopenic_pred": [True] * 5 + [False] * 5,
-    })
+    table = pd.DataFrame(
+        {
+            "patient_id": ["p0", "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"],
+            "sarcopenic_ref": [True] * 5 + [False] * 5,
+            "sarcopenic_pred": [True] * 5 + [False] * 5,
+        }
+    )
 
     s = metrics.site_summary(table)
 
@@ -288,12 +299,14 @@ def test_block_threshold_counts_patients_not_rows():
 
 def test_blocks_with_a_small_difference_in_class_counts_hide_the_classifier():
     # 7 sarcopenic, 5 not, every verdict right; the classifier scored only 5 of the 7 sarcopenic.
-    table = pd.DataFrame({
-        "patient_id": [f"p{i}" for i in range(12)],
-        "sarcopenic_ref": [True] * 7 + [False] * 5,
-        "sarcopenic_pred": [True] * 7 + [False] * 5,
-        "cls_prob": [0.9] * 5 + [np.nan] * 2 + [0.1] * 5,
-    })
+    table = pd.DataFrame(
+        {
+            "patient_id": [f"p{i}" for i in range(12)],
+            "sarcopenic_ref": [True] * 7 + [False] * 5,
+            "sarcopenic_pred": [True] * 7 + [False] * 5,
+            "cls_prob": [0.9] * 5 + [np.nan] * 2 + [0.1] * 5,
+        }
+    )
 
     s = metrics.site_summary(table)
 
@@ -312,10 +325,26 @@ def test_site_with_four_patients_sends_nothing_but_nan():
     assert sent.pop("suppressed") == 1.0
     assert sent and all(math.isnan(v) for v in sent.values()), {k: v for k, v in sent.items() if not math.isnan(v)}
     assert set(s["suppressed_metrics"]) == {
-        "n", "dice_n_both_empty", "dice_mean", "dice_raw_mean", "sma_abs_pct_err_mean", "sma_ref_mean_cm2",
-        "sma_pred_mean_cm2", "muscle_hu_mean", "sma_bias_cm2", "sma_sd_diff_cm2", "sma_loa_low", "sma_loa_high",
-        "sarcopenia_accuracy", "sensitivity", "specificity", "balanced_accuracy",
-        "cls_accuracy", "cls_sensitivity", "cls_specificity", "cls_auroc",
+        "n",
+        "dice_n_both_empty",
+        "dice_mean",
+        "dice_raw_mean",
+        "sma_abs_pct_err_mean",
+        "sma_ref_mean_cm2",
+        "sma_pred_mean_cm2",
+        "muscle_hu_mean",
+        "sma_bias_cm2",
+        "sma_sd_diff_cm2",
+        "sma_loa_low",
+        "sma_loa_high",
+        "sarcopenia_accuracy",
+        "sensitivity",
+        "specificity",
+        "balanced_accuracy",
+        "cls_accuracy",
+        "cls_sensitivity",
+        "cls_specificity",
+        "cls_auroc",
     }
 
 
@@ -336,8 +365,18 @@ def test_pooled_summary_equals_pooled_data():
     a.loc[0, "sarcopenic_pred"] = False  # one miss at site a
     pooled = metrics.pooled_summary([metrics.site_summary(a), metrics.site_summary(b)])
     everyone = metrics.site_summary(pd.concat([a, b], ignore_index=True))
-    for key in ("dice_mean", "sma_abs_pct_err_mean", "sma_bias_cm2", "sma_sd_diff_cm2", "sma_loa_low",
-                "sma_loa_high", "sarcopenia_accuracy", "sensitivity", "specificity", "balanced_accuracy"):
+    for key in (
+        "dice_mean",
+        "sma_abs_pct_err_mean",
+        "sma_bias_cm2",
+        "sma_sd_diff_cm2",
+        "sma_loa_low",
+        "sma_loa_high",
+        "sarcopenia_accuracy",
+        "sensitivity",
+        "specificity",
+        "balanced_accuracy",
+    ):
         assert pooled[key] == pytest.approx(everyone[key]), key
     assert pooled["n"] == 25 and pooled["n_sites"] == 2 and pooled["sensitivity_n"] == 12
 
@@ -345,8 +384,14 @@ def test_pooled_summary_equals_pooled_data():
 def _site(n: int, n_pos: int, tp: int, dice: float) -> pd.DataFrame:
     """n patients of Dice ``dice``: n_pos sarcopenic of whom tp found, the others all cleared."""
     ref = [True] * n_pos + [False] * (n - n_pos)
-    return pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "dice": [dice] * n, "sarcopenic_ref": ref,
-                         "sarcopenic_pred": [True] * tp + [False] * (n - tp)})
+    return pd.DataFrame(
+        {
+            "patient_id": [f"p{i}" for i in range(n)],
+            "dice": [dice] * n,
+            "sarcopenic_ref": ref,
+            "sarcopenic_pred": [True] * tp + [False] * (n - tp),
+        }
+    )
 
 
 def test_pooled_summary_skips_suppressed_sites():

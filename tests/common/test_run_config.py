@@ -53,6 +53,8 @@ def test_each_profile_is_a_valid_run_config(name: str) -> None:
     import tomllib
     from pathlib import Path
 
-    profile = tomllib.loads((Path(__file__).resolve().parents[2] / "simulations" / "profiles" / f"{name}.toml").read_text())
+    profile = tomllib.loads(
+        (Path(__file__).resolve().parents[2] / "simulations" / "profiles" / f"{name}.toml").read_text()
+    )
     config = RunConfig.from_mapping({**app_run_config(), **profile})
     assert config.preset == name and set(profile) <= set(RunConfig.keys())

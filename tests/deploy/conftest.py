@@ -34,7 +34,11 @@ from deploy.launch import (
 from deploy.pki import PkiPaths, add_site
 from tests.deploy.runbook import Runbook
 
-SITES = ("onco", "general", "trauma")  # the trial's hospitals (simulations/consortia/tiny.toml); the tests name them too
+SITES = (
+    "onco",
+    "general",
+    "trauma",
+)  # the trial's hospitals (simulations/consortia/tiny.toml); the tests name them too
 PORTS = ("LINK_PORT", "GATE_PORT", "ONCO_PORT", "GENERAL_PORT", "TRAUMA_PORT")  # the runbook's, free ones here
 PROXY_CONNECTION = "proxy"  # the coordinator connection through nginx (no client certificate; same name in the tests)
 
@@ -59,14 +63,31 @@ class Consortium:
     def flwr(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
         """Run the `flwr` CLI as the coordinator (our FLWR_HOME, telemetry off)."""
         binary = str(Path(sys.executable).parent / "flwr")
-        return subprocess.run([binary, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd or self.work)
+        return subprocess.run(
+            [binary, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd or self.work
+        )
 
-    def start_supernode(self, name: str, key: Path | None, *, ca: Path | None = None, use_ca: bool = True,
-                        insecure: bool = False, max_retries: int | None = None, address: str | None = None) -> Managed:
+    def start_supernode(
+        self,
+        name: str,
+        key: Path | None,
+        *,
+        ca: Path | None = None,
+        use_ca: bool = True,
+        insecure: bool = False,
+        max_retries: int | None = None,
+        address: str | None = None,
+    ) -> Managed:
         manifest = self.sites.get(name, self.work / "sites" / name / "manifest.csv")
         command = supernode_command(
-            address or self.fleet_address, (ca or self.pki.ca_cert) if use_ca else None, key, manifest,
-            site_name=name, runtime_port=free_port(), insecure=insecure, max_retries=max_retries,
+            address or self.fleet_address,
+            (ca or self.pki.ca_cert) if use_ca else None,
+            key,
+            manifest,
+            site_name=name,
+            runtime_port=free_port(),
+            insecure=insecure,
+            max_retries=max_retries,
             cache_dir=self.work / "cache" / name,
         )
         process = start(f"supernode-{name}", command, self.env, self.work / "logs")
@@ -97,7 +118,9 @@ def _wait_online(consortium: Consortium, timeout: float) -> dict[str, int]:
             if all(found.get(site) == "online" for site in SITES):
                 return {n.site: n.node_id for n in nodes if n.site in SITES}
             dead = [name for name, p in consortium.supernodes.items() if not p.alive()]
-            assert not dead, f"SuperNodes exited: {dead}\n" + "\n".join(consortium.supernodes[n].log_text()[-3000:] for n in dead)
+            assert not dead, f"SuperNodes exited: {dead}\n" + "\n".join(
+                consortium.supernodes[n].log_text()[-3000:] for n in dead
+            )
             time.sleep(2)
     raise AssertionError(f"SuperNodes not online after {timeout:.0f} s: {found}")
 
@@ -135,17 +158,24 @@ def consortium(tmp_path_factory) -> Iterator[Consortium]:
         book.run("register")
         timings["register_3_s"] = time.monotonic() - t0
         env = flower_env(work / "flwr_cli")
-        write_coordinator_config(work / "flwr_cli", pki.ca_cert,
-                                 {FEDERATION: f"127.0.0.1:{ports['LINK_PORT']}", PROXY_CONNECTION: gate})
-        c = Consortium(work, book, pki, env, superlink, ports["LINK_PORT"], ports["GATE_PORT"], gate, processes=processes)
+        write_coordinator_config(
+            work / "flwr_cli", pki.ca_cert, {FEDERATION: f"127.0.0.1:{ports['LINK_PORT']}", PROXY_CONNECTION: gate}
+        )
+        c = Consortium(
+            work, book, pki, env, superlink, ports["LINK_PORT"], ports["GATE_PORT"], gate, processes=processes
+        )
         c.sites.update({name: work / "data" / name / "manifest.csv" for name in SITES})
         t0 = time.monotonic()
         c.supernodes.update(book.start("hospitals"))
         processes += c.supernodes.values()
         c.node_ids.update(_wait_online(c, timeout=90))
         [listing] = book.run("nodes")
-        assert all(f" {site} " in line and " online " in line
-                   for site in SITES for line in listing.stdout.splitlines() if f" {site} " in line), listing.stdout
+        assert all(
+            f" {site} " in line and " online " in line
+            for site in SITES
+            for line in listing.stdout.splitlines()
+            if f" {site} " in line
+        ), listing.stdout
         timings["supernodes_online_s"] = time.monotonic() - t0
         add_site(pki.root, "intruder")  # a key nobody registered, for the tests of who gets in
         remember_descendants(c.processes)

@@ -50,7 +50,7 @@ def _split_comment(line: str) -> tuple[str, str]:
         elif char in "'\"":
             quote = char
         elif char == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i].rstrip(), line[i + 1:].strip()
+            return line[:i].rstrip(), line[i + 1 :].strip()
     return line.rstrip(), ""
 
 
@@ -115,8 +115,9 @@ def environment(exports: list[Command], overrides: Mapping[str, str], base: Mapp
     missing = set(overrides) - assigned
     if missing:
         raise ValueError(f"{README}: the env block no longer sets {sorted(missing)}")
-    out = subprocess.run(["bash", "-c", "set -eu\n" + "\n".join(lines) + "\nenv -0"], env=dict(base),
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        ["bash", "-c", "set -eu\n" + "\n".join(lines) + "\nenv -0"], env=dict(base), capture_output=True, check=True
+    )
     return dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
 
 
@@ -152,17 +153,26 @@ class Runbook:
         self.run_ids += [int(m) for m in STARTED.findall(output)]
 
     def run(self, name: str, timeout: float = 300) -> list[subprocess.CompletedProcess]:
-        """Execute block NAME's commands in order; each must exit 0 (a command with `until` is followed, then interrupted)."""
+        """Execute block NAME's commands in order; each must exit 0 (a command with `until` is followed, then
+        interrupted)."""
         results = []
         for command in self.blocks[name]:
             until = UNTIL.search(command.comment)
             if until:
                 results.append(self.follow_until(command, until.group(1), timeout))
                 continue
-            out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + self._text(command)], env=self.env, cwd=REPO,
-                                 capture_output=True, text=True, timeout=timeout)
+            out = subprocess.run(
+                ["bash", "-c", "set -euo pipefail\n" + self._text(command)],
+                env=self.env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             self._log(name, command, out.stdout + out.stderr)
-            assert out.returncode == 0, f"runbook [{name}] `{command.text}` exited {out.returncode}:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+            assert out.returncode == 0, (
+                f"runbook [{name}] `{command.text}` exited {out.returncode}:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+            )
             self._note_run_ids(out.stdout)
             results.append(out)
         self.executed.append(name)
@@ -173,13 +183,23 @@ class Runbook:
         log = self.logs / f"follow-{len(self.run_ids)}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as handle:
-            popen = subprocess.Popen(["bash", "-c", "exec " + self._text(command)], env=self.env, cwd=REPO,
-                                     stdout=handle, stderr=subprocess.STDOUT, text=True)
+            popen = subprocess.Popen(
+                ["bash", "-c", "exec " + self._text(command)],
+                env=self.env,
+                cwd=REPO,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         deadline = time.monotonic() + timeout
         try:
             while text not in log.read_text():
-                assert popen.poll() is None, f"`{command.text}` ended (exit {popen.returncode}) before {text!r}:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"no {text!r} from `{command.text}` in {timeout:.0f} s:\n{log.read_text()[-3000:]}"
+                assert popen.poll() is None, (
+                    f"`{command.text}` ended (exit {popen.returncode}) before {text!r}:\n{log.read_text()[-3000:]}"
+                )
+                assert time.monotonic() < deadline, (
+                    f"no {text!r} from `{command.text}` in {timeout:.0f} s:\n{log.read_text()[-3000:]}"
+                )
                 time.sleep(0.5)
             popen.send_signal(signal.SIGINT)
             popen.wait(timeout=30)

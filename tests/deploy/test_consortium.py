@@ -17,7 +17,6 @@ import pytest
 
 from deploy.launch import FEDERATION, Managed, https_ok
 
-
 SITES = ("onco", "general", "trauma")  # the sites of simulations/consortia/tiny.toml, one SuperNode each
 PROXY_CONNECTION = "proxy"  # the coordinator connection through nginx, without a client certificate
 
@@ -86,7 +85,11 @@ def test_proxy_routes(proxy):
     # With the coordinator certificate the request reaches the SuperLink (which wants POST: 405).
     assert https_ok(f"{base}/v1/control/list-runs", ca, client=client) == 405
     # The server certificate is not a client certificate (EKU serverAuth only).
-    assert https_ok(f"{base}/v1/control/list-runs", ca, client=(proxy.pki.superlink_cert, proxy.pki.superlink_key)) in (None, 400, 403)
+    assert https_ok(f"{base}/v1/control/list-runs", ca, client=(proxy.pki.superlink_cert, proxy.pki.superlink_key)) in (
+        None,
+        400,
+        403,
+    )
     assert https_ok(f"{base}/v1/runtime/get-nodes", ca, client=client) == 403
     assert https_ok(f"{base}/docs", ca, client=client) == 404
 
@@ -175,10 +178,19 @@ def finished_run(consortium) -> dict:
     stopped_after = time.monotonic() - started
     resume, listing = book.run("resume", timeout=1500)
     wall = time.monotonic() - started
-    print(f"\ntrial run (tiny, SecAgg+, 3 SuperNodes behind the gate): stopped after {stopped_after:.0f} s "
-          f"keeping {kept}; resumed and completed, {wall:.0f} s wall in all")
-    return {"folder": folder, "kept": kept, "stopped": stopped_id, "resumed": book.run_ids[-1], "wall_s": wall,
-            "output": resume.stdout + resume.stderr, "listing": listing.stdout}
+    print(
+        f"\ntrial run (tiny, SecAgg+, 3 SuperNodes behind the gate): stopped after {stopped_after:.0f} s "
+        f"keeping {kept}; resumed and completed, {wall:.0f} s wall in all"
+    )
+    return {
+        "folder": folder,
+        "kept": kept,
+        "stopped": stopped_id,
+        "resumed": book.run_ids[-1],
+        "wall_s": wall,
+        "output": resume.stdout + resume.stderr,
+        "listing": listing.stdout,
+    }
 
 
 @pytest.mark.slow
@@ -213,7 +225,9 @@ def test_a_run_stopped_mid_phase_goes_on_at_the_right_round_in_its_folder(consor
 
     folder, stopped, resumed = finished_run["folder"], finished_run["stopped"], finished_run["resumed"]
     assert finished_run["kept"] == ["round-001-seg-01.pt"]
-    assert (consortium.work / "runs" / "latest").resolve() == folder and len(list(folder.parent.iterdir())) == 2  # + latest
+    assert (consortium.work / "runs" / "latest").resolve() == folder and len(
+        list(folder.parent.iterdir())
+    ) == 2  # + latest
     after = sorted(p.name for p in (folder / "checkpoints").glob("round-*.pt"))
     assert after == ["round-001-seg-01.pt", "round-002-seg-02.pt", "round-003-cls-01.pt"]
     pooled = pd.read_csv(folder / "metrics.csv").query("site == 'pooled'")
@@ -222,7 +236,10 @@ def test_a_run_stopped_mid_phase_goes_on_at_the_right_round_in_its_folder(consor
     run_ids = [r["run_id"] for r in json.loads((folder / "run.json").read_text())["flower_runs"]]
     assert [int(r) for r in run_ids] == [stopped, resumed]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["resumed_from"]["same_folder"] is True and [int(r) for r in summary["flower_run_ids"]] == [stopped, resumed]
+    assert summary["resumed_from"]["same_folder"] is True and [int(r) for r in summary["flower_run_ids"]] == [
+        stopped,
+        resumed,
+    ]
     runs = {int(r["run-id"]): r["status"] for r in _runs(consortium)}
     assert (runs[stopped], runs[resumed]) == ("finished:stopped", "finished:completed"), runs
     lines = finished_run["listing"].splitlines()  # `sarcofed coordinator ls`, the runbook's last command
@@ -247,15 +264,25 @@ def test_the_deployed_run_learns_what_the_simulated_run_learns(consortium, finis
 
     deployed = json.loads((finished_run["folder"] / "run.json").read_text())["run_config"]
     config = {k: v for k, v in deployed.items() if not k.startswith("resume-")}
-    config.update({"site-manifests": ",".join(str(consortium.sites[s]) for s in SITES),
-                   "sites-cache": str(tmp_path / "cache"), "run-dir": str(tmp_path / "runs")})
+    config.update(
+        {
+            "site-manifests": ",".join(str(consortium.sites[s]) for s in SITES),
+            "sites-cache": str(tmp_path / "cache"),
+            "run-dir": str(tmp_path / "runs"),
+        }
+    )
     with LocalSuperLink(tmp_path / "flwr_home", num_supernodes=len(SITES)) as link:
         out = link.run(config, timeout_s=1500, log_path=tmp_path / "flwr-run.log")
     assert out.returncode == 0, out.stdout[-4000:]
-    rounds = compare_runs((tmp_path / "runs" / "latest").resolve(), finished_run["folder"], config["preset"],
-                          seed=int(config["seed"]))
-    print("\n" + "\n".join(f"round {r.global_round} {r.phase}: cosine {r.cosine:.6f}, norm ratio {r.norm_ratio:.4f}"
-                            for r in rounds))
+    rounds = compare_runs(
+        (tmp_path / "runs" / "latest").resolve(), finished_run["folder"], config["preset"], seed=int(config["seed"])
+    )
+    print(
+        "\n"
+        + "\n".join(
+            f"round {r.global_round} {r.phase}: cosine {r.cosine:.6f}, norm ratio {r.norm_ratio:.4f}" for r in rounds
+        )
+    )
     assert [r.phase for r in rounds] == ["seg", "seg", "cls"]
     for r in rounds:
         assert r.norm_a > 0 and r.cosine >= 0.99 and abs(r.norm_ratio - 1.0) <= 0.05, r
@@ -295,10 +322,15 @@ def test_superlink_restart_mid_run(consortium, tmp_path):
     status: dict[int, str] = {}
     while time.monotonic() < started + 120:
         status = consortium.node_status()
-        if all(status.get(consortium.node_ids[s]) == "online" for s in SITES) and _status(consortium, run_id).startswith("finished"):
+        if all(status.get(consortium.node_ids[s]) == "online" for s in SITES) and _status(
+            consortium, run_id
+        ).startswith("finished"):
             break
         time.sleep(3)
-    print(f"\nafter restart: nodes {status}, interrupted run {_status(consortium, run_id)}, {time.monotonic() - started:.0f} s")
+    print(
+        f"\nafter restart: nodes {status}, interrupted run {_status(consortium, run_id)}, "
+        f"{time.monotonic() - started:.0f} s"
+    )
     assert [status.get(consortium.node_ids[s]) for s in SITES] == ["online"] * 3, status
     assert _status(consortium, run_id) == "finished:failed"
     assert first.is_file()  # the finished round is kept for resume-from

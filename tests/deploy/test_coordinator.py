@@ -39,6 +39,7 @@ NOW = datetime(2026, 12, 2, 10, 0, 0, tzinfo=UTC)
 
 # -- without processes ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("heard_s_ago", "expected"),
     [
@@ -62,9 +63,16 @@ def test_other_statuses_are_flowers():
     assert node_status("unregistered", NOW.timestamp(), 30.0, NOW) == ("unregistered", None, None)
 
 
-@pytest.mark.parametrize(("status", "sub", "word"), [("running", "", "running"), ("pending", "", "pending"),
-                                                       ("finished", "completed", "completed"), ("finished", "failed", "failed"),
-                                                       ("finished", "stopped", "stopped")])
+@pytest.mark.parametrize(
+    ("status", "sub", "word"),
+    [
+        ("running", "", "running"),
+        ("pending", "", "pending"),
+        ("finished", "completed", "completed"),
+        ("finished", "failed", "failed"),
+        ("finished", "stopped", "stopped"),
+    ],
+)
 def test_run_status_in_words(status, sub, word):
     assert run_status(status, sub) == word
 
@@ -113,6 +121,7 @@ def test_forwarder_listens_on_loopback_only(tmp_path):
 
 # -- against the consortium ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def gate(consortium):
     """The consortium, for tests that go through its gate with the coordinator certificate."""
@@ -125,20 +134,36 @@ def _address(consortium) -> str:
 
 def _coordinator(consortium, **kwargs) -> Coordinator:
     """The library the commands call, through the gate with the coordinator certificate."""
-    return Coordinator(_address(consortium), Credentials.resolve(consortium.pki.root), pki=consortium.pki.root, **kwargs)
+    return Coordinator(
+        _address(consortium), Credentials.resolve(consortium.pki.root), pki=consortium.pki.root, **kwargs
+    )
 
 
-def sarcofed(consortium, *args: str, timeout: float = 120, color: bool = False, pki: bool = True) -> subprocess.CompletedProcess:
-    """`sarcofed coordinator ARGS` as a coordinator types it, with the gate and (PKI) the PKI folder set in the environment."""
-    env = {**consortium.env, "COLUMNS": "200", "SARCOFED_COORDINATOR_ADDRESS": _address(consortium),
-           "SARCOFED_PKI": str(consortium.pki.root), "SARCOFED_STATE_DIR": str(consortium.work / "coordinator")}
+def sarcofed(
+    consortium, *args: str, timeout: float = 120, color: bool = False, pki: bool = True
+) -> subprocess.CompletedProcess:
+    """`sarcofed coordinator ARGS` as a coordinator types it, with the gate and (PKI) the PKI folder set in
+    the environment."""
+    env = {
+        **consortium.env,
+        "COLUMNS": "200",
+        "SARCOFED_COORDINATOR_ADDRESS": _address(consortium),
+        "SARCOFED_PKI": str(consortium.pki.root),
+        "SARCOFED_STATE_DIR": str(consortium.work / "coordinator"),
+    }
     if not pki:
         del env["SARCOFED_PKI"]
     env.pop("NO_COLOR", None)
     if color:
         env["FORCE_COLOR"] = "1"
-    return subprocess.run([sys.executable, "-m", "sarcofed.cli", "coordinator", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=consortium.work)
+    return subprocess.run(
+        [sys.executable, "-m", "sarcofed.cli", "coordinator", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=consortium.work,
+    )
 
 
 def _one_error_line(out: subprocess.CompletedProcess) -> str:
@@ -180,7 +205,9 @@ def test_without_a_client_certificate_the_gate_refuses(gate):
 
 
 def test_the_superlink_server_certificate_is_refused(gate):
-    line = _one_error_line(sarcofed(gate, "nodes", "--cert", str(gate.pki.superlink_cert), "--key", str(gate.pki.superlink_key)))
+    line = _one_error_line(
+        sarcofed(gate, "nodes", "--cert", str(gate.pki.superlink_cert), "--key", str(gate.pki.superlink_key))
+    )
     assert f"the gate at {_address(gate)} refused certificate {gate.pki.superlink_cert}" in line, line
     assert "CN=" in line
 
@@ -226,7 +253,9 @@ def test_register_names_nodes(gate, tmp_path):
     assert nodes[legacy_id].site == "legacy" and nodes[gate.node_ids["general"]].site == "general"
     assert (nodes[node_id].site, nodes[node_id].status) == ("newcomer", "registered")
     # the CLI names the newcomer from the SuperLink's own record, wherever it runs
-    out = sarcofed(gate, "register", str(newcomer.public_key), "--site", "newcomer", "--state-dir", str(tmp_path / "other"))
+    out = sarcofed(
+        gate, "register", str(newcomer.public_key), "--site", "newcomer", "--state-dir", str(tmp_path / "other")
+    )
     assert out.returncode == 0 and f"node {node_id} was already registered" in out.stdout, out.stdout + out.stderr
 
 
@@ -318,7 +347,9 @@ def test_a_running_run_is_stopped(gate, probe):
         assert out.returncode == 0 and f"run {run_id} stopping" in out.stdout, out.stdout + out.stderr
         assert _wait_status(coordinator, run_id, {"stopped"}, 30) == "stopped"
         followed = sarcofed(gate, "log", str(run_id), "--follow", timeout=90)
-        assert followed.returncode == 1 and f"run {run_id} stopped" in followed.stderr, followed.stdout + followed.stderr
+        assert followed.returncode == 1 and f"run {run_id} stopped" in followed.stderr, (
+            followed.stdout + followed.stderr
+        )
         with pytest.raises(ConfigError, match=f"the SuperLink at {_address(gate)} refused: .*"):
             coordinator.stop_run(run_id)
 
@@ -326,8 +357,21 @@ def test_a_running_run_is_stopped(gate, probe):
 def test_flwr_through_the_forwarder(gate, tmp_path):
     """`flwr` without a client certificate, via the loopback forwarder that presents coordinator.crt."""
     port = free_port()
-    command = [sys.executable, "-m", "sarcofed.cli", "coordinator", "forwarder", "--address", _address(gate),
-               "--pki", str(gate.pki.root), "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "sarcofed.cli",
+        "coordinator",
+        "forwarder",
+        "--address",
+        _address(gate),
+        "--pki",
+        str(gate.pki.root),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--state-dir",
+        str(tmp_path),
+    ]
     forwarder = start("forwarder", command, gate.env, tmp_path / "logs")  # the CLI becomes nginx (exec)
     try:
         deadline = time.monotonic() + 20
@@ -336,18 +380,20 @@ def test_flwr_through_the_forwarder(gate, tmp_path):
             time.sleep(0.2)
         home = tmp_path / "flwr_home"
         home.mkdir()
-        (home / "config.toml").write_text(f'[superlink]\ndefault = "gate"\n\n[superlink.gate]\naddress = "127.0.0.1:{port}"\n'
-                                          "insecure = true\n")
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "gate"\n\n[superlink.gate]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+        )
         env = {**gate.env, "FLWR_HOME": str(home)}
         flwr = str(Path(sys.executable).parent / "flwr")
-        runs = subprocess.run([flwr, "ls", "gate", "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
+        runs = subprocess.run(
+            [flwr, "ls", "gate", "--format", "json"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert json.loads(runs.stdout)["success"] is True, runs.stdout + runs.stderr
     finally:
         stop_all([forwarder])
     assert '"POST /v1/control/list-runs HTTP/1.1" 200' in (tmp_path / "forwarder" / "access.log").read_text()
     gate_log = gate.access_log.read_text().splitlines()
     assert any("/v1/control/list-runs" in line and 'client_verify="SUCCESS"' in line for line in gate_log)
-
 
 
 def test_the_live_view_shows_the_hospitals_from_the_gate(gate, tmp_path):
@@ -357,8 +403,22 @@ def test_the_live_view_shows_the_hospitals_from_the_gate(gate, tmp_path):
 
     port = free_port()
     (tmp_path / "runs").mkdir()
-    command = [sys.executable, "-m", "sarcofed.cli", "coordinator", "view", str(tmp_path / "runs"), "--port", str(port),
-               "--address", _address(gate), "--pki", str(gate.pki.root), "--state-dir", str(tmp_path / "state")]
+    command = [
+        sys.executable,
+        "-m",
+        "sarcofed.cli",
+        "coordinator",
+        "view",
+        str(tmp_path / "runs"),
+        "--port",
+        str(port),
+        "--address",
+        _address(gate),
+        "--pki",
+        str(gate.pki.root),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     view = start("live-view", command, gate.env, tmp_path / "logs")
     try:
         deadline, state = time.monotonic() + 60, None
@@ -375,6 +435,7 @@ def test_the_live_view_shows_the_hospitals_from_the_gate(gate, tmp_path):
     assert state["nodes"]["error"] == ""
     nodes = {n["site"]: n for n in state["nodes"]["rows"]}
     assert {site: nodes[site]["status"] for site in SITES} == {site: "online" for site in SITES}, state["nodes"]
+
 
 @pytest.mark.slow
 def test_a_killed_supernode_is_not_shown_online(gate):
@@ -395,7 +456,9 @@ def test_a_killed_supernode_is_not_shown_online(gate):
                 break
             time.sleep(1)
         others = {n.site: n.status for n in coordinator.list_nodes() if n.site in SITES and n.site != victim}
-    print(f"\n{victim} shown {node.status} {time.monotonic() - killed:.0f} s after the kill; Flower: {node.flower_status}")
+    print(
+        f"\n{victim} shown {node.status} {time.monotonic() - killed:.0f} s after the kill; Flower: {node.flower_status}"
+    )
     assert node.status == "silent" and node.flower_status == "online", node
     assert node.silent_s > 30
     assert others == {"onco": "online", "general": "online"}

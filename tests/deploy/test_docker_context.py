@@ -136,21 +136,24 @@ def build_context(root: Path) -> set[str]:
     return context
 
 
-@pytest.mark.parametrize(("patterns", "path", "excluded"), [
-    pytest.param(["*.key"], "ca.key", True, id="star-at-root"),
-    pytest.param(["*.key"], "pki/ca.key", False, id="star-only-at-root"),
-    pytest.param(["**/*.key"], "ca.key", True, id="double-star-zero-folders"),
-    pytest.param(["**/*.key"], "a/b/ca.key", True, id="double-star-any-depth"),
-    pytest.param(["*/temp*"], "somedir/temporary.txt", True, id="docs-one-level"),
-    pytest.param(["*/temp*"], "somedir/sub/temporary.txt", False, id="docs-not-two-levels"),
-    pytest.param(["temp?"], "tempa", True, id="docs-question-mark"),
-    pytest.param(["deploy/docker/pki"], "deploy/docker/pki/sites/hospital_a", True, id="folder-takes-contents"),
-    pytest.param(["*.md", "!README.md"], "README.md", False, id="docs-exception"),
-    pytest.param(["*.md", "!README*.md", "README-secret.md"], "README-secret.md", True, id="docs-last-line-wins"),
-    pytest.param(["*", "!deploy", "**/*.pem"], "deploy/docker/pki/crl.pem", True, id="allowlist-then-deny"),
-    pytest.param(["*", "!deploy"], "deploy/pki.py", False, id="allowlist-lets-folder-back"),
-    pytest.param(["/data/"], "data/x.dcm", True, id="leading-and-trailing-slash"),
-])
+@pytest.mark.parametrize(
+    ("patterns", "path", "excluded"),
+    [
+        pytest.param(["*.key"], "ca.key", True, id="star-at-root"),
+        pytest.param(["*.key"], "pki/ca.key", False, id="star-only-at-root"),
+        pytest.param(["**/*.key"], "ca.key", True, id="double-star-zero-folders"),
+        pytest.param(["**/*.key"], "a/b/ca.key", True, id="double-star-any-depth"),
+        pytest.param(["*/temp*"], "somedir/temporary.txt", True, id="docs-one-level"),
+        pytest.param(["*/temp*"], "somedir/sub/temporary.txt", False, id="docs-not-two-levels"),
+        pytest.param(["temp?"], "tempa", True, id="docs-question-mark"),
+        pytest.param(["deploy/docker/pki"], "deploy/docker/pki/sites/hospital_a", True, id="folder-takes-contents"),
+        pytest.param(["*.md", "!README.md"], "README.md", False, id="docs-exception"),
+        pytest.param(["*.md", "!README*.md", "README-secret.md"], "README-secret.md", True, id="docs-last-line-wins"),
+        pytest.param(["*", "!deploy", "**/*.pem"], "deploy/docker/pki/crl.pem", True, id="allowlist-then-deny"),
+        pytest.param(["*", "!deploy"], "deploy/pki.py", False, id="allowlist-lets-folder-back"),
+        pytest.param(["/data/"], "data/x.dcm", True, id="leading-and-trailing-slash"),
+    ],
+)
 def test_matcher_follows_docker_rules(patterns, path, excluded):
     assert ignored(read_dockerignore("\n".join(patterns)), path) is excluded
 
@@ -218,19 +221,32 @@ def checkout(tmp_path_factory) -> Iterator[Checkout]:
     init_pki(root / "deploy" / "pki")
     add_site(root / "deploy" / "pki", "hospital_z")
     clutter = {
-        "deploy/stray.key": "-----BEGIN PRIVATE KEY-----\n", "simulations/id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
-        "common/.env": "TOKEN=1\n", "server/superlink-state.db": "db", "client/runs/latest/metrics.csv": "x",
-        "data/site/manifest.csv": "x", "runs/demo/summary.json": "{}", ".cache/sites/demo/manifest.csv": "x",
-        ".venv/bin/python": "", ".git/config": "[core]\n", ".flwr_home/config.toml": "",
-        "common/__pycache__/errors.cpython-311.pyc": "", ".pytest_cache/README.md": "", "sarcofed.egg-info/PKG-INFO": "",
-        "common/data/site.dcm": "x", "server/model.pt": "x",
+        "deploy/stray.key": "-----BEGIN PRIVATE KEY-----\n",
+        "simulations/id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+        "common/.env": "TOKEN=1\n",
+        "server/superlink-state.db": "db",
+        "client/runs/latest/metrics.csv": "x",
+        "data/site/manifest.csv": "x",
+        "runs/demo/summary.json": "{}",
+        ".cache/sites/demo/manifest.csv": "x",
+        ".venv/bin/python": "",
+        ".git/config": "[core]\n",
+        ".flwr_home/config.toml": "",
+        "common/__pycache__/errors.cpython-311.pyc": "",
+        ".pytest_cache/README.md": "",
+        "sarcofed.egg-info/PKG-INFO": "",
+        "common/data/site.dcm": "x",
+        "server/model.pt": "x",
     }
     for name, text in clutter.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     tracked_set = set(tracked)
-    secrets = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                     if p.is_file() and p.relative_to(root).as_posix() not in tracked_set and p.name != ".dockerignore")
+    secrets = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).as_posix() not in tracked_set and p.name != ".dockerignore"
+    )
     yield Checkout(root, tracked, secrets, build_context(root))
 
 
@@ -246,7 +262,9 @@ def _copy_sources(dockerfile: Path) -> list[str]:
 
 def test_dockerignore_sits_at_the_build_context_root():
     context_dir, _ = _compose_context_and_mounts()
-    assert (context_dir / ".dockerignore").is_file(), "no .dockerignore where compose.yaml builds: keys and data go into the images"
+    assert (context_dir / ".dockerignore").is_file(), (
+        "no .dockerignore where compose.yaml builds: keys and data go into the images"
+    )
 
 
 def test_no_private_key_in_the_context(checkout):

@@ -63,8 +63,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from common.phantom import write_site
 
     work = tmp_path_factory.mktemp("faults")
-    manifests = {name: write_site(work / "sites" / name, name, "young-trauma", n_patients=8, n_unlabelled=1,
-                                  seed=40 + i) for i, name in enumerate(SITES) if name != "c"}
+    manifests = {
+        name: write_site(work / "sites" / name, name, "young-trauma", n_patients=8, n_unlabelled=1, seed=40 + i)
+        for i, name in enumerate(SITES)
+        if name != "c"
+    }
     manifests["c"] = _nan_site(work / "sites" / "c")
     env = flower_env(work / "flwr_home")
     port = free_port()
@@ -74,8 +77,16 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     try:
         assert wait_for_log(superlink, "Uvicorn running", 60), superlink.log_text()[-2000:]
         for name in SITES:
-            command = supernode_command(f"127.0.0.1:{port}", None, None, manifests[name], site_name=name,
-                                        runtime_port=free_port(), insecure=True, cache_dir=work / "cache" / name)
+            command = supernode_command(
+                f"127.0.0.1:{port}",
+                None,
+                None,
+                manifests[name],
+                site_name=name,
+                runtime_port=free_port(),
+                insecure=True,
+                cache_dir=work / "cache" / name,
+            )
             nodes[name] = start(f"supernode-{name}", command, env, work / "logs", cwd=PROJECT_ROOT)
             processes.append(nodes[name])
         node_ids = {}
@@ -96,8 +107,17 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 @pytest.mark.slow
 def test_a_run_survives_a_hung_a_killed_and_a_nan_site(federation: dict) -> None:
     work, nodes, ids = federation["work"], federation["nodes"], federation["node_ids"]
-    config = {"preset": "tiny", "rounds-ssl": 2, "rounds-seg": 0, "rounds-cls": 0, "local-epochs-ssl": 1,
-              "round-timeout": 75.0, "min-sites": 3, "run-dir": str(work / "runs"), "sites-cache": str(work / "sc")}
+    config = {
+        "preset": "tiny",
+        "rounds-ssl": 2,
+        "rounds-seg": 0,
+        "rounds-cls": 0,
+        "local-epochs-ssl": 1,
+        "round-timeout": 75.0,
+        "min-sites": 3,
+        "run-dir": str(work / "runs"),
+        "sites-cache": str(work / "sc"),
+    }
     injected: list[str] = []
 
     def kill_e() -> None:
@@ -123,8 +143,15 @@ def test_a_run_survives_a_hung_a_killed_and_a_nan_site(federation: dict) -> None
             threading.Timer(2.0, kill_e).start()
 
     started = time.monotonic()
-    result = flwr_run(PROJECT_ROOT, "faults", federation["env"], config, timeout_s=900, log_path=work / "flwr-run.log",
-                      on_line=on_line)
+    result = flwr_run(
+        PROJECT_ROOT,
+        "faults",
+        federation["env"],
+        config,
+        timeout_s=900,
+        log_path=work / "flwr-run.log",
+        on_line=on_line,
+    )
     wall = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-4000:]
     assert injected == ["d hung", "d back", "e killed"], injected
@@ -142,12 +169,17 @@ def test_a_run_survives_a_hung_a_killed_and_a_nan_site(federation: dict) -> None
     assert trained[1] == {"a", "b", "e"} and trained[2] == {"a", "b", "d"}
     failures = {(f["round"], f["reason"]) for f in summary["failures"]}
     # A node is named once it has replied with its site's name: d had not when it hung, e had.
-    assert any(r == 1 and reason.startswith(f"node {ids['d']}") and ("did not reply" in reason or "Unavailable" in reason)
-               for r, reason in failures), failures  # a timeout, or the SuperLink's "Node Unavailable" (no heartbeat)
-    assert any(r == 2 and reason.startswith(f"node {ids['e']} (e)") and ("did not reply" in reason or "Unavailable" in reason)
-               for r, reason in failures), failures
-    nan_site = sorted(r for r, reason in failures
-                      if reason == f"node {ids['c']}: data error at the site (details in the site's log)")
+    assert any(
+        r == 1 and reason.startswith(f"node {ids['d']}") and ("did not reply" in reason or "Unavailable" in reason)
+        for r, reason in failures
+    ), failures  # a timeout, or the SuperLink's "Node Unavailable" (no heartbeat)
+    assert any(
+        r == 2 and reason.startswith(f"node {ids['e']} (e)") and ("did not reply" in reason or "Unavailable" in reason)
+        for r, reason in failures
+    ), failures
+    nan_site = sorted(
+        r for r, reason in failures if reason == f"node {ids['c']}: data error at the site (details in the site's log)"
+    )
     assert nan_site == [1, 2], failures  # site c, every round, as a category: no path, no value
     assert all(str(work) not in reason and "nan" not in reason.lower() for _, reason in failures)
     from common.models.checkpoint import load_checkpoint

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tomllib
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,13 @@ def pki(tmp_path_factory):
 def test_superlink_command_has_tls_auth_database_and_no_installs(pki, tmp_path):
     command = superlink_command(pki, tmp_path / "state.db", port=1234)
     joined = " ".join(command)
-    for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile", "--enable-supernode-auth",
-                 "--disable-runtime-dependency-installation"):
+    for flag in (
+        "--ssl-ca-certfile",
+        "--ssl-certfile",
+        "--ssl-keyfile",
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+    ):
         assert flag in command
     assert f"--database {tmp_path / 'state.db'}" in joined and "--host 127.0.0.1 --port 1234" in joined
     assert "--insecure" not in command
@@ -36,10 +42,19 @@ def test_superlink_command_has_tls_auth_database_and_no_installs(pki, tmp_path):
 
 
 def test_supernode_command_node_config_parses_as_flower_does(pki, tmp_path):
-    command = supernode_command("link:9443", pki.ca_cert, pki.root / "sites" / "x", tmp_path / "site" / "manifest.csv",
-                                site_name="hospital_a", runtime_port=9111)
+    command = supernode_command(
+        "link:9443",
+        pki.ca_cert,
+        pki.root / "sites" / "x",
+        tmp_path / "site" / "manifest.csv",
+        site_name="hospital_a",
+        runtime_port=9111,
+    )
     node_config = command[command.index("--node-config") + 1]
-    assert parse_config_args([node_config]) == {"data-path": str((tmp_path / "site" / "manifest.csv").resolve()), "site-name": "hospital_a"}
+    assert parse_config_args([node_config]) == {
+        "data-path": str((tmp_path / "site" / "manifest.csv").resolve()),
+        "site-name": "hospital_a",
+    }
     assert command[command.index("--root-certificates") + 1] == str(pki.ca_cert)
     assert "--port" in command and command[command.index("--port") + 1] == "9111"
     with pytest.raises(ConfigError, match="spaces"):
@@ -55,15 +70,22 @@ def test_environment_turns_telemetry_and_installs_off(tmp_path):
 
 def test_coordinator_config_has_absolute_ca(pki, tmp_path, monkeypatch):
     monkeypatch.chdir(pki.root.parent)
-    config = write_coordinator_config(tmp_path / "home", pki.ca_cert.relative_to(pki.root.parent), {"sarcofed": "127.0.0.1:9091"})
+    config = write_coordinator_config(
+        tmp_path / "home", pki.ca_cert.relative_to(pki.root.parent), {"sarcofed": "127.0.0.1:9091"}
+    )
     data = tomllib.loads(config.read_text())
     assert data["superlink"]["default"] == "sarcofed"
-    assert data["superlink"]["sarcofed"] == {"address": "127.0.0.1:9091", "root-certificates": str(pki.ca_cert.resolve())}
+    assert data["superlink"]["sarcofed"] == {
+        "address": "127.0.0.1:9091",
+        "root-certificates": str(pki.ca_cert.resolve()),
+    }
     with pytest.raises(ConfigError, match="CA certificate"):
         write_coordinator_config(tmp_path / "home", tmp_path / "missing.crt", {"x": "h:1"})
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed")
+@pytest.mark.skipif(
+    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed"
+)
 def test_nginx_config_is_valid_and_guards_control(pki, tmp_path):
     config = write_nginx_config(pki, tmp_path / "proxy", listen="127.0.0.1:9443", upstream="127.0.0.1:9091")
     text = config.read_text()
@@ -95,7 +117,9 @@ def test_deploy_commands_warn_of_certificates_about_to_expire(tmp_path):
     result = runner.invoke(deploy_app, ["proxy", str(pki.root), "--state-dir", str(tmp_path / "proxy"), "--container"])
     assert result.exit_code == 0 and "expires in 10 days" in result.stderr
     fresh = init_pki(tmp_path / "fresh")
-    result = runner.invoke(deploy_app, ["superlink", str(fresh.root), "--database", str(tmp_path / "s.db"), "--dry-run"])
+    result = runner.invoke(
+        deploy_app, ["superlink", str(fresh.root), "--database", str(tmp_path / "s.db"), "--dry-run"]
+    )
     assert result.exit_code == 0 and result.stderr == ""
 
 
@@ -108,11 +132,13 @@ def test_the_supernode_idle_poll_is_shortened_on_the_installed_flower():
     import flwr.supernode.start_client_internal as loop
 
     assert "time.sleep(3)" in inspect.getsource(loop)
-    code = ("import time, flwr.supernode.start_client_internal as loop\n"
-            "from deploy.supernode_main import shorten_idle_poll\n"
-            "assert shorten_idle_poll(loop)\n"
-            "t0 = time.monotonic(); loop.time.sleep(3); assert time.monotonic() - t0 < 1.0\n"
-            "assert loop.time.monotonic() > 0\n")
+    code = (
+        "import time, flwr.supernode.start_client_internal as loop\n"
+        "from deploy.supernode_main import shorten_idle_poll\n"
+        "assert shorten_idle_poll(loop)\n"
+        "t0 = time.monotonic(); loop.time.sleep(3); assert time.monotonic() - t0 < 1.0\n"
+        "assert loop.time.monotonic() > 0\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -120,11 +146,18 @@ def test_the_supernode_idle_poll_is_shortened_on_the_installed_flower():
 def test_the_supernode_wrapper_takes_its_own_option_out_of_flowers_arguments():
     from deploy.supernode_main import split_max_clientapp_seconds
 
-    assert split_max_clientapp_seconds(["--insecure", "--max-clientapp-seconds", "90", "--port", "1"]) == (90.0, ["--insecure", "--port", "1"])
+    assert split_max_clientapp_seconds(["--insecure", "--max-clientapp-seconds", "90", "--port", "1"]) == (
+        90.0,
+        ["--insecure", "--port", "1"],
+    )
     assert split_max_clientapp_seconds(["--max-clientapp-seconds=7.5"]) == (7.5, [])
     assert split_max_clientapp_seconds([]) == (3600.0, [])
-    for bad in (["--max-clientapp-seconds"], ["--max-clientapp-seconds", "0"], ["--max-clientapp-seconds=soon"],
-                ["--max-clientapp-seconds", "inf"]):
+    for bad in (
+        ["--max-clientapp-seconds"],
+        ["--max-clientapp-seconds", "0"],
+        ["--max-clientapp-seconds=soon"],
+        ["--max-clientapp-seconds", "inf"],
+    ):
         with pytest.raises(ValueError, match="max-clientapp-seconds"):
             split_max_clientapp_seconds(bad)
 
@@ -184,7 +217,7 @@ def _error_replies(state) -> dict[str, str]:
 
 
 def test_the_watch_ends_a_clientapp_past_the_sites_bound_and_answers_its_message(node_state):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from deploy.clientapp_watch import ClientAppWatch
 
@@ -192,7 +225,7 @@ def test_the_watch_ends_a_clientapp_past_the_sites_bound_and_answers_its_message
     task_id, message_id = pulled_task()
     watch = ClientAppWatch(60)
     watch.attach(state)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert watch.check(now + timedelta(seconds=30)) == []
     (ended,) = watch.check(now + timedelta(seconds=61))
     assert f"task {task_id}" in ended and "limit of 60 s" in ended
@@ -210,8 +243,9 @@ def test_the_watch_ends_a_clientapp_whose_run_is_over(node_state):
     watch.attach(state)
     watch.mark_over(42, "run 42 is finished, stopped or unknown at the SuperLink")
     assert len(watch.check()) == 1
-    assert _error_replies(state)[message_id] == ("ClientApp ended by the site: run 42 is finished, stopped or "
-                                                 "unknown at the SuperLink")
+    assert _error_replies(state)[message_id] == (
+        "ClientApp ended by the site: run 42 is finished, stopped or unknown at the SuperLink"
+    )
 
 
 def test_the_watch_answers_for_a_clientapp_stopped_by_a_signal(node_state):
@@ -301,7 +335,8 @@ def main(grid, context):
 
     def ask(node, seconds):
         config = ConfigRecord({"sleep": seconds, "started": str(out / f"started-{node}-{seconds:g}")})
-        return list(grid.push_messages([Message(RecordDict({"config": config}), dst_node_id=node, message_type="train")]))
+        return list(grid.push_messages([Message(RecordDict({"config": config}), \
+dst_node_id=node, message_type="train")]))
 
     nodes = []
     while len(nodes) < 2:
@@ -365,7 +400,8 @@ def test_stuck_clientapps_end_at_the_bound_and_when_their_run_is_over(tmp_path):
         t0 = time.monotonic()
         while not condition():
             assert time.monotonic() - t0 < timeout, f"{what} not within {timeout:.0f} s\n" + "\n".join(
-                f"--- {p.name}\n{p.log_text()[-2500:]}" for p in processes)
+                f"--- {p.name}\n{p.log_text()[-2500:]}" for p in processes
+            )
             time.sleep(0.3)
         phases[what] = time.monotonic() - started
         return time.monotonic() - t0
@@ -373,8 +409,15 @@ def test_stuck_clientapps_end_at_the_bound_and_when_their_run_is_over(tmp_path):
     try:
         assert wait_for_log(superlink, "Uvicorn running", 60), superlink.log_text()[-2000:]
         for name, bound in (("a", 15), ("b", 600)):
-            command = supernode_command(f"127.0.0.1:{port}", None, None, tmp_path / "manifest.csv", runtime_port=free_port(),
-                                        insecure=True, max_clientapp_seconds=bound)
+            command = supernode_command(
+                f"127.0.0.1:{port}",
+                None,
+                None,
+                tmp_path / "manifest.csv",
+                runtime_port=free_port(),
+                insecure=True,
+                max_clientapp_seconds=bound,
+            )
             nodes[name] = start(f"supernode-{name}", command, env, tmp_path / "logs")
             processes.append(nodes[name])
         ids = {}
@@ -382,8 +425,13 @@ def test_stuck_clientapps_end_at_the_bound_and_when_their_run_is_over(tmp_path):
             assert wait_for_log(node, "SuperNode ID:", 60), node.log_text()[-2000:]
             ids[name] = int(re.search(r"SuperNode ID: (\d+)", node.log_text()).group(1))
         write_connection(tmp_path / "flwr_home", "watch", f"127.0.0.1:{port}")
-        submitted = subprocess.run([flwr, "run", str(app), "watch", "--format", "json", "--run-config", f"out='{out}'"],
-                                   env=env, capture_output=True, text=True, timeout=120)
+        submitted = subprocess.run(
+            [flwr, "run", str(app), "watch", "--format", "json", "--run-config", f"out='{out}'"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         run_id = json.loads(submitted.stdout)["run-id"]
 
@@ -394,11 +442,15 @@ def test_stuck_clientapps_end_at_the_bound_and_when_their_run_is_over(tmp_path):
         assert (out / f"reply-{ids['a']}-0").read_text() == "ok"
         assert clientapps(nodes["b"]), "B's ClientApp should still be asleep"
 
-        stopped = subprocess.run([flwr, "stop", str(run_id), "watch"], env=env, capture_output=True, text=True, timeout=60)
+        stopped = subprocess.run(
+            [flwr, "stop", str(run_id), "watch"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         waited = wait("B's ClientApp ended once its run was stopped", lambda: not clientapps(nodes["b"]), 30)
-        print(f"\nB's ClientApp of run {run_id} ended {waited:.1f} s after `flwr stop`; at "
-              + ", ".join(f"{what} {t:.0f} s" for what, t in phases.items()))
+        print(
+            f"\nB's ClientApp of run {run_id} ended {waited:.1f} s after `flwr stop`; at "
+            + ", ".join(f"{what} {t:.0f} s" for what, t in phases.items())
+        )
         assert f"run {run_id} is finished, stopped or unknown at the SuperLink" in nodes["b"].log_text()
         assert all(node.alive() for node in nodes.values())
     finally:

@@ -35,8 +35,14 @@ SITES = {"general": (12, 6), "onco": (10, 5), "obesity": (8, 2), "trauma": (3, 1
 """Holdout patients and how many are sarcopenic: obesity's verdict rests on 2 sarcopenic patients and
 trauma's whole summary on 3, so the sites suppress them."""
 SCHEDULE = {"ssl": 1, "seg": 3, "cls": 1}
-RUN_CONFIG = {"preset": "tiny", "consortium": "demo", "strategy": "fedavg", "secure-aggregation": True,
-              "cutoff": "prado2008", **{f"rounds-{p}": n for p, n in SCHEDULE.items()}}
+RUN_CONFIG = {
+    "preset": "tiny",
+    "consortium": "demo",
+    "strategy": "fedavg",
+    "secure-aggregation": True,
+    "cutoff": "prado2008",
+    **{f"rounds-{p}": n for p, n in SCHEDULE.items()},
+}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 SCREENSHOTS = os.environ.get("SARCOFED_SCREENSHOTS")
@@ -58,9 +64,17 @@ def _holdout(n: int, n_pos: int, seed: int, dice: float, classifier: bool) -> pd
     ref = rng.uniform(90, 180, n)
     pred = ref * (1 + rng.normal(0.02, (1 - dice), n))
     sarcopenic = np.array([True] * n_pos + [False] * (n - n_pos))
-    table = pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "dice": rng.uniform(dice - 0.03, dice + 0.03, n),
-                          "sma_ref_cm2": ref, "sma_pred_cm2": pred, "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
-                          "sarcopenic_ref": sarcopenic, "sarcopenic_pred": sarcopenic})
+    table = pd.DataFrame(
+        {
+            "patient_id": [f"p{i}" for i in range(n)],
+            "dice": rng.uniform(dice - 0.03, dice + 0.03, n),
+            "sma_ref_cm2": ref,
+            "sma_pred_cm2": pred,
+            "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
+            "sarcopenic_ref": sarcopenic,
+            "sarcopenic_pred": sarcopenic,
+        }
+    )
     table.loc[n - 1, "sarcopenic_pred"] = True  # one false positive from SMA
     if classifier:
         table["cls_prob"] = np.where(sarcopenic, 0.7, 0.3)
@@ -81,9 +95,15 @@ class _Run:
     def _fit(self, phase: str, phase_round: int, failures: tuple[str, ...] = ()) -> None:
         from common.models.sarco import get_weights
 
-        fits = [{"site": site, "n_train": 4 * n, "loss": 1.5 / (phase_round + i),
-                 "dp_epsilon": 0.6 * phase_round if site == "onco" else math.nan}
-                for i, (site, (n, _)) in enumerate(SITES.items())]
+        fits = [
+            {
+                "site": site,
+                "n_train": 4 * n,
+                "loss": 1.5 / (phase_round + i),
+                "dp_epsilon": 0.6 * phase_round if site == "onco" else math.nan,
+            }
+            for i, (site, (n, _)) in enumerate(SITES.items())
+        ]
         self.recorder.after_fit(phase, phase_round, get_weights(self.model, phase), fits, list(failures))
 
     def ssl(self) -> None:
@@ -98,9 +118,18 @@ class _Run:
         self.recorder.after_evaluate(phase, phase_round, summaries, [])
 
     def finish(self, outcome: str = "completed") -> None:
-        self.folder.write_summary({"outcome": outcome, "flower_run_ids": [self.flower_run_id], "preset": "tiny",
-                                   "rounds": SCHEDULE, "strategy": "fedavg", "secure_aggregation": True,
-                                   "cutoff": "prado2008", "wall_seconds": 742.5})
+        self.folder.write_summary(
+            {
+                "outcome": outcome,
+                "flower_run_ids": [self.flower_run_id],
+                "preset": "tiny",
+                "rounds": SCHEDULE,
+                "strategy": "fedavg",
+                "secure_aggregation": True,
+                "cutoff": "prado2008",
+                "wall_seconds": 742.5,
+            }
+        )
 
 
 @contextmanager
@@ -131,9 +160,14 @@ def _rows(state: dict, global_round: int) -> dict[str, dict[str, str]]:
     run = state["run"]
     labels = [c["label"] for c in run["columns"]]
     (round_,) = [r for r in run["rounds"] if r["global_round"] == global_round]
-    return {r["site"]: {label: c["text"] + (f" ({c['short']})" if c.get("short") else "")
-                        for label, c in zip(labels, r["cells"], strict=True)} | {"Status": r["status"]}
-            for r in round_["rows"]}
+    return {
+        r["site"]: {
+            label: c["text"] + (f" ({c['short']})" if c.get("short") else "")
+            for label, c in zip(labels, r["cells"], strict=True)
+        }
+        | {"Status": r["status"]}
+        for r in round_["rows"]
+    }
 
 
 def test_state_follows_the_run_as_rounds_arrive(tmp_path, model) -> None:
@@ -157,8 +191,9 @@ def test_state_follows_the_run_as_rounds_arrive(tmp_path, model) -> None:
     assert [r["global_round"] for r in after["run"]["rounds"]] == [3, 2, 1]
     assert after["run"]["failures"] == []  # failures reach summary.json when the run ends
     assert done["runs"][0]["status"] == "completed"
-    assert done["run"]["failures"] == [{"when": "Segmentation round 2", "stage": "training",
-                                        "reason": "node 9 (trauma): data error at the site"}]
+    assert done["run"]["failures"] == [
+        {"when": "Segmentation round 2", "stage": "training", "reason": "node 9 (trauma): data error at the site"}
+    ]
 
 
 def test_cells_read_as_text_with_the_reason_when_empty(tmp_path, model) -> None:
@@ -170,8 +205,16 @@ def test_cells_read_as_text_with_the_reason_when_empty(tmp_path, model) -> None:
         state = _state(server)
 
     labels = [c["label"] for c in state["run"]["columns"]]
-    assert labels == ["Holdout patients", "Dice", "SMA error", "Verdict accuracy (SMA)", "Classifier accuracy",
-                      "Training slices", "Training loss", "DP epsilon spent"]
+    assert labels == [
+        "Holdout patients",
+        "Dice",
+        "SMA error",
+        "Verdict accuracy (SMA)",
+        "Classifier accuracy",
+        "Training slices",
+        "Training loss",
+        "DP epsilon spent",
+    ]
     seg = _rows(state, 2)
     assert list(seg) == ["general", "obesity", "onco", "trauma", "pooled"]
     general = seg["general"]
@@ -197,8 +240,10 @@ def test_runs_newest_first_with_nodes_and_a_chosen_run(tmp_path, model) -> None:
     newer_path = tmp_path / "runs" / "20991231-235959-tiny"
     newer_path.mkdir()
     RunFolder(newer_path).record_run(12, RUN_CONFIG, None)
-    nodes = [{"node_id": 7, "site": "onco", "status": "online", "last_seen": 1_700_000_000.0},
-             {"node_id": 3, "site": "general", "status": "offline", "last_seen": None}]
+    nodes = [
+        {"node_id": 7, "site": "onco", "status": "online", "last_seen": 1_700_000_000.0},
+        {"node_id": 3, "site": "general", "status": "offline", "last_seen": None},
+    ]
 
     state = run_dir_state(tmp_path / "runs", nodes=lambda: nodes, now=1_700_000_030.0)
     chosen = run_dir_state(tmp_path / "runs", run=older.folder.path.name)
@@ -208,7 +253,9 @@ def test_runs_newest_first_with_nodes_and_a_chosen_run(tmp_path, model) -> None:
     assert [r["status"] for r in state["runs"]] == ["running", "failed: the SuperLink went away"]
     assert state["run"]["name"] == newer_path.name and state["run"]["last_round"] == "none yet"
     assert [(n["site"], n["node_id"], n["status"]) for n in state["nodes"]["rows"]] == [
-        ("general", "3", "offline"), ("onco", "7", "online")]
+        ("general", "3", "offline"),
+        ("onco", "7", "online"),
+    ]
     assert state["nodes"]["rows"][1]["last_seen"].endswith("(30 s ago)")
     assert state["nodes"]["rows"][0]["last_seen"] == "-"
     assert chosen["run"]["name"] == older.folder.path.name and chosen["nodes"] is None
@@ -295,9 +342,20 @@ def _visible_text(dom: str) -> str:
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
     """Headless Chromium with a throwaway profile and nothing fetched in the background."""
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-               "--disable-background-networking", "--disable-component-update", "--hide-scrollbars",
-               f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=90, check=True)
 
 
@@ -321,8 +379,10 @@ def test_the_page_shows_the_run_while_it_goes(tmp_path, model) -> None:
     run.ssl()
     run.evaluated("seg", 1, dice=0.84)
     now = time.time()
-    nodes = [{"node_id": 1017 + i, "site": site, "status": "online", "last_seen": now - 2 - 3 * i}
-             for i, site in enumerate(SITES)]
+    nodes = [
+        {"node_id": 1017 + i, "site": site, "status": "online", "last_seen": now - 2 - 3 * i}
+        for i, site in enumerate(SITES)
+    ]
     nodes[-2].update(status="silent", last_seen=now - 75)
     nodes[-1].update(status="offline", last_seen=now - 1900)
 
@@ -335,8 +395,17 @@ def test_the_page_shows_the_run_while_it_goes(tmp_path, model) -> None:
 
     assert "Segmentation round 1 of 3 (global round 2)" in first and "global round 3" not in first
     assert "Segmentation round 2 of 3 (global round 3)" in second
-    for text in (run.folder.path.name, "running", "4711", "general", "pooled", "Verdict accuracy (SMA)",
-                 "(< 5 patients)", "1017", "online"):
+    for text in (
+        run.folder.path.name,
+        "running",
+        "4711",
+        "general",
+        "pooled",
+        "Verdict accuracy (SMA)",
+        "(< 5 patients)",
+        "1017",
+        "online",
+    ):
         assert text in second, text
     assert not re.search(r"\b(nan|None|null|undefined|NaN)\b", second) and "{" not in second
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 300_000

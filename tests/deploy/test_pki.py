@@ -41,7 +41,9 @@ def _crl_number(crl: x509.CertificateRevocationList) -> int:
 
 
 def _openssl_verify(pki: PkiPaths, cert, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["openssl", "verify", *flags, "-CAfile", str(pki.ca_cert), str(cert)], capture_output=True, text=True)
+    return subprocess.run(
+        ["openssl", "verify", *flags, "-CAfile", str(pki.ca_cert), str(cert)], capture_output=True, text=True
+    )
 
 
 def test_init_writes_every_file_with_private_keys_0600(pki):
@@ -59,8 +61,12 @@ def test_server_certificate_sans_and_purposes(pki):
     cert = _cert(pki.superlink_cert)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["superlink.example.org", "localhost"]
-    assert set(san.get_values_for_type(x509.IPAddress)) == {ipaddress.ip_address(a) for a in ("10.1.2.3", "127.0.0.1", "::1")}
-    assert cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
+    assert set(san.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address(a) for a in ("10.1.2.3", "127.0.0.1", "::1")
+    }
+    assert cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.SERVER_AUTH]
+    )
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert dt.timedelta(days=364) < lifetime < dt.timedelta(days=367)
@@ -77,17 +83,32 @@ def test_ca_is_a_ca_with_five_year_lifetime(pki):
 
 def test_chain_verifies_for_the_server_and_the_coordinator_client(pki):
     store = Store([_cert(pki.ca_cert)])
-    server_chain = PolicyBuilder().store(store).build_server_verifier(x509.DNSName("superlink.example.org")).verify(_cert(pki.superlink_cert), [])
+    server_chain = (
+        PolicyBuilder()
+        .store(store)
+        .build_server_verifier(x509.DNSName("superlink.example.org"))
+        .verify(_cert(pki.superlink_cert), [])
+    )
     assert server_chain[-1] == _cert(pki.ca_cert)
-    PolicyBuilder().store(store).build_server_verifier(x509.IPAddress(ipaddress.ip_address("127.0.0.1"))).verify(_cert(pki.superlink_cert), [])
+    PolicyBuilder().store(store).build_server_verifier(x509.IPAddress(ipaddress.ip_address("127.0.0.1"))).verify(
+        _cert(pki.superlink_cert), []
+    )
     client = PolicyBuilder().store(store).build_client_verifier().verify(_cert(pki.coordinator_cert), [])
     assert client.chain[-1] == _cert(pki.ca_cert)
     if shutil.which("openssl"):  # the same check with the tool hospital IT will use
         for cert, purpose in ((pki.superlink_cert, "sslserver"), (pki.coordinator_cert, "sslclient")):
-            out = subprocess.run(["openssl", "verify", "-purpose", purpose, "-CAfile", str(pki.ca_cert), str(cert)], capture_output=True, text=True)
+            out = subprocess.run(
+                ["openssl", "verify", "-purpose", purpose, "-CAfile", str(pki.ca_cert), str(cert)],
+                capture_output=True,
+                text=True,
+            )
             assert out.returncode == 0, out.stdout + out.stderr
         # The server certificate must not pass as a coordinator client certificate (the proxy relies on it).
-        out = subprocess.run(["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(pki.ca_cert), str(pki.superlink_cert)], capture_output=True, text=True)
+        out = subprocess.run(
+            ["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(pki.ca_cert), str(pki.superlink_cert)],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode != 0
 
 
@@ -174,7 +195,12 @@ def test_revoke_puts_the_coordinator_certificate_on_the_crl(tmp_path):
 
     done = revoke(pki.root, "coordinator", reason="key-compromise")
 
-    assert (done.certificate, done.serial, done.crl, done.already_revoked) == (pki.coordinator_cert, serial, pki.crl, False)
+    assert (done.certificate, done.serial, done.crl, done.already_revoked) == (
+        pki.coordinator_cert,
+        serial,
+        pki.crl,
+        False,
+    )
     assert any("reload" in step for step in done.next_steps)
     crl = _crl(pki.crl)
     entry = crl.get_revoked_certificate_by_serial_number(serial)
@@ -186,7 +212,9 @@ def test_revoke_puts_the_coordinator_certificate_on_the_crl(tmp_path):
     before = pki.crl.read_bytes()
     assert revoke(pki.root, "coordinator").already_revoked and pki.crl.read_bytes() == before
     issue_crl(pki.root)  # re-signed: same entry, next number
-    assert _crl(pki.crl).get_revoked_certificate_by_serial_number(serial) is not None and _crl_number(_crl(pki.crl)) == 3
+    assert (
+        _crl(pki.crl).get_revoked_certificate_by_serial_number(serial) is not None and _crl_number(_crl(pki.crl)) == 3
+    )
     if shutil.which("openssl"):
         out = _openssl_verify(pki, pki.coordinator_cert, "-crl_check", "-CRLfile", str(pki.crl))
         assert out.returncode != 0 and "certificate revoked" in out.stdout + out.stderr
@@ -205,12 +233,15 @@ def test_revoking_a_site_names_the_unregister_line_and_changes_no_file(tmp_path)
     assert {p: p.read_bytes() for p in pki.root.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    pytest.param("ca", "cannot revoke itself", id="ca"),
-    pytest.param("superlink", "not checked against a CRL", id="superlink"),
-    pytest.param("hospital_x", "nothing called 'hospital_x'", id="unknown-site"),
-    pytest.param("../ca", "not allowed", id="bad-name"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        pytest.param("ca", "cannot revoke itself", id="ca"),
+        pytest.param("superlink", "not checked against a CRL", id="superlink"),
+        pytest.param("hospital_x", "nothing called 'hospital_x'", id="unknown-site"),
+        pytest.param("../ca", "not allowed", id="bad-name"),
+    ],
+)
 def test_revoke_refuses_what_a_crl_cannot_revoke(pki, name, message):
     before = pki.crl.read_bytes()
     with pytest.raises(ConfigError, match=message):
@@ -254,7 +285,11 @@ def test_status_warns_of_a_certificate_that_expires_in_10_days(tmp_path):
 
     assert set(statuses) == {"ca.crt", "superlink.crt", "coordinator.crt", "crl.pem"}
     assert statuses["coordinator.crt"].state == "expiring" and 9.9 < statuses["coordinator.crt"].days_left <= 10
-    assert {n: s.state for n, s in statuses.items() if n != "coordinator.crt"} == {"ca.crt": "ok", "superlink.crt": "ok", "crl.pem": "ok"}
+    assert {n: s.state for n, s in statuses.items() if n != "coordinator.crt"} == {
+        "ca.crt": "ok",
+        "superlink.crt": "ok",
+        "crl.pem": "ok",
+    }
     (warning,) = credential_warnings(pki.root)
     assert "CN=sarcofed-coordinator" in warning and "expires in 10 days" in warning
     result = CliRunner().invoke(pki_app, ["status", str(pki.root)])
@@ -271,7 +306,7 @@ def test_status_of_a_fresh_folder_is_quiet(tmp_path):
 
 
 def test_status_expired_revoked_and_missing_crl(tmp_path):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     pki = init_pki(tmp_path / "pki", now=now - dt.timedelta(days=400))
     revoke(pki.root, "coordinator")
 

@@ -24,11 +24,15 @@ from deploy.launch import Managed, free_port, https_ok, start, stop_all
 from deploy.pki import PkiPaths, init_pki, load_certificate, revoke
 from deploy.proxy import nginx_command, write_nginx_config
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed"
+)
 
 CONTROL = "/v1/control/list-runs"  # any path under /v1/control/: the stand-in answers them all
-AUDIT_LINE = re.compile(r'"GET (?P<path>\S+) HTTP/1\.1" (?P<status>\d{3}) .* client_verify="(?P<verify>[^"]*)" '
-                        r'client_dn="(?P<dn>[^"]*)" client_serial="(?P<serial>[^"]*)"$')
+AUDIT_LINE = re.compile(
+    r'"GET (?P<path>\S+) HTTP/1\.1" (?P<status>\d{3}) .* client_verify="(?P<verify>[^"]*)" '
+    r'client_dn="(?P<dn>[^"]*)" client_serial="(?P<serial>[^"]*)"$'
+)
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):
@@ -92,13 +96,16 @@ def proxy(tmp_path) -> Iterator[Proxy]:
     upstream.socket = tls.wrap_socket(upstream.socket, server_side=True)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = free_port()
-    config = write_nginx_config(pki, tmp_path / "proxy", listen=f"127.0.0.1:{port}",
-                                upstream=f"127.0.0.1:{upstream.server_address[1]}")
+    config = write_nginx_config(
+        pki, tmp_path / "proxy", listen=f"127.0.0.1:{port}", upstream=f"127.0.0.1:{upstream.server_address[1]}"
+    )
     nginx = start("nginx", nginx_command(config), dict(os.environ), tmp_path / "logs")
     try:
         deadline = time.monotonic() + 15
         while https_ok(f"https://127.0.0.1:{port}/health", pki.ca_cert) != 200:
-            assert time.monotonic() < deadline and nginx.alive(), nginx.log_text() + (tmp_path / "proxy" / "error.log").read_text()
+            assert time.monotonic() < deadline and nginx.alive(), (
+                nginx.log_text() + (tmp_path / "proxy" / "error.log").read_text()
+            )
             time.sleep(0.1)
         yield Proxy(pki, config, nginx, f"https://127.0.0.1:{port}")
     finally:

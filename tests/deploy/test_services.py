@@ -38,8 +38,11 @@ from deploy.services import (
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "deploy" / "docker"
 HAS_NGINX = shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
-FLOWER_OFF = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-              "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+FLOWER_OFF = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
 
 
 # -- reading a unit file as systemd does (for the subset deploy/services.py writes) -------------------
@@ -81,8 +84,16 @@ def manifest(tmp_path_factory) -> Path:
 
 
 def _hospital(pki: PkiPaths, manifest: Path, site: str, port: int, **kwargs):
-    return supernode_unit(site, "link.consortium.example:9443", pki.ca_cert, pki.site_key(site), manifest,
-                          checkout=ROOT, port=port, **kwargs)
+    return supernode_unit(
+        site,
+        "link.consortium.example:9443",
+        pki.ca_cert,
+        pki.site_key(site),
+        manifest,
+        checkout=ROOT,
+        port=port,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -136,11 +147,19 @@ def test_every_path_in_the_units_is_absolute(units):
 def test_exec_lines_are_the_command_lines_of_deploy_launch(units, pki, manifest):
     superlink = unit_settings(render_unit(units["superlink"]))
     assert exec_argv(superlink["ExecStart"][0]) == superlink_command(
-        PkiPaths(pki.root), Path("/var/lib/sarcofed/coordinator/superlink-state.db"))
+        PkiPaths(pki.root), Path("/var/lib/sarcofed/coordinator/superlink-state.db")
+    )
     hospital = unit_settings(render_unit(units["hospital_b"]))
     assert exec_argv(hospital["ExecStart"][0]) == supernode_command(
-        "link.consortium.example:9443", pki.ca_cert, pki.site_key("hospital_b"), manifest, site_name="hospital_b",
-        runtime_port=9095, cache_dir=Path("/var/cache/sarcofed/hospital_b"), max_clientapp_seconds=900)
+        "link.consortium.example:9443",
+        pki.ca_cert,
+        pki.site_key("hospital_b"),
+        manifest,
+        site_name="hospital_b",
+        runtime_port=9095,
+        cache_dir=Path("/var/cache/sarcofed/hospital_b"),
+        max_clientapp_seconds=900,
+    )
     if "proxy" in units:
         proxy = unit_settings(render_unit(units["proxy"]))
         config = units["proxy"].working_directory / "nginx.conf"
@@ -156,8 +175,11 @@ def test_the_proxy_unit_checks_its_config_before_it_starts(units):
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.parametrize("text", ["plain", "50%", "$HOME", 'say "hi"', "a b", "back\\slash", "it's", 'k="v w" x=1'],
-                         ids=["plain", "percent", "dollar", "quotes", "space", "backslash", "apostrophe", "node-config"])
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "50%", "$HOME", 'say "hi"', "a b", "back\\slash", "it's", 'k="v w" x=1'],
+    ids=["plain", "percent", "dollar", "quotes", "space", "backslash", "apostrophe", "node-config"],
+)
 def test_a_word_survives_systemd_quoting(text):
     assert exec_argv(systemd_word(text)) == [text]
 
@@ -183,14 +205,20 @@ def test_units_restart_on_failure_as_one_user_with_hardening(units):
         settings = {k: v[-1] for k, v in unit_settings(render_unit(unit)).items()}
         assert settings["Restart"] == "on-failure" and int(settings["RestartSec"]) >= 5
         assert settings["User"] == "sarcofed" == settings["Group"]
-        for key, value in (("NoNewPrivileges", "yes"), ("PrivateTmp", "yes"), ("ProtectSystem", "strict"),
-                           ("CapabilityBoundingSet", "")):
+        for key, value in (
+            ("NoNewPrivileges", "yes"),
+            ("PrivateTmp", "yes"),
+            ("ProtectSystem", "strict"),
+            ("CapabilityBoundingSet", ""),
+        ):
             assert settings[key] == value, (unit.name, key)
     superlink = unit_settings(render_unit(units["superlink"]))
     assert superlink["StateDirectory"] == ["sarcofed/coordinator"]  # made by systemd, owned by User=
     assert superlink["KillSignal"] == ["SIGINT"]  # a SuperLink with a streaming client ignores SIGTERM
     hospital = unit_settings(render_unit(units["hospital_a"]))
-    assert hospital["StateDirectory"] == ["sarcofed/hospital_a"] and hospital["CacheDirectory"] == ["sarcofed/hospital_a"]
+    assert hospital["StateDirectory"] == ["sarcofed/hospital_a"] and hospital["CacheDirectory"] == [
+        "sarcofed/hospital_a"
+    ]
     assert "PrivateDevices" not in hospital  # GPU hospitals need /dev/nvidia*
 
 
@@ -199,14 +227,25 @@ def test_folders_outside_var_are_writable_and_listed_to_create(pki, tmp_path):
     settings = unit_settings(render_unit(unit))
     assert settings["ReadWritePaths"] == [f"{tmp_path / 'state'} /srv/sarcofed/runs"]
     assert "StateDirectory" not in settings
-    assert prepare_commands([unit]) == [f"install -d -o sarcofed -g sarcofed -m 0750 {tmp_path / 'state'}",
-                                        "install -d -o sarcofed -g sarcofed -m 0750 /srv/sarcofed/runs"]
+    assert prepare_commands([unit]) == [
+        f"install -d -o sarcofed -g sarcofed -m 0750 {tmp_path / 'state'}",
+        "install -d -o sarcofed -g sarcofed -m 0750 /srv/sarcofed/runs",
+    ]
 
 
 def test_the_command_writes_both_sides_and_says_how_to_start_them(pki, manifest, tmp_path):
     runner = CliRunner()
-    coordinator = ["services", "coordinator", str(pki.root), "--out", str(tmp_path / "units"),
-                   "--proxy-state-dir", str(tmp_path / "proxy"), "--user", "flower"]
+    coordinator = [
+        "services",
+        "coordinator",
+        str(pki.root),
+        "--out",
+        str(tmp_path / "units"),
+        "--proxy-state-dir",
+        str(tmp_path / "proxy"),
+        "--user",
+        "flower",
+    ]
     if not HAS_NGINX:
         pytest.skip("nginx not installed: the proxy unit needs its path")
     result = runner.invoke(deploy_app, coordinator)
@@ -215,9 +254,24 @@ def test_the_command_writes_both_sides_and_says_how_to_start_them(pki, manifest,
     assert "journalctl -u sarcofed-superlink.service" in result.stdout
     assert (tmp_path / "proxy" / "nginx.conf").is_file()
     assert "User=flower" in (tmp_path / "units" / SUPERLINK_UNIT).read_text()
-    hospital = ["services", "hospital", "--superlink", "link:9443", "--ca", str(pki.ca_cert), "--key",
-                str(pki.site_key("hospital_a")), "--data-path", str(manifest), "--site-name", "hospital_a",
-                "--port", "9111", "--out", str(tmp_path / "units")]
+    hospital = [
+        "services",
+        "hospital",
+        "--superlink",
+        "link:9443",
+        "--ca",
+        str(pki.ca_cert),
+        "--key",
+        str(pki.site_key("hospital_a")),
+        "--data-path",
+        str(manifest),
+        "--site-name",
+        "hospital_a",
+        "--port",
+        "9111",
+        "--out",
+        str(tmp_path / "units"),
+    ]
     result = runner.invoke(deploy_app, hospital)
     assert result.exit_code == 0, result.output
     text = (tmp_path / "units" / "sarcofed-supernode-hospital_a.service").read_text()
@@ -234,8 +288,13 @@ def test_the_superlink_unit_starts_as_written(pki, tmp_path):
     settings = unit_settings(render_unit(unit))
     workdir = Path(settings["WorkingDirectory"][0])
     workdir.mkdir(parents=True)
-    superlink = start("superlink-unit", exec_argv(settings["ExecStart"][0]), unit_environment(settings),
-                      tmp_path / "logs", cwd=workdir)
+    superlink = start(
+        "superlink-unit",
+        exec_argv(settings["ExecStart"][0]),
+        unit_environment(settings),
+        tmp_path / "logs",
+        cwd=workdir,
+    )
     try:
         assert wait_for_log(superlink, "Uvicorn running", 60), superlink.log_text()[-3000:]
         assert https_ok(f"https://127.0.0.1:{port}/health", pki.ca_cert) == 200
@@ -283,8 +342,15 @@ def test_compose_gives_each_flower_service_its_own_flwr_home_volume(compose):
 def test_compose_runs_the_programs_and_flags_of_deploy_launch(compose, pki, manifest):
     """The SuperNode containers run deploy.supernode_main with supernode_command's flags and node-config keys;
     the SuperLink container flower-superlink with superlink_command's flags."""
-    expected = supernode_command("proxy:9443", pki.ca_cert, pki.site_key("hospital_a"), manifest, site_name="a",
-                                 cache_dir=Path("/state/cache"), max_clientapp_seconds=3600)
+    expected = supernode_command(
+        "proxy:9443",
+        pki.ca_cert,
+        pki.site_key("hospital_a"),
+        manifest,
+        site_name="a",
+        cache_dir=Path("/state/cache"),
+        max_clientapp_seconds=3600,
+    )
     entry = _dockerfile_entrypoint("Dockerfile.supernode")
     assert entry[1:3] == expected[1:3] == ["-m", "deploy.supernode_main"]
     for name in ("hospital_a", "hospital_b", "hospital_c"):
@@ -300,4 +366,3 @@ def test_compose_runs_the_programs_and_flags_of_deploy_launch(compose, pki, mani
     assert Path(argv[0]).name == "flower-superlink" and sorted(a for a in argv if a.startswith("--")) == flags
     database = argv[argv.index("--database") + 1]
     assert database.startswith(compose["services"]["superlink"]["working_dir"] + "/")  # on the state volume
-

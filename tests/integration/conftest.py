@@ -23,13 +23,32 @@ def _write_site(folder: Path, profile: str, seed: int, n: int) -> Path:
     for i in range(n):
         case = synth_case((seed, i), get_profile(profile))
         pid = f"p{i:03d}"
-        ct = write_ct_dicom(folder / "img" / f"{pid}.dcm", case.hu, case.spacing_mm, patient_id=pid, sex=case.sex,
-                            height_m=case.height_m, weight_kg=case.weight_kg, age_years=case.age_years)
+        ct = write_ct_dicom(
+            folder / "img" / f"{pid}.dcm",
+            case.hu,
+            case.spacing_mm,
+            patient_id=pid,
+            sex=case.sex,
+            height_m=case.height_m,
+            weight_kg=case.weight_kg,
+            age_years=case.age_years,
+        )
         write_mask_nifti(folder / "img" / f"{pid}.nii.gz", case.muscle, ct.geometry)
-        rows.append(dict(patient_id=pid, image_path=f"img/{pid}.dcm", mask_path=f"img/{pid}.nii.gz", sex=case.sex,
-                         height_m=case.height_m, weight_kg=case.weight_kg, age=case.age_years,
-                         split="holdout" if i % 3 == 0 else "train", sma_cm2=case.sma_cm2,
-                         smi_cm2_m2=case.smi_cm2_m2, sarcopenic=case.sarcopenic()))
+        rows.append(
+            dict(
+                patient_id=pid,
+                image_path=f"img/{pid}.dcm",
+                mask_path=f"img/{pid}.nii.gz",
+                sex=case.sex,
+                height_m=case.height_m,
+                weight_kg=case.weight_kg,
+                age=case.age_years,
+                split="holdout" if i % 3 == 0 else "train",
+                sma_cm2=case.sma_cm2,
+                smi_cm2_m2=case.smi_cm2_m2,
+                sarcopenic=case.sarcopenic(),
+            )
+        )
     pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
     return folder / "manifest.csv"
 
@@ -40,8 +59,10 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     from common.phantom.profiles import PROFILES
 
     root = tmp_path_factory.mktemp("sites")
-    return [_write_site(root / f"site{i}", name, seed=100 + i, n=PATIENTS_PER_SITE)
-            for i, name in enumerate(list(PROFILES)[:3])]
+    return [
+        _write_site(root / f"site{i}", name, seed=100 + i, n=PATIENTS_PER_SITE)
+        for i, name in enumerate(list(PROFILES)[:3])
+    ]
 
 
 @pytest.fixture(scope="session")

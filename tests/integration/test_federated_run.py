@@ -11,16 +11,31 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROUNDS = {"rounds-ssl": 1, "rounds-seg": 1, "rounds-cls": 1,
-          "local-epochs-ssl": 1, "local-epochs-seg": 1, "local-epochs-cls": 1}
+ROUNDS = {
+    "rounds-ssl": 1,
+    "rounds-seg": 1,
+    "rounds-cls": 1,
+    "local-epochs-ssl": 1,
+    "local-epochs-seg": 1,
+    "local-epochs-cls": 1,
+}
 
 
 @pytest.fixture(scope="module")
 def first_run(three_sites, superlink_factory, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     link = superlink_factory(3)
-    result = link.run({"preset": "tiny", "site-manifests": ",".join(map(str, three_sites)), "run-dir": str(runs),
-                       "sites-cache": str(runs / "cache"), **ROUNDS}, timeout_s=300, log_path=runs / "flwr-run.log")
+    result = link.run(
+        {
+            "preset": "tiny",
+            "site-manifests": ",".join(map(str, three_sites)),
+            "run-dir": str(runs),
+            "sites-cache": str(runs / "cache"),
+            **ROUNDS,
+        },
+        timeout_s=300,
+        log_path=runs / "flwr-run.log",
+    )
     link.stop()
     assert result.returncode == 0, (runs / "flwr-run.log").read_text()[-3000:]
     return runs
@@ -54,7 +69,9 @@ def test_the_run_reports_each_round_as_it_goes(first_run: Path) -> None:
     """`flwr run --stream` (and so `make demo` and `flwr log`) shows one line per round, with the pooled metrics."""
     log = (first_run / "flwr-run.log").read_text()
     assert "sarcofed [ssl 1/1] 3 sites trained" in log
-    assert re.search(r"sarcofed \[seg 1/1\] 3 sites trained, 3 evaluated, [0-9.]+ s \| pooled Dice 0\.\d{3}, SMA error", log)
+    assert re.search(
+        r"sarcofed \[seg 1/1\] 3 sites trained, 3 evaluated, [0-9.]+ s \| pooled Dice 0\.\d{3}, SMA error", log
+    )
     assert "sarcofed [cls 1/1] 3 sites trained, 3 evaluated" in log
 
 
@@ -73,9 +90,20 @@ def test_resume_with_a_broken_site_continues(first_run, three_sites, superlink_f
     runs = tmp_path / "runs"
     checkpoint = first_run / "latest" / "checkpoints" / "round-002-seg-01.pt"
     link = superlink_factory(4)
-    result = link.run({"preset": "tiny", "site-manifests": ",".join(map(str, [*three_sites, broken])),
-                       "run-dir": str(runs), "sites-cache": str(runs / "cache"), "resume-from": str(checkpoint), "resume-phase": "seg",
-                       "resume-round": 1, **ROUNDS}, timeout_s=300, log_path=runs / "flwr-run.log")
+    result = link.run(
+        {
+            "preset": "tiny",
+            "site-manifests": ",".join(map(str, [*three_sites, broken])),
+            "run-dir": str(runs),
+            "sites-cache": str(runs / "cache"),
+            "resume-from": str(checkpoint),
+            "resume-phase": "seg",
+            "resume-round": 1,
+            **ROUNDS,
+        },
+        timeout_s=300,
+        log_path=runs / "flwr-run.log",
+    )
     link.stop()
     assert result.returncode == 0, (runs / "flwr-run.log").read_text()[-3000:]
     metrics = pd.read_csv(runs / "latest" / "metrics.csv")

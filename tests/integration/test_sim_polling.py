@@ -18,7 +18,12 @@ def test_flower_still_has_what_we_replace_and_starts_it_by_module_name() -> None
     from flwr.server.superlink.fleet.vce import vce_api
     from flwr.superlink.grid import InMemoryGrid
 
-    assert list(inspect.signature(vce_api.add_messages_to_queue).parameters) == ["state", "queue", "nodes_mapping", "f_stop"]
+    assert list(inspect.signature(vce_api.add_messages_to_queue).parameters) == [
+        "state",
+        "queue",
+        "nodes_mapping",
+        "f_stop",
+    ]
     assert list(inspect.signature(vce_api.put_message_into_state).parameters) == ["state", "queue", "f_stop"]
     run_api = inspect.getsource(vce_api.run_api)
     assert "target=add_messages_to_queue" in run_api and "target=put_message_into_state" in run_api
@@ -36,14 +41,15 @@ def _imports(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_patch_applies_in_the_simulation_process_only() -> None:
-    sim = _imports("import flwr.simulation, server.app as a\n"
-                   "from flwr.server.superlink.fleet.vce import vce_api as v\n"
-                   "assert v.add_messages_to_queue is a._add_messages_to_queue\n"
-                   "assert v.put_message_into_state is a._put_message_into_state\n"
-                   "assert v.Queue is a._PromptStopQueue")
+    sim = _imports(
+        "import flwr.simulation, server.app as a\n"
+        "from flwr.server.superlink.fleet.vce import vce_api as v\n"
+        "assert v.add_messages_to_queue is a._add_messages_to_queue\n"
+        "assert v.put_message_into_state is a._put_message_into_state\n"
+        "assert v.Queue is a._PromptStopQueue"
+    )
     assert sim.returncode == 0, sim.stderr[-2000:]
-    deployed = _imports("import sys, server.app\n"
-                        "assert 'flwr.server.superlink.fleet.vce.vce_api' not in sys.modules")
+    deployed = _imports("import sys, server.app\nassert 'flwr.server.superlink.fleet.vce.vce_api' not in sys.modules")
     assert deployed.returncode == 0, deployed.stderr[-2000:]
 
 

@@ -10,22 +10,38 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROUNDS = {"rounds-ssl": 1, "rounds-seg": 1, "rounds-cls": 0,
-          "local-epochs-ssl": 1, "local-epochs-seg": 1, "local-epochs-cls": 1}
+ROUNDS = {
+    "rounds-ssl": 1,
+    "rounds-seg": 1,
+    "rounds-cls": 0,
+    "local-epochs-ssl": 1,
+    "local-epochs-seg": 1,
+    "local-epochs-cls": 1,
+}
 
 
 @pytest.mark.slow
-def test_a_run_with_little_site_noise_applies_every_round_and_reports_epsilon(three_sites, superlink_factory,
-                                                                             tmp_path: Path) -> None:
+def test_a_run_with_little_site_noise_applies_every_round_and_reports_epsilon(
+    three_sites, superlink_factory, tmp_path: Path
+) -> None:
     from common.privacy import gaussian_epsilon
 
     policy = tmp_path / "policy.toml"  # as simulations/policies/dp-demo.toml: little noise, a huge epsilon
     policy.write_text("dp-clip-norm = 2.0\ndp-noise-multiplier = 0.0001\ndp-delta = 1e-5\n")
     runs = tmp_path / "runs"
     link = superlink_factory(3)
-    result = link.run({"preset": "tiny", "site-manifests": ",".join(map(str, three_sites)), "run-dir": str(runs),
-                       "sites-cache": str(runs / "cache"), "simulated-site-policy": str(policy), **ROUNDS},
-                      timeout_s=300, log_path=runs / "flwr-run.log")
+    result = link.run(
+        {
+            "preset": "tiny",
+            "site-manifests": ",".join(map(str, three_sites)),
+            "run-dir": str(runs),
+            "sites-cache": str(runs / "cache"),
+            "simulated-site-policy": str(policy),
+            **ROUNDS,
+        },
+        timeout_s=300,
+        log_path=runs / "flwr-run.log",
+    )
     link.stop()
     assert result.returncode == 0, (runs / "flwr-run.log").read_text()[-3000:]
     metrics = pd.read_csv(runs / "latest" / "metrics.csv")

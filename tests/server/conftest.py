@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Message, RecordDict
 from flwr.app.error import Error
-from flwr.supercore.run import Run
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 
 
 class LoopbackGrid(Grid):
@@ -20,8 +20,16 @@ class LoopbackGrid(Grid):
 
     def __init__(self, apps: dict[int, Callable[[Message, Context], Message]], run_config: dict | None = None) -> None:
         self.apps = apps
-        self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={"partition-id": i}, state=RecordDict(),
-                                      run_config=dict(run_config or {})) for i, nid in enumerate(apps)}
+        self.contexts = {
+            nid: Context(
+                run_id=1,
+                node_id=nid,
+                node_config={"partition-id": i},
+                state=RecordDict(),
+                run_config=dict(run_config or {}),
+            )
+            for i, nid in enumerate(apps)
+        }
         self.seen: list[Message] = []
         self._replies: dict[str, Message] = {}
         self._counter = 0

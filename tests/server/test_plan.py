@@ -29,9 +29,16 @@ def test_spans() -> None:
 )
 def test_resume_skips_what_the_checkpoint_holds(phase: str, done: int, want: list, tmp_path: Path) -> None:
     (tmp_path / "x.pt").write_bytes(b"")
-    plan = RunPlan.from_run_config(app_run_config(rounds_ssl=2, rounds_seg=3, rounds_cls=1,
-                                                  resume_from=str(tmp_path / "x.pt"), resume_phase=phase,
-                                                  resume_round=done))
+    plan = RunPlan.from_run_config(
+        app_run_config(
+            rounds_ssl=2,
+            rounds_seg=3,
+            rounds_cls=1,
+            resume_from=str(tmp_path / "x.pt"),
+            resume_phase=phase,
+            resume_round=done,
+        )
+    )
     assert [(s.phase, s.first_round, s.last_round) for s in plan.spans()] == want
 
 
@@ -41,14 +48,17 @@ def test_resume_skips_what_the_checkpoint_holds(phase: str, done: int, want: lis
         pytest.param({"strategy": "krum"}, id="unknown-strategy"),
         pytest.param({"rounds-seg": -1}, id="negative-rounds"),
         pytest.param({"resume-from": "{tmp}/x.pt", "resume-phase": "finetune"}, id="bad-resume-phase"),
-        pytest.param({"resume-from": "{tmp}/x.pt", "resume-phase": "seg", "resume-round": 9}, id="resume-round-too-big"),
+        pytest.param(
+            {"resume-from": "{tmp}/x.pt", "resume-phase": "seg", "resume-round": 9}, id="resume-round-too-big"
+        ),
         pytest.param({"resume-from": "{tmp}/missing.pt", "resume-phase": "seg", "resume-round": 1}, id="no-such-file"),
     ],
 )
 def test_bad_config_is_a_config_error(config: dict, tmp_path: Path) -> None:
     (tmp_path / "x.pt").write_bytes(b"")
-    config = {k.replace("-", "_"): v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v
-              for k, v in config.items()}
+    config = {
+        k.replace("-", "_"): v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in config.items()
+    }
     with pytest.raises(ConfigError):
         RunPlan.from_run_config(app_run_config(**config))
 
@@ -75,7 +85,9 @@ def test_a_run_folder_says_where_to_go_on(tmp_path: Path) -> None:
     assert [(s.phase, s.first_round, s.last_round) for s in plan.spans()] == [("seg", 3, 3), ("cls", 1, 1)]
     latest = folder.parent / "latest"
     latest.symlink_to(folder.name)
-    assert RunPlan.from_run_config(app_run_config(**SCHEDULE, resume_from=str(latest))).resume_folder == folder.resolve()
+    assert (
+        RunPlan.from_run_config(app_run_config(**SCHEDULE, resume_from=str(latest))).resume_folder == folder.resolve()
+    )
 
 
 def test_a_run_folder_with_phase_or_round_typed_by_hand_is_refused(tmp_path: Path) -> None:
@@ -99,6 +111,7 @@ def test_a_run_folder_continues_only_with_its_own_schedule(tmp_path: Path) -> No
     assert "rounds-seg 4 -> 3" in str(error.value) and "seed 7 -> 0" in str(error.value)
     assert str(folder / "run.json") in str(error.value)
     # What may change on a resume: who takes part, how long a round may wait.
-    plan = RunPlan.from_run_config(app_run_config(rounds_ssl=1, rounds_seg=4, rounds_cls=1, seed=7,
-                                                  resume_from=str(folder), round_timeout=60.0))
+    plan = RunPlan.from_run_config(
+        app_run_config(rounds_ssl=1, rounds_seg=4, rounds_cls=1, seed=7, resume_from=str(folder), round_timeout=60.0)
+    )
     assert plan.resume_phase == "ssl" and plan.round_timeout == 60.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -15,15 +17,24 @@ class _NullRecorder:
 
 
 def _strategy(first_round: int, last_round: int):
-    return make_strategy("fedavg", phase="seg", first_round=first_round, local_epochs=2, seed=0,
-                         arrays=[np.zeros(3, np.float32)], recorder=_NullRecorder(), min_sites=2, proximal_mu=0.0,
-                         last_round=last_round)
+    return make_strategy(
+        "fedavg",
+        phase="seg",
+        first_round=first_round,
+        local_epochs=2,
+        seed=0,
+        arrays=[np.zeros(3, np.float32)],
+        recorder=_NullRecorder(),
+        min_sites=2,
+        proximal_mu=0.0,
+        last_round=last_round,
+    )
 
 
 def test_scale_falls_from_one_to_the_floor_monotonically() -> None:
     scales = [round_lr_scale(r, 8) for r in range(1, 9)]
     assert scales[0] == pytest.approx(1.0) and scales[-1] == pytest.approx(0.1)
-    assert all(a > b for a, b in zip(scales, scales[1:]))
+    assert all(a > b for a, b in itertools.pairwise(scales))
     assert round_lr_scale(1, 1) == 1.0  # a one-round phase trains at the preset's rate
 
 

@@ -18,17 +18,38 @@ from server.report import write_report
 from server.run_folder import RunFolder, pooled_row
 
 SUMMARY_NAMES = [
-    "n", "dice_mean", "sma_abs_pct_err_mean", "sma_bias_cm2", "sma_loa_low", "sma_loa_high",
-    "sarcopenia_accuracy", "sensitivity", "specificity", "cls_accuracy", "cls_sensitivity", "cls_specificity",
+    "n",
+    "dice_mean",
+    "sma_abs_pct_err_mean",
+    "sma_bias_cm2",
+    "sma_loa_low",
+    "sma_loa_high",
+    "sarcopenia_accuracy",
+    "sensitivity",
+    "specificity",
+    "cls_accuracy",
+    "cls_sensitivity",
+    "cls_specificity",
     "cls_auroc",
 ]
 
 
 def _summary(n: int, dice: float, bias: float, sd: float) -> dict:
-    return {"n": n, "dice_mean": dice, "dice_mean_n": n, "sma_abs_pct_err_mean": 2.0, "sma_abs_pct_err_mean_n": n,
-            "sma_bias_cm2": bias, "sma_bias_cm2_n": n, "sma_sd_diff_cm2": sd, "sma_sd_diff_cm2_n": n,
-            "sma_loa_low": bias - 1.96 * sd, "sma_loa_high": bias + 1.96 * sd, "sarcopenia_accuracy": 0.8,
-            "sarcopenia_accuracy_n": n}
+    return {
+        "n": n,
+        "dice_mean": dice,
+        "dice_mean_n": n,
+        "sma_abs_pct_err_mean": 2.0,
+        "sma_abs_pct_err_mean_n": n,
+        "sma_bias_cm2": bias,
+        "sma_bias_cm2_n": n,
+        "sma_sd_diff_cm2": sd,
+        "sma_sd_diff_cm2_n": n,
+        "sma_loa_low": bias - 1.96 * sd,
+        "sma_loa_high": bias + 1.96 * sd,
+        "sarcopenia_accuracy": 0.8,
+        "sarcopenia_accuracy_n": n,
+    }
 
 
 def test_pooled_row_weights_by_n_and_skips_suppressed() -> None:
@@ -46,9 +67,16 @@ def _holdout(n: int, n_pos: int, seed: int, classifier: bool) -> pd.DataFrame:
     ref = rng.uniform(90, 180, n)
     pred = ref + rng.normal(2, 3, n)
     sarc = np.array([True] * n_pos + [False] * (n - n_pos))
-    table = pd.DataFrame({"dice": rng.uniform(0.85, 0.95, n), "sma_ref_cm2": ref, "sma_pred_cm2": pred,
-                          "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
-                          "sarcopenic_ref": sarc, "sarcopenic_pred": sarc})
+    table = pd.DataFrame(
+        {
+            "dice": rng.uniform(0.85, 0.95, n),
+            "sma_ref_cm2": ref,
+            "sma_pred_cm2": pred,
+            "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
+            "sarcopenic_ref": sarc,
+            "sarcopenic_pred": sarc,
+        }
+    )
     if classifier:
         table["cls_prob"] = np.where(sarc, 0.7, 0.2)
         table.loc[0, "cls_prob"] = 0.3  # one sarcopenic patient missed by the classifier
@@ -64,7 +92,9 @@ def test_metrics_csv_carries_the_site_summary_names(tmp_path, monkeypatch) -> No
     # The recorder loads each round's arrays into the model; no model is needed to check the rows.
     monkeypatch.setitem(sys.modules, "common.models.sarco", SimpleNamespace(set_weights=lambda *args: None))
     folder = RunFolder(tmp_path / "run")
-    recorder = Recorder(folder, model=None, save_checkpoint=lambda model, path, phase, r: path.write_bytes(phase.encode()))
+    recorder = Recorder(
+        folder, model=None, save_checkpoint=lambda model, path, phase, r: path.write_bytes(phase.encode())
+    )
     fits = [{"site": "a", "n_train": 40, "loss": 1.0}, {"site": "b", "n_train": 20, "loss": 2.0}]
     recorder.after_fit("ssl", 1, [], fits, [])
     evaluated = {}
@@ -77,8 +107,18 @@ def test_metrics_csv_carries_the_site_summary_names(tmp_path, monkeypatch) -> No
 
     metrics = pd.read_csv(folder.metrics_csv)
 
-    assert list(metrics.columns) == ["round", "phase", "global_round", "site", *SUMMARY_NAMES,
-                                     "suppressed_metrics", "n_train", "loss", "dp_epsilon", "status"]
+    assert list(metrics.columns) == [
+        "round",
+        "phase",
+        "global_round",
+        "site",
+        *SUMMARY_NAMES,
+        "suppressed_metrics",
+        "n_train",
+        "loss",
+        "dp_epsilon",
+        "status",
+    ]
     assert len(metrics) == 9 and metrics["phase"].tolist() == ["ssl"] * 3 + ["seg"] * 3 + ["cls"] * 3
     ssl = metrics[metrics["phase"] == "ssl"]
     assert ssl[SUMMARY_NAMES].isna().all().all() and ssl["loss"].notna().all()
@@ -88,7 +128,10 @@ def test_metrics_csv_carries_the_site_summary_names(tmp_path, monkeypatch) -> No
             for name in SUMMARY_NAMES:
                 got, want = rows.loc[site, name], float(summary[name])
                 assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want), (phase, site, name)
-    seg, cls = metrics[metrics["phase"] == "seg"].set_index("site"), metrics[metrics["phase"] == "cls"].set_index("site")
+    seg, cls = (
+        metrics[metrics["phase"] == "seg"].set_index("site"),
+        metrics[metrics["phase"] == "cls"].set_index("site"),
+    )
     assert seg[["cls_accuracy", "cls_sensitivity", "cls_specificity", "cls_auroc"]].isna().all().all()
     assert cls.loc["a", "cls_sensitivity"] == pytest.approx(4 / 5) and cls.loc["a", "cls_specificity"] == 1.0
     assert math.isnan(cls.loc["b", "cls_sensitivity"])
@@ -106,9 +149,17 @@ def test_folder_latest_best_and_report(tmp_path) -> None:
     for r, dice in enumerate([0.5, 0.7, 0.6], start=1):
         ckpt = folder.checkpoint_path(r, "seg", r)
         ckpt.write_bytes(f"weights {r}".encode())
-        rows = [{"site": "a", "n": 5, "dice_mean": dice, "sma_bias_cm2": 1.0, "sma_loa_low": -2.0, "sma_loa_high": 4.0},
-                {"site": "pooled", "n": 5, "dice_mean": dice, "sma_bias_cm2": 1.0, "sma_loa_low": -2.0,
-                 "sma_loa_high": 4.0}]
+        rows = [
+            {"site": "a", "n": 5, "dice_mean": dice, "sma_bias_cm2": 1.0, "sma_loa_low": -2.0, "sma_loa_high": 4.0},
+            {
+                "site": "pooled",
+                "n": 5,
+                "dice_mean": dice,
+                "sma_bias_cm2": 1.0,
+                "sma_loa_low": -2.0,
+                "sma_loa_high": 4.0,
+            },
+        ]
         folder.append_rows([{**row, "round": r, "phase": "seg", "global_round": r, "status": "ok"} for row in rows])
         folder.offer_best(ckpt, dice, "seg", r, r)
     assert (folder.checkpoints / "best.pt").read_bytes() == b"weights 2"
@@ -126,8 +177,19 @@ def _three_seg_rounds(folder: RunFolder) -> None:
     for r, dice in enumerate([0.5, 0.7, 0.6], start=1):
         ckpt = folder.checkpoint_path(r, "seg", r)
         ckpt.write_bytes(f"weights {r}".encode())
-        folder.append_rows([{"site": "pooled", "n": 5, "dice_mean": dice, "round": r, "phase": "seg",
-                             "global_round": r, "status": "ok"}])
+        folder.append_rows(
+            [
+                {
+                    "site": "pooled",
+                    "n": 5,
+                    "dice_mean": dice,
+                    "round": r,
+                    "phase": "seg",
+                    "global_round": r,
+                    "status": "ok",
+                }
+            ]
+        )
         folder.offer_best(ckpt, dice, "seg", r, r)
 
 
@@ -151,15 +213,23 @@ def test_a_reopened_folder_keeps_its_best_round_failures_and_rows(tmp_path, summ
     assert (last.global_round, last.phase, last.phase_round) == (3, "seg", 3)
     record = again.record_run(222, {"preset": "tiny", "rounds-seg": 99}, last)
     assert first["flower_runs"][0]["run_id"] == 111
-    assert [r["run_id"] for r in record["flower_runs"]] == [111, 222] == [
-        r["run_id"] for r in read_run_record(folder.path)["flower_runs"]]
+    assert (
+        [r["run_id"] for r in record["flower_runs"]]
+        == [111, 222]
+        == [r["run_id"] for r in read_run_record(folder.path)["flower_runs"]]
+    )
     assert record["run_config"]["rounds-seg"] == 5  # the config the run began with
-    assert record["flower_runs"][1]["resumed_after"] == {"phase": "seg", "round": 3, "global_round": 3,
-                                                         "checkpoint": "round-003-seg-03.pt"}
+    assert record["flower_runs"][1]["resumed_after"] == {
+        "phase": "seg",
+        "round": 3,
+        "global_round": 3,
+        "checkpoint": "round-003-seg-03.pt",
+    }
     ckpt = again.checkpoint_path(4, "seg", 4)
     ckpt.write_bytes(b"weights 4")
     assert not again.offer_best(ckpt, 0.65, "seg", 4, 4)  # worse than round 2: best.pt stays
     assert (again.checkpoints / "best.pt").read_bytes() == b"weights 2"
-    again.append_rows([{"site": "pooled", "dice_mean": 0.65, "round": 4, "phase": "seg", "global_round": 4,
-                        "status": "ok"}])
+    again.append_rows(
+        [{"site": "pooled", "dice_mean": 0.65, "round": 4, "phase": "seg", "global_round": 4, "status": "ok"}]
+    )
     assert pd.read_csv(folder.metrics_csv)["global_round"].tolist() == [1, 2, 3, 4]  # one table, one header

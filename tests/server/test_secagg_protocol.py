@@ -7,6 +7,8 @@ one in force (as in a real run); the transport is tests/server/loopback.py.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
@@ -23,7 +25,6 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 import client.app  # noqa: F401  installs the mask generator in the client mod
 import server.app  # noqa: F401  installs it in the server workflow
 from common.secagg import mask_arrays
-
 
 SHAPES = [(40, 25), (25,), (3, 3, 4)]
 CLIP = 0.5
@@ -44,18 +45,29 @@ class _Site(NumPyClient):
         return _deltas(self.pid), self.n, {"site": f"s{self.pid}"}
 
 
+def _client_fn(pid: int, n: int, failing: bool, context):
+    return _Site(pid, n, failing).to_client()
+
+
 def _run(grid_cls, counts: list[int], failing: set[int]):
     apps = {}
     for pid, n in enumerate(counts):
-        fn = (lambda pid=pid, n=n: (lambda ctx: _Site(pid, n, pid in failing).to_client()))()
+        fn = partial(_client_fn, pid, n, pid in failing)
         apps[1000 + pid] = ClientApp(client_fn=fn, mods=[secaggplus_mod])
     grid = grid_cls(apps)
-    strategy = FedAvg(initial_parameters=ndarrays_to_parameters([np.zeros(s, np.float32) for s in SHAPES]),
-                      fraction_evaluate=0.0, min_fit_clients=len(counts), min_available_clients=len(counts))
+    strategy = FedAvg(
+        initial_parameters=ndarrays_to_parameters([np.zeros(s, np.float32) for s in SHAPES]),
+        fraction_evaluate=0.0,
+        min_fit_clients=len(counts),
+        min_available_clients=len(counts),
+    )
     ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
     legacy = LegacyContext(ctx, config=ServerConfig(num_rounds=1), strategy=strategy)
-    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(num_shares=len(counts), reconstruction_threshold=2,
-                                                               clipping_range=CLIP, max_weight=1000.0))
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=len(counts), reconstruction_threshold=2, clipping_range=CLIP, max_weight=1000.0
+        )
+    )
     workflow(grid, legacy)
     out = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
     return out, grid
@@ -80,8 +92,11 @@ def test_secagg_aggregate_equals_weighted_mean_within_quantisation(loopback_grid
 def test_server_receives_only_masked_vectors(loopback_grid) -> None:
     counts = [30, 80, 12]
     _, grid = _run(loopback_grid, counts, failing=set())
-    masked = [m.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS] for m in grid.seen
-              if m.has_content() and Key.MASKED_PARAMETERS in m.content.config_records.get(RECORD_KEY_CONFIGS, {})]
+    masked = [
+        m.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
+        for m in grid.seen
+        if m.has_content() and Key.MASKED_PARAMETERS in m.content.config_records.get(RECORD_KEY_CONFIGS, {})
+    ]
     assert len(masked) == 3
     from flwr.common import bytes_to_ndarray
 
@@ -112,8 +127,9 @@ def test_secagg_tolerates_one_failing_site(loopback_grid) -> None:
 
 
 def test_masks_use_every_bit_of_the_secret_and_match_client_and_server() -> None:
-    from flwr.client.mod.secure_aggregation import secaggplus_mod as _  # noqa: F401
     import importlib
+
+    from flwr.client.mod.secure_aggregation import secaggplus_mod as _  # noqa: F401
 
     mod = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
     wf = importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow")
@@ -129,6 +145,7 @@ def test_masks_use_every_bit_of_the_secret_and_match_client_and_server() -> None
     a = bytes(4) * 8
     b = (b"\x01\x00\x00\x00" * 2) + bytes(4) * 6
     from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as stock
+
     assert np.array_equal(stock(a, 2**32, [(8,)])[0], stock(b, 2**32, [(8,)])[0])
     assert not np.array_equal(mask_arrays(a, 2**32, [(8,)])[0], mask_arrays(b, 2**32, [(8,)])[0])
 

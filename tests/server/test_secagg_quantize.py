@@ -17,8 +17,11 @@ def _exact(x: np.ndarray, clip: float, q: int) -> np.ndarray:
 @pytest.mark.parametrize("target_range", [Q, 1001])
 def test_values_are_a_neighbouring_integer_in_range(dtype, target_range: int) -> None:
     rng = np.random.default_rng(0)
-    x = [rng.normal(0, 0.2, (300, 7)).astype(dtype), np.array(0.3, dtype=dtype),
-         np.array([-9.0, 9.0, -CLIP, CLIP], dtype)]
+    x = [
+        rng.normal(0, 0.2, (300, 7)).astype(dtype),
+        np.array(0.3, dtype=dtype),
+        np.array([-9.0, 9.0, -CLIP, CLIP], dtype),
+    ]
     got = stochastic_quantize(x, CLIP, target_range, rng=np.random.default_rng(1))
     for g, a in zip(got, x, strict=True):
         assert g.dtype == np.uint32 and g.shape == a.shape
@@ -59,7 +62,6 @@ def test_arguments_are_checked() -> None:
         stochastic_quantize([np.zeros(2)], 0.0, Q)
     with pytest.raises(ValueError, match="target_range"):
         stochastic_quantize([np.zeros(2)], CLIP, 2**32)
-
 
 
 def test_the_same_update_rounds_the_same_way_and_stays_unbiased() -> None:

@@ -27,9 +27,14 @@ def test_load_ndarray_reads_what_flower_writes():
     from common.secagg.transport import load_ndarray
 
     rng = np.random.default_rng(0)
-    arrays = [rng.integers(0, 2**32, (7, 5), dtype=np.int64).astype(np.uint32), rng.normal(size=(3, 4, 2)),
-              np.asfortranarray(rng.normal(size=(6, 3)).astype(np.float32)), np.array(7, dtype=np.int64),
-              np.zeros((0, 3), np.float32), np.arange(5, dtype=">i4")]
+    arrays = [
+        rng.integers(0, 2**32, (7, 5), dtype=np.int64).astype(np.uint32),
+        rng.normal(size=(3, 4, 2)),
+        np.asfortranarray(rng.normal(size=(6, 3)).astype(np.float32)),
+        np.array(7, dtype=np.int64),
+        np.zeros((0, 3), np.float32),
+        np.arange(5, dtype=">i4"),
+    ]
     for arr in arrays:
         got = load_ndarray(ndarray_to_bytes(arr))
         assert got.dtype == arr.dtype and got.shape == arr.shape and np.array_equal(got, arr)
@@ -75,8 +80,11 @@ def test_apps_install_the_uint32_path():
     assert mod.quantize is reproducible_quantize and mod.parameters_to_ndarrays is load_ndarrays
     assert mod.ndarray_to_bytes.sarcofed_compact and wf.bytes_to_ndarray is load_ndarray
     assert wf.ndarrays_to_parameters.sarcofed_compact
-    assert (wf.parameters_addition, wf.parameters_subtraction, wf.dequantize) == (exact_addition, exact_subtraction,
-                                                                                   dequantize)
+    assert (wf.parameters_addition, wf.parameters_subtraction, wf.dequantize) == (
+        exact_addition,
+        exact_subtraction,
+        dequantize,
+    )
 
 
 def test_server_sums_of_uint32_vectors_do_not_wrap():

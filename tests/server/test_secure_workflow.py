@@ -35,6 +35,11 @@ class _Site(NumPyClient):
         return [pack(_deltas(self.pid))], self.n, {"site": f"s{self.pid}", "loss": 0.1}
 
 
+def _client_fn(pid: int, n: int):
+    """The client_fn of site PID with N training examples (a function of its own, so each site keeps its PID)."""
+    return lambda ctx: _Site(pid, n).to_client()
+
+
 def _truncate_masked_vector(msg: Message, ctxt: Context, call_next) -> Message:  # type: ignore[no-untyped-def]
     """A hostile or broken node: its masked vector is one value short."""
     from flwr.common import bytes_to_ndarray, ndarray_to_bytes
@@ -68,16 +73,26 @@ def _run(grid_cls, counts: list[int], hostile: set[int], threshold: int):
     apps = {}
     for pid, n in enumerate(counts):
         mods = [_truncate_masked_vector, secaggplus_mod] if pid in hostile else [secaggplus_mod]
-        apps[1000 + pid] = ClientApp(client_fn=(lambda pid=pid, n=n: lambda ctx: _Site(pid, n).to_client())(), mods=mods)
+        apps[1000 + pid] = ClientApp(client_fn=_client_fn(pid, n), mods=mods)
     grid = grid_cls(apps)
     recorder = _Recorder()
-    strategy = make_strategy("fedavg", phase="ssl", first_round=1, local_epochs=1, seed=0,
-                             arrays=[np.zeros(s, np.float32) for s in SHAPES], recorder=recorder,
-                             min_sites=len(counts), proximal_mu=0.0, min_sites_wait_s=5)
+    strategy = make_strategy(
+        "fedavg",
+        phase="ssl",
+        first_round=1,
+        local_epochs=1,
+        seed=0,
+        arrays=[np.zeros(s, np.float32) for s in SHAPES],
+        recorder=recorder,
+        min_sites=len(counts),
+        proximal_mu=0.0,
+        min_sites_wait_s=5,
+    )
     ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
     legacy = LegacyContext(ctx, config=ServerConfig(num_rounds=1), strategy=strategy)
-    workflow = GuardedSecAggPlusWorkflow(num_shares=len(counts), reconstruction_threshold=threshold,
-                                         clipping_range=CLIP, max_weight=1000.0)
+    workflow = GuardedSecAggPlusWorkflow(
+        num_shares=len(counts), reconstruction_threshold=threshold, clipping_range=CLIP, max_weight=1000.0
+    )
     DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
     return legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays(), recorder, strategy
 
@@ -116,16 +131,28 @@ def test_a_site_lost_before_sharing_its_keys_does_not_end_the_round(loopback_gri
     apps = {}
     for pid, n in enumerate(counts):
         mods = [_gone_at_setup] if pid == 3 else [secaggplus_mod]
-        apps[1000 + pid] = ClientApp(client_fn=(lambda pid=pid, n=n: lambda ctx: _Site(pid, n).to_client())(), mods=mods)
+        apps[1000 + pid] = ClientApp(client_fn=_client_fn(pid, n), mods=mods)
     grid = loopback_grid(apps)
     recorder = _Recorder()
-    strategy = make_strategy("fedavg", phase="ssl", first_round=1, local_epochs=1, seed=0,
-                             arrays=[np.zeros(s, np.float32) for s in SHAPES], recorder=recorder,
-                             min_sites=4, proximal_mu=0.0, min_sites_wait_s=5)
+    strategy = make_strategy(
+        "fedavg",
+        phase="ssl",
+        first_round=1,
+        local_epochs=1,
+        seed=0,
+        arrays=[np.zeros(s, np.float32) for s in SHAPES],
+        recorder=recorder,
+        min_sites=4,
+        proximal_mu=0.0,
+        min_sites_wait_s=5,
+    )
     ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
     legacy = LegacyContext(ctx, config=ServerConfig(num_rounds=1), strategy=strategy)
-    DefaultWorkflow(fit_workflow=GuardedSecAggPlusWorkflow(num_shares=4, reconstruction_threshold=3, clipping_range=CLIP,
-                                                           max_weight=1000.0))(grid, legacy)
+    DefaultWorkflow(
+        fit_workflow=GuardedSecAggPlusWorkflow(
+            num_shares=4, reconstruction_threshold=3, clipping_range=CLIP, max_weight=1000.0
+        )
+    )(grid, legacy)
     assert recorder.aborts == []
     [(_, fits, failures)] = recorder.fits
     assert sorted(f["site"] for f in fits) == ["s0", "s1", "s2"]
@@ -142,17 +169,29 @@ def test_a_site_lost_at_setup_and_another_lost_at_training_still_make_the_round(
     apps = {}
     for pid, n in enumerate(counts):
         mods = [_gone_at_setup] if pid == 3 else [secaggplus_mod]
-        apps[1000 + pid] = ClientApp(client_fn=(lambda pid=pid, n=n: lambda ctx: _Site(pid, n).to_client())(), mods=mods)
+        apps[1000 + pid] = ClientApp(client_fn=_client_fn(pid, n), mods=mods)
     apps[1004] = ClientApp(client_fn=lambda ctx: _Failing().to_client(), mods=[secaggplus_mod])
     grid = loopback_grid(apps)
     recorder = _Recorder()
-    strategy = make_strategy("fedavg", phase="ssl", first_round=1, local_epochs=1, seed=0,
-                             arrays=[np.zeros(s, np.float32) for s in SHAPES], recorder=recorder,
-                             min_sites=5, proximal_mu=0.0, min_sites_wait_s=5)
+    strategy = make_strategy(
+        "fedavg",
+        phase="ssl",
+        first_round=1,
+        local_epochs=1,
+        seed=0,
+        arrays=[np.zeros(s, np.float32) for s in SHAPES],
+        recorder=recorder,
+        min_sites=5,
+        proximal_mu=0.0,
+        min_sites_wait_s=5,
+    )
     ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
     legacy = LegacyContext(ctx, config=ServerConfig(num_rounds=1), strategy=strategy)
-    DefaultWorkflow(fit_workflow=GuardedSecAggPlusWorkflow(num_shares=5, reconstruction_threshold=3, clipping_range=CLIP,
-                                                           max_weight=1000.0))(grid, legacy)
+    DefaultWorkflow(
+        fit_workflow=GuardedSecAggPlusWorkflow(
+            num_shares=5, reconstruction_threshold=3, clipping_range=CLIP, max_weight=1000.0
+        )
+    )(grid, legacy)
     assert recorder.aborts == []
     [(_, fits, _)] = recorder.fits
     assert sorted(f["site"] for f in fits) == ["s0", "s1", "s2"]
@@ -176,18 +215,30 @@ class _Hostile(NumPyClient):
 
 def test_a_hostile_huge_update_aborts_the_round_instead_of_moving_the_model(loopback_grid) -> None:
     """SecAgg+ hides which site it was, but clips each value it adds: the sum's norm gives it away."""
-    apps = {1000 + pid: ClientApp(client_fn=(lambda pid=pid: lambda ctx: _Site(pid, 30).to_client())(),
-                                  mods=[secaggplus_mod]) for pid in range(3)}
+    apps = {1000 + pid: ClientApp(client_fn=_client_fn(pid, 30), mods=[secaggplus_mod]) for pid in range(3)}
     apps[1003] = ClientApp(client_fn=lambda ctx: _Hostile().to_client(), mods=[secaggplus_mod])
     grid = loopback_grid(apps)
     recorder = _Recorder()
-    strategy = make_strategy("fedavg", phase="ssl", first_round=1, local_epochs=1, seed=0,
-                             arrays=[np.zeros(s, np.float32) for s in SHAPES], recorder=recorder, min_sites=4,
-                             proximal_mu=0.0, min_sites_wait_s=5, max_update_norm=10.0)
+    strategy = make_strategy(
+        "fedavg",
+        phase="ssl",
+        first_round=1,
+        local_epochs=1,
+        seed=0,
+        arrays=[np.zeros(s, np.float32) for s in SHAPES],
+        recorder=recorder,
+        min_sites=4,
+        proximal_mu=0.0,
+        min_sites_wait_s=5,
+        max_update_norm=10.0,
+    )
     ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
     legacy = LegacyContext(ctx, config=ServerConfig(num_rounds=1), strategy=strategy)
-    DefaultWorkflow(fit_workflow=GuardedSecAggPlusWorkflow(num_shares=4, reconstruction_threshold=3, clipping_range=CLIP,
-                                                           max_weight=1000.0))(grid, legacy)
+    DefaultWorkflow(
+        fit_workflow=GuardedSecAggPlusWorkflow(
+            num_shares=4, reconstruction_threshold=3, clipping_range=CLIP, max_weight=1000.0
+        )
+    )(grid, legacy)
     [(round_, reason, _)] = recorder.aborts
     assert "above max-update-norm 10" in reason and recorder.fits == []
     assert not np.any(strategy.global_arrays[0])  # the global model did not move

@@ -11,9 +11,9 @@ import pytest
 from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
 
+from common.secagg import pack, unpack
 from server.recorder import Recorder
 from server.run_folder import RunFolder
-from common.secagg import pack, unpack
 from server.strategy import make_strategy
 
 
@@ -32,18 +32,30 @@ def _strategy(model, phase: str, tmp_path: Path):
     from common.models.checkpoint import save_checkpoint
     from common.models.sarco import context_keys, get_arrays, get_weights
 
-    recorder = Recorder(RunFolder.create(tmp_path / "runs", "tiny"), model,
-                        lambda m, path, ph, r: save_checkpoint(path, m, phase=ph))
-    strategy = make_strategy("fedavg", phase=phase, first_round=1, local_epochs=1, seed=0,
-                             arrays=get_weights(model, phase), recorder=recorder, min_sites=2, proximal_mu=0.0,
-                             last_round=3, context_arrays=get_arrays(model, context_keys(model, phase)))
+    recorder = Recorder(
+        RunFolder.create(tmp_path / "runs", "tiny"), model, lambda m, path, ph, r: save_checkpoint(path, m, phase=ph)
+    )
+    strategy = make_strategy(
+        "fedavg",
+        phase=phase,
+        first_round=1,
+        local_epochs=1,
+        seed=0,
+        arrays=get_weights(model, phase),
+        recorder=recorder,
+        min_sites=2,
+        proximal_mu=0.0,
+        last_round=3,
+        context_arrays=get_arrays(model, context_keys(model, phase)),
+    )
     return strategy, recorder
 
 
 def _fit(site: str, arrays: list[np.ndarray], n: int = 10) -> tuple[SimpleNamespace, FitRes]:
     deltas = [pack([np.full_like(a, 0.01) for a in arrays])]
-    return SimpleNamespace(node_id=hash(site) % 1000), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(deltas), n,
-                                                             {"site": site, "loss": 0.5})
+    return SimpleNamespace(node_id=hash(site) % 1000), FitRes(
+        Status(Code.OK, ""), ndarrays_to_parameters(deltas), n, {"site": site, "loss": 0.5}
+    )
 
 
 def test_a_classifier_round_carries_the_encoder_it_trains_on(tiny_model, tmp_path: Path) -> None:
@@ -90,12 +102,28 @@ def test_evaluations_under_one_name_are_not_merged(tiny_model, tmp_path: Path) -
 
 def test_each_round_logs_one_progress_line(tiny_model, tmp_path: Path, caplog) -> None:
     strategy, _ = _strategy(tiny_model, "seg", tmp_path)
-    strategy.aggregate_fit(2, [_fit("a", strategy.global_arrays), _fit("b", strategy.global_arrays)], [RuntimeError("x")])
-    results = [(SimpleNamespace(node_id=i), EvaluateRes(Status(Code.OK, ""), 0.1, 5,
-                                                         {"n": 5, "dice_mean": 0.8 + i / 100, "dice_mean_n": 5,
-                                                          "sma_abs_pct_err_mean": 4.0, "sma_abs_pct_err_mean_n": 5,
-                                                          "site": s}))
-               for i, s in enumerate("ab")]
+    strategy.aggregate_fit(
+        2, [_fit("a", strategy.global_arrays), _fit("b", strategy.global_arrays)], [RuntimeError("x")]
+    )
+    results = [
+        (
+            SimpleNamespace(node_id=i),
+            EvaluateRes(
+                Status(Code.OK, ""),
+                0.1,
+                5,
+                {
+                    "n": 5,
+                    "dice_mean": 0.8 + i / 100,
+                    "dice_mean_n": 5,
+                    "sma_abs_pct_err_mean": 4.0,
+                    "sma_abs_pct_err_mean_n": 5,
+                    "site": s,
+                },
+            ),
+        )
+        for i, s in enumerate("ab")
+    ]
     with caplog.at_level(logging.INFO, logger="flwr"):
         strategy.aggregate_evaluate(2, results, [])
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sarcofed [")]

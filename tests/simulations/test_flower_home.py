@@ -28,16 +28,36 @@ def _write(root: Path, rel: str, text: str = "x = 1\n") -> None:
 def app_tree(tmp_path: Path) -> Path:
     """A small app with what a checkout holds besides code: a venv, caches, runs, ignored and odd files."""
     app = tmp_path / "myapp"
-    _write(app, "pyproject.toml", '[project]\nname = "myapp"\nversion = "0.1.0"\ndependencies = []\n\n'
-           '[tool.flwr.app]\npublisher = "me"\n\n[tool.flwr.app.components]\n'
-           'serverapp = "server.app:app"\nclientapp = "client.app:app"\n\n[tool.flwr.app.config]\nx = 1\n')
+    _write(
+        app,
+        "pyproject.toml",
+        '[project]\nname = "myapp"\nversion = "0.1.0"\ndependencies = []\n\n'
+        '[tool.flwr.app]\npublisher = "me"\n\n[tool.flwr.app.components]\n'
+        'serverapp = "server.app:app"\nclientapp = "client.app:app"\n\n[tool.flwr.app.config]\nx = 1\n',
+    )
     _write(app, ".gitignore", "/.venv/\n__pycache__/\n*.pyc\n/runs/\n/.cache/\n*.egg-info/\n")
-    for rel in ("client/app.py", "server/app.py", "common/data/io.py", "README.md", "conf/a.yaml",
-                "client/build/keep.py", "tests/test_x.py", "deep/a/b/c/d/e.py"):
+    for rel in (
+        "client/app.py",
+        "server/app.py",
+        "common/data/io.py",
+        "README.md",
+        "conf/a.yaml",
+        "client/build/keep.py",
+        "tests/test_x.py",
+        "deep/a/b/c/d/e.py",
+    ):
         _write(app, rel)
-    for rel in (".venv/lib/site.py", ".venv/pyvenv.cfg", "runs/r1/summary.json", ".cache/sites/s/manifest.toml",
-                "client/__pycache__/app.cpython-311.pyc", "x.egg-info/PKG-INFO.md", "client/mod.pyc",
-                "data.csv", "image.png"):
+    for rel in (
+        ".venv/lib/site.py",
+        ".venv/pyvenv.cfg",
+        "runs/r1/summary.json",
+        ".cache/sites/s/manifest.toml",
+        "client/__pycache__/app.cpython-311.pyc",
+        "x.egg-info/PKG-INFO.md",
+        "client/mod.pyc",
+        "data.csv",
+        "image.png",
+    ):
         _write(app, rel)
     (app / "linked.py").symlink_to(app / "client" / "app.py")
     return app
@@ -84,3 +104,26 @@ def test_flower_env_is_quiet_and_fast_unless_the_caller_says_otherwise(monkeypat
     monkeypatch.setenv("RAY_prestart_worker_first_driver", "1")
     assert flower_home.flower_env(tmp_path)["RAY_prestart_worker_first_driver"] == "1"  # the caller's value wins
     assert env["FLWR_HOME"] == str(tmp_path) and env["PATH"].split(os.pathsep)[0].endswith("bin")
+
+
+def test_simulation_and_deployment_share_one_environment_but_the_superexec_poll(monkeypatch, tmp_path: Path) -> None:
+    from deploy.launch import QUIET_ENV
+    from deploy.launch import flower_env as deployed_env
+
+    monkeypatch.delenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", raising=False)
+    simulated, deployed = flower_home.flower_env(tmp_path), deployed_env(tmp_path)
+    assert all(simulated[k] == deployed[k] == v for k, v in QUIET_ENV.items())
+    assert "FLWR_SUPEREXEC_TASK_POLL_INTERVAL" not in simulated  # Flower's 1 s: polling costs the sites CPU
+    assert deployed["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.2"
+
+
+def test_the_simulation_config_is_the_toml_flower_reads(tmp_path: Path) -> None:
+    import tomllib
+
+    config = tomllib.loads(flower_home.write_config(tmp_path, 9999, num_supernodes=4).read_text())
+    assert config["superlink"]["default"] == flower_home.CONNECTION
+    link = config["superlink"][flower_home.CONNECTION]
+    assert (link["address"], link["insecure"], link["options"]["num-supernodes"]) == ("127.0.0.1:9999", True, 4)
+    local = tomllib.loads(flower_home.write_config(tmp_path, None, num_supernodes=3).read_text())
+    assert local["superlink"][flower_home.CONNECTION]["address"] == ":local:"
+    assert local["superlink"][flower_home.CONNECTION]["options"]["backend"]["client-resources"]["num-gpus"] == 0.0

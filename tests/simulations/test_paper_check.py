@@ -22,9 +22,30 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("paper_check_out")
-    argv = ["--preset", "tiny", "--labelled", "8", "--ssl-epochs", "1", "--seg-epochs", "2", "--full-epochs", "1",
-            "--cls-epochs", "1", "--patients", str(SITE["patients"]), "--unlabelled", str(SITE["unlabelled"]),
-            "--holdout-fraction", str(SITE["holdout_fraction"]), "--cache", str(cache), "--out", str(out)]
+    argv = [
+        "--preset",
+        "tiny",
+        "--labelled",
+        "8",
+        "--ssl-epochs",
+        "1",
+        "--seg-epochs",
+        "2",
+        "--full-epochs",
+        "1",
+        "--cls-epochs",
+        "1",
+        "--patients",
+        str(SITE["patients"]),
+        "--unlabelled",
+        str(SITE["unlabelled"]),
+        "--holdout-fraction",
+        str(SITE["holdout_fraction"]),
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+    ]
     with pytest.MonkeyPatch.context() as mp:  # one torch thread: 2 threads on a busy 2-core box run ~8x slower
         mp.delenv("OMP_NUM_THREADS", raising=False)
         assert paper_check.main(argv) == 0
@@ -64,7 +85,8 @@ def test_numbers_match_the_per_patient_tables(report):
         table = pd.read_csv(out / f"per_patient_{key}.csv")
         assert ((table["cls_prob"] >= 0.5) == table["sarcopenic_pred"]).all()
         assert steps[key]["metrics"]["verdict_accuracy"] == pytest.approx(
-            (table["sarcopenic_pred"] == table["sarcopenic_ref"]).mean())
+            (table["sarcopenic_pred"] == table["sarcopenic_ref"]).mean()
+        )
         # The classifiers are scored against the same reference verdict as the quantitative one.
         seg = pd.read_csv(out / "per_patient_seg_ssl_full.csv").set_index("patient_id")["sarcopenic_ref"]
         assert list(table.set_index("patient_id")["sarcopenic_ref"]) == list(seg.loc[table["patient_id"]])
@@ -89,8 +111,9 @@ def test_markdown_shows_the_json_numbers(report):
 def test_without_ssl_both_few_label_models_are_identical(cache, tmp_path, monkeypatch):
     """Same initial weights, seed and augmentation: the SSL step is the only difference between (a)'s two runs."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    result = paper_check.run("tiny", labelled=8, ssl_epochs=0, seg_epochs=1, cls_epochs=1, full_epochs=1,
-                             out=tmp_path, cache=cache, **SITE)
+    result = paper_check.run(
+        "tiny", labelled=8, ssl_epochs=0, seg_epochs=1, cls_epochs=1, full_epochs=1, out=tmp_path, cache=cache, **SITE
+    )
     steps = {s["key"]: s for s in result["steps"]}
     assert steps["site"]["label"].endswith("(reused from cache)")
     a, b = steps["seg_ssl_few"]["metrics"], steps["seg_scratch_few"]["metrics"]

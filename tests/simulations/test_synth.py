@@ -16,8 +16,25 @@ runner = CliRunner()
 
 
 def test_synth_writes_a_site_and_prints_json(tmp_path):
-    result = runner.invoke(app, ["synth", str(tmp_path / "h"), "--site", "h", "--profile", "geriatric-oncology",
-                                 "--patients", "3", "--unlabelled", "1", "--seed", "4", "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "synth",
+            str(tmp_path / "h"),
+            "--site",
+            "h",
+            "--profile",
+            "geriatric-oncology",
+            "--patients",
+            "3",
+            "--unlabelled",
+            "1",
+            "--seed",
+            "4",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)[0]
     assert summary["train"] + summary["holdout"] == 3 and summary["unlabelled"] == 1
@@ -54,7 +71,17 @@ def test_synth_consortium_and_montage(tmp_path):
     assert result.exit_code == 0, result.output
     assert {row["site"] for row in json.loads(result.output)} == {"a", "b"}
     png = tmp_path / "m.png"
-    result = runner.invoke(app, ["montage", str(tmp_path / "out" / "a" / "manifest.csv"),
-                                 str(tmp_path / "out" / "b" / "manifest.csv"), "--out", str(png), "-n", "4"])
+    result = runner.invoke(
+        app,
+        [
+            "montage",
+            str(tmp_path / "out" / "a" / "manifest.csv"),
+            str(tmp_path / "out" / "b" / "manifest.csv"),
+            "--out",
+            str(png),
+            "-n",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

@@ -24,8 +24,17 @@ def _body(body):
 def _write(tmp_path, bottom_up: bool, name: str = "ct.dcm"):
     hu, _ = _BODY[0]()
     ct = write_ct_dicom(
-        tmp_path / name, hu, (0.78125, 0.8), patient_id="SF-0123", sex="female", height_m=1.64,
-        weight_kg=58.5, age_years=67, rows_bottom_up=bottom_up, slice_z_mm=-120.5, description="test",
+        tmp_path / name,
+        hu,
+        (0.78125, 0.8),
+        patient_id="SF-0123",
+        sex="female",
+        height_m=1.64,
+        weight_kg=58.5,
+        age_years=67,
+        rows_bottom_up=bottom_up,
+        slice_z_mm=-120.5,
+        description="test",
     )
     return hu, ct
 
@@ -69,8 +78,9 @@ def test_written_file_is_valid_ct_without_identifiers(tmp_path):
 def test_hu_below_minus_1024_stored_signed(tmp_path):
     hu = np.full((8, 8), -2000.0, dtype=np.float32)
     hu[0, 0] = 3000
-    ct = write_ct_dicom(tmp_path / "s.dcm", hu, (1, 1), patient_id="x", sex=None, height_m=None,
-                        weight_kg=None, age_years=None)
+    ct = write_ct_dicom(
+        tmp_path / "s.dcm", hu, (1, 1), patient_id="x", sex=None, height_m=None, weight_kg=None, age_years=None
+    )
     assert pydicom.dcmread(tmp_path / "s.dcm").PixelRepresentation == 1
     assert np.array_equal(read_ct_slice(tmp_path / "s.dcm").hu, hu) and ct.sex is None
 
@@ -166,7 +176,9 @@ def test_nifti_single_slice_reads_as_hu(tmp_path):
 
     hu, written = _write(tmp_path, True)
     geometry: SliceGeometry = written.geometry
-    nib.save(nib.Nifti1Image(np.rint(hu).T[:, :, None].astype(np.int16), geometry.nifti_affine()), tmp_path / "x.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.rint(hu).T[:, :, None].astype(np.int16), geometry.nifti_affine()), tmp_path / "x.nii.gz"
+    )
     ct = read_ct_slice(tmp_path / "x.nii.gz")
     assert np.array_equal(ct.hu, written.hu) and ct.dataset is None and ct.sex is None
     assert np.allclose(ct.geometry.origin, geometry.origin, atol=1e-4)
@@ -199,8 +211,9 @@ def test_blank_sop_instance_uid_is_read_from_file_meta(tmp_path, ct_small):
     assert ct_slice_from_dataset(ds, None).sop_instance_uid is None
 
 
-@pytest.mark.parametrize(("value", "counts"), [(np.nan, "(1 NaN, 0 infinite)"), (np.inf, "(0 NaN, 1 infinite)")],
-                         ids=["nan", "inf"])
+@pytest.mark.parametrize(
+    ("value", "counts"), [(np.nan, "(1 NaN, 0 infinite)"), (np.inf, "(0 NaN, 1 infinite)")], ids=["nan", "inf"]
+)
 def test_nifti_image_with_one_non_finite_voxel_refused(tmp_path, value, counts):
     import nibabel as nib
 
@@ -213,8 +226,11 @@ def test_nifti_image_with_one_non_finite_voxel_refused(tmp_path, value, counts):
     assert f"1 of {hu.size} {counts}" in str(info.value) and info.value.path == tmp_path / "bad.nii.gz"
 
 
-@pytest.mark.parametrize(("slope", "counts"), [("NaN", "(16384 NaN, 0 infinite)"), ("1e38", "(0 NaN, 16384 infinite)")],
-                         ids=["nan-slope", "beyond-float32"])
+@pytest.mark.parametrize(
+    ("slope", "counts"),
+    [("NaN", "(16384 NaN, 0 infinite)"), ("1e38", "(0 NaN, 16384 infinite)")],
+    ids=["nan-slope", "beyond-float32"],
+)
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # 'NaN' is no valid DS: that is the damage tested
 def test_dicom_whose_rescale_gives_non_finite_hu_refused(tmp_path, ct_small, slope, counts):
     """Integer Pixel Data times a NaN Rescale Slope is NaN HU; times 1e38 it is beyond float32, so inf."""
@@ -253,7 +269,11 @@ def test_dicom_declaring_65535_squared_pixels_refused_before_decoding(tmp_path, 
     ("name", "shape", "message"),
     [
         # 4 TiB declared, about 1 kB on disk: the header alone says it is a volume.
-        ("volume.nii.gz", (4096, 4096, 32767), r"header declares shape \(4096, 4096, 32767\), expected one axial slice"),
+        (
+            "volume.nii.gz",
+            (4096, 4096, 32767),
+            r"header declares shape \(4096, 4096, 32767\), expected one axial slice",
+        ),
         ("huge_slice.nii", (32767, 32767, 1), r"header declares 32767 x 32767 voxels, expected 1 to 4096 a side"),
     ],
     ids=["volume", "oversized-slice"],

@@ -17,8 +17,19 @@ from common.errors import InputDataError
 
 
 def _row(**kw):
-    row = dict(patient_id="SF-a", image_path="img/a.dcm", mask_path="", sex="F", height_m="1.6",
-               weight_kg="60", age="70", split="unlabelled", sma_cm2="", smi_cm2_m2="", sarcopenic="")
+    row = dict(
+        patient_id="SF-a",
+        image_path="img/a.dcm",
+        mask_path="",
+        sex="F",
+        height_m="1.6",
+        weight_kg="60",
+        age="70",
+        split="unlabelled",
+        sma_cm2="",
+        smi_cm2_m2="",
+        sarcopenic="",
+    )
     row.update(kw)
     return row
 
@@ -48,11 +59,24 @@ def test_missing_columns_named(tmp_path):
 
 def test_round_trip_and_load_case(tmp_path, body):
     hu, mask = body()
-    ct = write_ct_dicom(tmp_path / "img" / "a.dcm", hu, (0.8, 0.8), patient_id="SF-a", sex="M", height_m=1.9,
-                        weight_kg=90, age_years=50, rows_bottom_up=True)
+    ct = write_ct_dicom(
+        tmp_path / "img" / "a.dcm",
+        hu,
+        (0.8, 0.8),
+        patient_id="SF-a",
+        sex="M",
+        height_m=1.9,
+        weight_kg=90,
+        age_years=50,
+        rows_bottom_up=True,
+    )
     write_mask_nifti(tmp_path / "masks" / "a.nii.gz", mask, ct.geometry)
-    df = pd.DataFrame([_row(mask_path="masks/a.nii.gz", split="train", sma_cm2="1.5", sarcopenic="true"),
-                       _row(patient_id="SF-z", image_path=str(tmp_path / "img" / "a.dcm"), sex="", height_m="")])
+    df = pd.DataFrame(
+        [
+            _row(mask_path="masks/a.nii.gz", split="train", sma_cm2="1.5", sarcopenic="true"),
+            _row(patient_id="SF-z", image_path=str(tmp_path / "img" / "a.dcm"), sex="", height_m=""),
+        ]
+    )
     write_manifest(df, tmp_path / "manifest.csv")
     read = read_manifest(tmp_path / "manifest.csv")
     assert list(read.columns[: len(MANIFEST_COLUMNS)]) == MANIFEST_COLUMNS

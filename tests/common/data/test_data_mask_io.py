@@ -9,15 +9,25 @@ import pytest
 from common.data.ctslice import SliceGeometry
 from common.data.dicom_io import read_ct_slice, write_ct_dicom
 from common.data.mask_io import read_mask, write_mask_nifti
-from common.export.dicom_seg import write_muscle_seg
 from common.errors import InputDataError, MaskGeometryError
+from common.export.dicom_seg import write_muscle_seg
 
 
 @pytest.fixture(params=[False, True], ids=["top-down", "bottom-up"])
 def case(request, tmp_path, body):
     hu, mask = body()
-    ct = write_ct_dicom(tmp_path / "ct.dcm", hu, (0.7, 0.9), patient_id="SF-1", sex="M", height_m=1.8,
-                        weight_kg=80, age_years=60, rows_bottom_up=request.param, slice_z_mm=33.0)
+    ct = write_ct_dicom(
+        tmp_path / "ct.dcm",
+        hu,
+        (0.7, 0.9),
+        patient_id="SF-1",
+        sex="M",
+        height_m=1.8,
+        weight_kg=80,
+        age_years=60,
+        rows_bottom_up=request.param,
+        slice_z_mm=33.0,
+    )
     return ct, mask
 
 
@@ -94,8 +104,17 @@ def test_dicom_seg_round_trip_and_reference_check(case, tmp_path, body):
     ct, mask = case
     write_muscle_seg(tmp_path / "m.seg.dcm", mask, ct, model_name="reference", model_version="test")
     assert np.array_equal(read_mask(tmp_path / "m.seg.dcm", read_ct_slice(ct.path)), mask)
-    other = write_ct_dicom(tmp_path / "other.dcm", body()[0], (0.7, 0.9), patient_id="SF-2", sex="M",
-                           height_m=1.8, weight_kg=80, age_years=60, slice_z_mm=33.0)
+    other = write_ct_dicom(
+        tmp_path / "other.dcm",
+        body()[0],
+        (0.7, 0.9),
+        patient_id="SF-2",
+        sex="M",
+        height_m=1.8,
+        weight_kg=80,
+        age_years=60,
+        slice_z_mm=33.0,
+    )
     with pytest.raises(MaskGeometryError, match="references"):
         read_mask(tmp_path / "m.seg.dcm", other)
 
@@ -157,8 +176,14 @@ def _nifti_slice(path, body, layout: str, *, two_d: bool = False, nifti2: bool =
 
 @pytest.mark.parametrize(
     ("layout", "two_d", "nifti2"),
-    [("RAS", False, False), ("RAS", True, False), ("LAS", False, False), ("LPS", False, False),
-     ("PRS", False, False), ("RAS", False, True)],
+    [
+        ("RAS", False, False),
+        ("RAS", True, False),
+        ("LAS", False, False),
+        ("LPS", False, False),
+        ("PRS", False, False),
+        ("RAS", False, True),
+    ],
     ids=["RAS", "RAS-2d", "LAS", "LPS", "PRS-transposed", "RAS-nifti2"],
 )
 def test_mask_of_nifti_image_is_on_its_voxel_grid(tmp_path, body, layout, two_d, nifti2):
@@ -185,5 +210,6 @@ def test_mask_for_another_nifti_grid_is_refused(tmp_path, body):
     ct = read_ct_slice(tmp_path / "ct.nii.gz")
     shifted = SliceGeometry(ct.geometry.spacing_mm, (OX + 5.0, OY, OZ), ct.geometry.shape)
     with pytest.raises(MaskGeometryError, match="off by"):
-        write_mask_nifti(tmp_path / "mask.nii.gz", np.zeros(shifted.shape, np.uint8), shifted,
-                         source_header=ct.nifti_header)
+        write_mask_nifti(
+            tmp_path / "mask.nii.gz", np.zeros(shifted.shape, np.uint8), shifted, source_header=ct.nifti_header
+        )

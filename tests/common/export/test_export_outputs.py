@@ -31,31 +31,33 @@ def _slice(h: int = 60, w: int = 72) -> tuple[np.ndarray, np.ndarray]:
 
 def test_measurements_by_hand():
     hu, mask = _slice()
-    rec = measurements(hu, mask, (0.8, 0.75), height_m=1.6, sex="F", weight_kg=None,
-                       cutoff=get_cutoff("prado2008"))
+    rec = measurements(hu, mask, (0.8, 0.75), height_m=1.6, sex="F", weight_kg=None, cutoff=get_cutoff("prado2008"))
     sma = 400 * 0.8 * 0.75 / 100  # 2.4 cm2
     assert rec["sma_cm2"] == pytest.approx(sma)
     assert rec["smi_cm2_m2"] == pytest.approx(round(sma / 1.6**2, 3))
     assert rec["muscle_hu_mean"] == pytest.approx(50.0)  # the -500 HU pixel is outside -29..150
     assert rec["sarcopenic"] is True and rec["unavailable_reason"] is None
-    assert rec["cutoff"] == {"name": "prado2008", "citation": "Prado et al., Lancet Oncol 2008",
-                             "threshold_cm2_m2": 38.5, "rule": "sarcopenic when SMI < threshold"}
+    assert rec["cutoff"] == {
+        "name": "prado2008",
+        "citation": "Prado et al., Lancet Oncol 2008",
+        "threshold_cm2_m2": 38.5,
+        "rule": "sarcopenic when SMI < threshold",
+    }
 
 
 def test_measurements_without_height_or_weight_are_not_guessed():
     hu, mask = _slice()
-    no_height = measurements(hu, mask, (1.0, 1.0), height_m=None, sex="M", weight_kg=80,
-                             cutoff=get_cutoff("prado2008"))
+    no_height = measurements(hu, mask, (1.0, 1.0), height_m=None, sex="M", weight_kg=80, cutoff=get_cutoff("prado2008"))
     assert no_height["sma_cm2"] == pytest.approx(4.0) and no_height["muscle_hu_mean"] == pytest.approx(50.0)
     assert no_height["smi_cm2_m2"] is None and no_height["sarcopenic"] is None
     assert no_height["unavailable_reason"] == "height unknown"
     # Martin 2013 needs BMI for men: without weight there is no threshold to pick.
-    martin = measurements(hu, mask, (1.0, 1.0), height_m=1.8, sex="M", weight_kg=None,
-                          cutoff=get_cutoff("martin2013"))
+    martin = measurements(hu, mask, (1.0, 1.0), height_m=1.8, sex="M", weight_kg=None, cutoff=get_cutoff("martin2013"))
     assert martin["smi_cm2_m2"] is not None and martin["sarcopenic"] is None
     assert "BMI" in martin["unavailable_reason"] and martin["cutoff"]["threshold_cm2_m2"] is None
-    martin_f = measurements(hu, mask, (1.0, 1.0), height_m=1.6, sex="F", weight_kg=None,
-                            cutoff=get_cutoff("martin2013"))
+    martin_f = measurements(
+        hu, mask, (1.0, 1.0), height_m=1.6, sex="F", weight_kg=None, cutoff=get_cutoff("martin2013")
+    )
     assert martin_f["sarcopenic"] is True and martin_f["cutoff"]["threshold_cm2_m2"] == 41.0
 
 
@@ -68,13 +70,28 @@ def test_result_json_has_no_nan(tmp_path):
 @pytest.mark.parametrize("bottom_up", [False, True])
 def test_seg_is_in_stored_order_and_readable(tmp_path, bottom_up):
     hu, mask = _slice()
-    write_ct_dicom(tmp_path / "ct.dcm", hu, (0.8, 0.75), patient_id="sf-001", sex="F", height_m=1.6,
-                   weight_kg=60, age_years=70, rows_bottom_up=bottom_up)
+    write_ct_dicom(
+        tmp_path / "ct.dcm",
+        hu,
+        (0.8, 0.75),
+        patient_id="sf-001",
+        sex="F",
+        height_m=1.6,
+        weight_kg=60,
+        age_years=70,
+        rows_bottom_up=bottom_up,
+    )
     ct = read_ct_slice(tmp_path / "ct.dcm")
     assert ct.geometry.flip_rows is bottom_up
     np.testing.assert_array_equal(ct.hu, hu)
-    write_muscle_seg(tmp_path / "seg.dcm", mask, ct, model_name="SarcoFed tiny seg", model_version="0.1.0 sha256:ab",
-                     parameters={"preset": "tiny"})
+    write_muscle_seg(
+        tmp_path / "seg.dcm",
+        mask,
+        ct,
+        model_name="SarcoFed tiny seg",
+        model_version="0.1.0 sha256:ab",
+        parameters={"preset": "tiny"},
+    )
     seg = hd.seg.segread(tmp_path / "seg.dcm")
     frames = seg.get_pixels_by_source_instance([ct.sop_instance_uid], segment_numbers=[1])
     stored = frames[0, :, :, 0]
@@ -91,8 +108,13 @@ def test_seg_is_in_stored_order_and_readable(tmp_path, bottom_up):
     assert desc.SegmentedPropertyCategoryCodeSequence[0].CodeValue == codes.SCT.Tissue.value
     algo = desc.SegmentationAlgorithmIdentificationSequence[0]
     assert algo.AlgorithmName == "SarcoFed tiny seg" and algo.AlgorithmFamilyCodeSequence[0].CodeValue == "123110"
-    assert pydicom.dcmread(tmp_path / "seg.dcm").ReferencedSeriesSequence[0].ReferencedInstanceSequence[0] \
-        .ReferencedSOPInstanceUID == ct.sop_instance_uid
+    assert (
+        pydicom.dcmread(tmp_path / "seg.dcm")
+        .ReferencedSeriesSequence[0]
+        .ReferencedInstanceSequence[0]
+        .ReferencedSOPInstanceUID
+        == ct.sop_instance_uid
+    )
     # The data layer reads it back onto the canonical grid.
     np.testing.assert_array_equal(read_mask(tmp_path / "seg.dcm", ct), mask)
 
@@ -172,8 +194,10 @@ def test_seg_takes_blank_sop_uids_from_file_meta(tmp_path):
 
 @pytest.mark.parametrize(
     ("blank", "named"),
-    [(("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"), ["(0020,000D)", "(0020,000E)"]),
-     (("FrameOfReferenceUID",), ["(0020,0052)"])],
+    [
+        (("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"), ["(0020,000D)", "(0020,000E)"]),
+        (("FrameOfReferenceUID",), ["(0020,0052)"]),
+    ],
     ids=["study-series-sopclass", "frame-of-reference"],
 )
 def test_seg_refused_for_blank_uids_without_second_source(tmp_path, blank, named):

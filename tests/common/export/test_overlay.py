@@ -73,8 +73,11 @@ def test_text_is_drawn(tmp_path):
     hu, mask = _slice()
     text = _read(write_overlay_png(tmp_path / "t.png", hu, mask, (0.8, 0.75), LINES))
     blank = _read(write_overlay_png(tmp_path / "b.png", hu, mask, (0.8, 0.75), [""] * len(LINES), title=""))
-    other = _read(write_overlay_png(tmp_path / "o.png", hu, mask, (0.8, 0.75),
-                                    LINES[:2] + ["prado2008 (SMI < 38.5): not sarcopenic", LINES[3]]))
+    other = _read(
+        write_overlay_png(
+            tmp_path / "o.png", hu, mask, (0.8, 0.75), LINES[:2] + ["prado2008 (SMI < 38.5): not sarcopenic", LINES[3]]
+        )
+    )
     assert text.shape == blank.shape
     band = slice(text.shape[0] - 5 * 20, None)  # (lines + 1) x (14 px font + 6)
     assert not blank[band].any() and (text[band] > 200).all(axis=2).sum() > 100  # white text on black

@@ -31,8 +31,9 @@ def test_round_trip_in_fresh_process(tmp_path):
         "with torch.no_grad():\n"
         "    torch.save(m.segment_logits(torch.load(sys.argv[2])), sys.argv[3])\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(ckpt), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-                   cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-c", script, str(ckpt), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")], cwd=ROOT, check=True
+    )
     assert torch.equal(torch.load(tmp_path / "y.pt"), ref)
 
 

@@ -24,9 +24,17 @@ def test_blocks_use_fused_attention_without_dropout() -> None:
 
 
 def test_state_dict_keys_are_monai_vit_plus_three_tokens() -> None:
-    vit = ViT(in_channels=1, img_size=(TINY.image_size,) * 2, patch_size=(TINY.patch_size,) * 2,
-              hidden_size=TINY.hidden_size, mlp_dim=TINY.mlp_dim, num_layers=TINY.num_layers,
-              num_heads=TINY.num_heads, spatial_dims=2, qkv_bias=True)
+    vit = ViT(
+        in_channels=1,
+        img_size=(TINY.image_size,) * 2,
+        patch_size=(TINY.patch_size,) * 2,
+        hidden_size=TINY.hidden_size,
+        mlp_dim=TINY.mlp_dim,
+        num_layers=TINY.num_layers,
+        num_heads=TINY.num_heads,
+        spatial_dims=2,
+        qkv_bias=True,
+    )
     want = {f"vit.{k}" for k in vit.state_dict()} | {"cls_token", "cls_pos", "mask_token"}
     enc = Encoder(TINY)
     assert set(enc.state_dict()) == want

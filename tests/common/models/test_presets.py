@@ -9,7 +9,13 @@ from common.models.presets import PRESETS, Preset, get_preset
 def test_get_preset_known_names():
     assert get_preset("tiny").image_size == 64
     full = get_preset("full")
-    assert (full.image_size, full.hidden_size, full.num_layers, full.num_heads, full.patch_size) == (512, 768, 12, 12, 16)
+    assert (full.image_size, full.hidden_size, full.num_layers, full.num_heads, full.patch_size) == (
+        512,
+        768,
+        12,
+        12,
+        16,
+    )
     # Each preset's field of view covers an adult abdomen at L3 (about 400 mm).
     for p in PRESETS.values():
         assert 380 <= p.field_of_view_mm <= 480

@@ -14,7 +14,9 @@ COHORT_PER_PROFILE = 12
 @pytest.fixture(scope="session")
 def cohort() -> dict[str, list[PhantomCase]]:
     """12 patients per profile (about 4 s in all)."""
-    return {name: [synth_case((5, i), profile) for i in range(COHORT_PER_PROFILE)] for name, profile in PROFILES.items()}
+    return {
+        name: [synth_case((5, i), profile) for i in range(COHORT_PER_PROFILE)] for name, profile in PROFILES.items()
+    }
 
 
 @pytest.fixture(scope="session")

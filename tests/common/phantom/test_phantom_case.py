@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from common.clinical import MUSCLE_HU_RANGE, area_cm2
-from common.phantom import PROFILES, synth_case
-from common.phantom import anatomy
+from common.phantom import PROFILES, anatomy, synth_case
 
 
 def test_same_seed_same_arrays_different_seed_differs():

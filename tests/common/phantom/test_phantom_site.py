@@ -47,7 +47,7 @@ def test_round_trip_gives_same_hu_and_sma(trauma_site):
 def test_same_seed_same_pixel_data(trauma_site, tmp_path):
     again = write_site(tmp_path / "again", "trauma", "young-trauma", 6, 2, seed=9)
     first, second = read_manifest(trauma_site), read_manifest(again)
-    for a, b in zip(first["image_abspath"], second["image_abspath"]):
+    for a, b in zip(first["image_abspath"], second["image_abspath"], strict=True):
         np.testing.assert_array_equal(read_ct_slice(a).hu, read_ct_slice(b).hu)
     pd.testing.assert_series_equal(first["sma_cm2"], second["sma_cm2"])
     other = read_manifest(write_site(tmp_path / "other", "trauma", "young-trauma", 1, 0, seed=10))
@@ -81,7 +81,13 @@ def test_bad_sizes_raise_config_error(tmp_path):
 CONFIG = {
     "sites": {
         "a": {"profile": "geriatric-oncology", "patients": 2, "unlabelled": 1, "seed": 1},
-        "b": {"profile": "young-trauma", "patients": 2, "unlabelled": 0, "seed": 2, "overrides": {"noise_hu": [12, 13]}},
+        "b": {
+            "profile": "young-trauma",
+            "patients": 2,
+            "unlabelled": 0,
+            "seed": 2,
+            "overrides": {"noise_hu": [12, 13]},
+        },
     }
 }
 

@@ -14,8 +14,15 @@ import pandas as pd
 import pytest
 
 
-def write_ring_site(out_dir: Path, n_train: int = 12, n_holdout: int = 4, n_unlabelled: int = 4,
-                    size: int = 128, spacing: float = 3.2, seed: int = 0) -> Path:
+def write_ring_site(
+    out_dir: Path,
+    n_train: int = 12,
+    n_holdout: int = 4,
+    n_unlabelled: int = 4,
+    size: int = 128,
+    spacing: float = 3.2,
+    seed: int = 0,
+) -> Path:
     """Write DICOM slices, NIfTI masks and manifest.csv; return the manifest path."""
     from common.data.dicom_io import write_ct_dicom
     from common.data.manifest import write_manifest
@@ -38,19 +45,36 @@ def write_ring_site(out_dir: Path, n_train: int = 12, n_holdout: int = 4, n_unla
         hu[np.hypot((xx - rng.uniform(-20, 20)) / 40, yy / 30) < 1.0] = 40.0
         hu += rng.normal(0, 12, hu.shape)
         pid = f"p{i:03d}"
-        ct = write_ct_dicom(out_dir / f"{pid}.dcm", hu.astype(np.float32), (spacing, spacing), patient_id=pid,
-                            sex="M" if i % 3 else "F", height_m=1.75, weight_kg=75.0, age_years=60.0)
+        ct = write_ct_dicom(
+            out_dir / f"{pid}.dcm",
+            hu.astype(np.float32),
+            (spacing, spacing),
+            patient_id=pid,
+            sex="M" if i % 3 else "F",
+            height_m=1.75,
+            weight_kg=75.0,
+            age_years=60.0,
+        )
         mask_path = ""
         if split != "unlabelled":
             write_mask_nifti(out_dir / f"{pid}_mask.nii.gz", muscle.astype(np.uint8), ct.geometry)
             mask_path = f"{pid}_mask.nii.gz"
         area = float(muscle.sum()) * spacing * spacing / 100
-        rows.append({
-            "patient_id": pid, "image_path": f"{pid}.dcm", "mask_path": mask_path,
-            "sex": "M" if i % 3 else "F", "height_m": 1.75, "weight_kg": 75.0, "age": 60.0, "split": split,
-            "sma_cm2": area if mask_path else None, "smi_cm2_m2": area / 1.75**2 if mask_path else None,
-            "sarcopenic": sarcopenic if mask_path else None,
-        })
+        rows.append(
+            {
+                "patient_id": pid,
+                "image_path": f"{pid}.dcm",
+                "mask_path": mask_path,
+                "sex": "M" if i % 3 else "F",
+                "height_m": 1.75,
+                "weight_kg": 75.0,
+                "age": 60.0,
+                "split": split,
+                "sma_cm2": area if mask_path else None,
+                "smi_cm2_m2": area / 1.75**2 if mask_path else None,
+                "sarcopenic": sarcopenic if mask_path else None,
+            }
+        )
     return write_manifest(pd.DataFrame(rows), out_dir / "manifest.csv")
 
 

@@ -31,8 +31,9 @@ def test_pad_is_air_and_mask_round_trip_keeps_dice():
     assert net.shape == (64, 64) and net[0, 0] == -1000.0  # padded with air
     back = to_native(mask_to_net(mask, geom).astype(np.float32), None, geom=geom) >= 0.5
     assert back.shape == mask.shape
-    dice = DiceMetric()(torch.from_numpy(back[None, None].astype(np.float32)),
-                        torch.from_numpy(mask[None, None].astype(np.float32)))
+    dice = DiceMetric()(
+        torch.from_numpy(back[None, None].astype(np.float32)), torch.from_numpy(mask[None, None].astype(np.float32))
+    )
     assert float(dice) > 0.97
 
 

@@ -31,21 +31,36 @@ def site(tmp_path_factory):
     rows = []
     for i in range(8):
         case = synth_case((5, i), profile)
-        ct = write_ct_dicom(root / f"img/p{i}.dcm", case.hu, case.spacing_mm, patient_id=f"p{i}", sex=case.sex,
-                            height_m=case.height_m, weight_kg=case.weight_kg, age_years=case.age_years,
-                            rows_bottom_up=(i == 3))
+        ct = write_ct_dicom(
+            root / f"img/p{i}.dcm",
+            case.hu,
+            case.spacing_mm,
+            patient_id=f"p{i}",
+            sex=case.sex,
+            height_m=case.height_m,
+            weight_kg=case.weight_kg,
+            age_years=case.age_years,
+            rows_bottom_up=(i == 3),
+        )
         labelled = i != 7
         if labelled:
             write_mask_nifti(root / f"mask/p{i}.nii.gz", case.muscle, ct.geometry)
-        rows.append({
-            "patient_id": f"p{i}", "image_path": f"img/p{i}.dcm",
-            "mask_path": f"mask/p{i}.nii.gz" if labelled else "", "sex": case.sex, "height_m": case.height_m,
-            "weight_kg": case.weight_kg, "age": case.age_years, "split": "train" if i < 2 else "holdout",
-            "sma_cm2": case.sma_cm2 if labelled else None,
-            "smi_cm2_m2": case.sma_cm2 / case.height_m**2 if labelled else None,
-            # Deliberately wrong: evaluate must recompute the reference verdict, not trust this column.
-            "sarcopenic": True if labelled else None,
-        })
+        rows.append(
+            {
+                "patient_id": f"p{i}",
+                "image_path": f"img/p{i}.dcm",
+                "mask_path": f"mask/p{i}.nii.gz" if labelled else "",
+                "sex": case.sex,
+                "height_m": case.height_m,
+                "weight_kg": case.weight_kg,
+                "age": case.age_years,
+                "split": "train" if i < 2 else "holdout",
+                "sma_cm2": case.sma_cm2 if labelled else None,
+                "smi_cm2_m2": case.sma_cm2 / case.height_m**2 if labelled else None,
+                # Deliberately wrong: evaluate must recompute the reference verdict, not trust this column.
+                "sarcopenic": True if labelled else None,
+            }
+        )
     write_manifest(pd.DataFrame(rows), root / "manifest.csv")
     torch.manual_seed(0)
     model = SarcoModel(get_preset("tiny")).eval()
@@ -68,7 +83,8 @@ def test_per_patient_rows(site):
         assert got["sma_ref_cm2"] == pytest.approx(row["sma_cm2"], rel=1e-6)  # the phantom's own area
         assert got["sma_pred_cm2"] == pytest.approx(pred.sum() * np.prod(ct.spacing_mm) / 100)
         assert got["sma_abs_pct_err"] == pytest.approx(
-            abs(got["sma_pred_cm2"] - got["sma_ref_cm2"]) / got["sma_ref_cm2"] * 100)
+            abs(got["sma_pred_cm2"] - got["sma_ref_cm2"]) / got["sma_ref_cm2"] * 100
+        )
         assert got["smi_ref"] == pytest.approx(got["sma_ref_cm2"] / ct.height_m**2)
         assert got["sarcopenic_ref"] == (got["smi_ref"] < rule.threshold(ct.sex))
         assert got["sarcopenic_pred"] == (got["smi_pred"] < rule.threshold(ct.sex))
@@ -89,14 +105,28 @@ def test_summary_and_cutoff(site):
     ba = metrics.bland_altman(df["sma_pred_cm2"], df["sma_ref_cm2"])
     assert summary["sma_bias_cm2"] == pytest.approx(ba.bias)
     assert summary["sma_loa_low"] == pytest.approx(ba.loa_low) and summary["sma_loa_high"] == pytest.approx(ba.loa_high)
-    for key in ("n", "dice_mean", "sma_abs_pct_err_mean", "sma_bias_cm2", "sarcopenia_accuracy", "sensitivity",
-                "specificity", "balanced_accuracy", "cls_accuracy", "cls_auroc", "cutoff", "suppressed"):
+    for key in (
+        "n",
+        "dice_mean",
+        "sma_abs_pct_err_mean",
+        "sma_bias_cm2",
+        "sarcopenia_accuracy",
+        "sensitivity",
+        "specificity",
+        "balanced_accuracy",
+        "cls_accuracy",
+        "cls_auroc",
+        "cutoff",
+        "suppressed",
+    ):
         assert key in summary
     # Five patients cannot fill two reference classes of five: the verdict block is hidden, counts too.
     for key in metrics.VERDICT_BLOCK:
         assert math.isnan(summary[key]) and math.isnan(summary[f"{key}_n"]) and key in summary["suppressed_metrics"]
     rule = get_cutoff("derstine2018")
-    expected = [s / h**2 < rule.threshold(x) for s, h, x in zip(df["sma_ref_cm2"], df["height_m"], df["sex"])]
+    expected = [
+        s / h**2 < rule.threshold(x) for s, h, x in zip(df["sma_ref_cm2"], df["height_m"], df["sex"], strict=True)
+    ]
     assert list(df["sarcopenic_ref"]) == expected
 
 
@@ -140,8 +170,7 @@ def test_n_counts_patients_not_rows(site):
     unlabelled_slice = manifest[manifest["patient_id"] == "p3"].assign(mask_path="", mask_abspath="")
     cases = pd.concat([manifest, second_slice, unlabelled_slice], ignore_index=True)
 
-    df, summary = evaluate_cases(model, model.preset, cases, manifest_dir=manifest.attrs["manifest_dir"],
-                                 min_cohort=1)
+    df, summary = evaluate_cases(model, model.preset, cases, manifest_dir=manifest.attrs["manifest_dir"], min_cohort=1)
 
     assert len(df) == 6 and summary["dice_mean_n"] == 6  # p2, p2, p3, p4, p5, p6: values over rows
     assert summary["n"] == 5

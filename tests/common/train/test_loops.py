@@ -95,7 +95,7 @@ def test_classifier_leaves_the_segmentation_encoder_alone(ring_site):
     head = [p.detach().clone() for p in model.cls_head.parameters()]
     train_phase(model, "cls", ring_site, epochs=2, seed=0, progress=False)
     assert all(torch.equal(encoder[k], v) for k, v in model.encoder.state_dict().items())
-    assert any(not torch.equal(a, b) for a, b in zip(head, model.cls_head.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(head, model.cls_head.parameters(), strict=True))
     # the next phase trains the encoder again: nothing stays frozen after the call
     assert all(p.requires_grad for p in model.encoder.parameters())
 
