@@ -12,29 +12,22 @@ goes on with the other sites.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 from flwr.app import Context, Message
 from flwr.app.message_type import MessageType
-from flwr.client import ClientApp, NumPyClient
+from flwr.client import Client, ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
+import flower_compat
 from client.boundary import site_boundary
 from client.federated_site import resolve_site
 from client.policy import SitePolicy
 from client.task import RoundInstructions, add_site_noise, evaluate_round, train_round
 from common.run_config import RunConfig
-from common.secagg import compact_masked_transport, override_flower_prg
-
-# Masks from the whole shared secret (flwr #7522) and masked vectors sent as uint32; the ServerApp
-# installs the same generator and widens what it receives.
-_SECAGG_MOD = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
-override_flower_prg(_SECAGG_MOD)
-compact_masked_transport(client_mod=_SECAGG_MOD)
 
 
 class SiteClient(NumPyClient):
@@ -65,7 +58,7 @@ class SiteClient(NumPyClient):
         )
 
 
-def client_fn(context: Context):  # type: ignore[no-untyped-def]
+def client_fn(context: Context) -> Client:
     return SiteClient(context).to_client()
 
 
@@ -85,6 +78,7 @@ def secure_unless_simulated(msg: Message, ctxt: Context, call_next: ClientAppCal
                 "update (run config secure-aggregation=false). Nothing was sent."
             )
         return call_next(msg, ctxt)
+    flower_compat.install_secagg_client()  # SarcoFed's mask generator and uint32 masked vectors (idempotent)
     return secaggplus_mod(msg, ctxt, call_next)
 
 

@@ -23,6 +23,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from client.policy import PolicyRefusal, SitePolicy, UpdateGuardError
 from common.errors import CheckpointError, ConfigError, InputDataError
+from flower_compat import MASK_PRG_CONFIG_KEY, mask_prg_version
 
 
 class SiteError(Exception):
@@ -51,6 +52,15 @@ def category(error: BaseException) -> str:
     return "internal error at the site (details in the site's log)"
 
 
+def check_mask_generator(servers: object) -> None:
+    """Refuse a SecAgg+ round whose server masks with another generator than this node (the sum would be garbage)."""
+    ours = mask_prg_version()
+    if servers != ours:
+        raise PolicyRefusal(
+            "mask-prg", f"the server masks with {servers or 'an unnamed generator'!s}, this node with {ours}"
+        )
+
+
 def check_secagg_stage(msg: Message, policy: SitePolicy) -> None:
     """Hold the stage's SecAgg+ settings to the policy (no-op for messages without SecAgg+ settings)."""
     if msg.metadata.message_type != MessageType.TRAIN or RECORD_KEY_CONFIGS not in msg.content.config_records:
@@ -59,6 +69,7 @@ def check_secagg_stage(msg: Message, policy: SitePolicy) -> None:
     stage = configs.get(Key.STAGE)
     try:
         if stage == Stage.SETUP:
+            check_mask_generator(configs.get(MASK_PRG_CONFIG_KEY))
             policy.check_secagg_setup(
                 int(cast(int, configs[Key.SAMPLE_NUMBER])),
                 int(cast(int, configs[Key.SHARE_NUMBER])),

@@ -263,9 +263,11 @@ class ClientAppWatch:
 
         while not self._stop.wait(self.run_check_s):
             get_run = self._get_run
+            if get_run is None:
+                continue
             with self._lock:
                 runs = sorted(self._running_runs - set(self._over))
-            for run_id in runs if get_run is not None else ():
+            for run_id in runs:
                 try:
                     get_run(run_id)  # retries by itself while the SuperLink is unreachable
                 except RunNotRunningException:

@@ -1,6 +1,6 @@
 """Flower's SecAgg+ workflow, made to survive a bad site and to say when a round did not happen.
 
-``GuardedSecAggPlusWorkflow`` is Flower 1.42's ``SecAggPlusWorkflow`` with three changes:
+``GuardedSecAggPlusWorkflow`` is Flower 1.42's ``SecAggPlusWorkflow`` with four changes:
 
 - **A malformed masked vector drops its site, not the ServerApp.** Flower sums every site's masked
   vector as it arrives (``collect_masked_vectors_stage``); one of the wrong length or shape (a bug, a
@@ -15,21 +15,26 @@
   "Secure aggregation halted" and returns; the strategy's ``aggregate_fit`` never runs, so nothing
   recorded the round. Here the strategy is told (``fit_aborted``) which stage halted and why.
 
+- **The mask generator is named.** Each setup-stage message carries the server's mask generator
+  version (``flower_compat.MASK_PRG_CONFIG_KEY``); a node that runs another refuses the round and says
+  so, where two generators would otherwise give a garbage sum without any error.
+
 ``timeout`` (seconds per stage, Flower's own argument) bounds how long a hung site can hold a round.
 """
 
 from __future__ import annotations
 
 from logging import INFO
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import Message
 from flwr.app.error import Error
 from flwr.common import log
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.server.workflow import SecAggPlusWorkflow
 
 from common.secagg.transport import load_ndarray
+from flower_compat import MASK_PRG_CONFIG_KEY, mask_prg_version
 
 MALFORMED_CODE = 0
 
@@ -41,7 +46,10 @@ def masked_vector_problem(msg: Message, shapes: list[tuple[int, ...]], mod_range
     array of the round, every value in ``[0, mod_range)``.
     """
     try:
-        arrays = [load_ndarray(b) for b in msg.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]
+        arrays = [
+            load_ndarray(b)
+            for b in cast(list[bytes], msg.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS])
+        ]
     except (KeyError, TypeError, ValueError) as error:
         return f"unreadable masked vector ({type(error).__name__})"
     expected = [(1,), *shapes]
@@ -92,6 +100,25 @@ class _CheckedGrid:
         return replies
 
 
+class _MaskVersionGrid:
+    """The round's grid, writing ``MASK_PRG_CONFIG_KEY`` into each setup-stage message before it leaves:
+    a node that masks otherwise refuses the round (``client.boundary``) instead of spoiling the sum."""
+
+    def __init__(self, grid: Any) -> None:
+        self._grid = grid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        requests = list(messages)
+        for message in requests:
+            configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+            if configs is not None and configs.get(Key.STAGE) == Stage.SETUP:
+                configs[MASK_PRG_CONFIG_KEY] = mask_prg_version()
+        return self._grid.send_and_receive(requests, timeout=timeout)
+
+
 class GuardedSecAggPlusWorkflow(SecAggPlusWorkflow):
     """``SecAggPlusWorkflow`` that checks masked vectors and reports a halted round (see module docstring).
 
@@ -115,7 +142,7 @@ class GuardedSecAggPlusWorkflow(SecAggPlusWorkflow):
         watched = _CheckedGrid(grid)
         for name, stage in stages:
             before = set(state.active_node_ids)
-            ok = stage(watched, context, state)
+            ok = stage(watched, context, state)  # type: ignore[arg-type]  # a Grid in all but its base class
             expected = set(state.sampled_node_ids) if name == "setup" else before
             for node in sorted(expected - set(state.active_node_ids) - watched.errored):
                 state.failures.append(
@@ -149,6 +176,10 @@ class GuardedSecAggPlusWorkflow(SecAggPlusWorkflow):
                 )
                 context.strategy.fit_aborted(current_round, reason, list(state.failures))
                 return
+
+    def setup_stage(self, grid: Any, context: Any, state: Any) -> bool:
+        """Flower's setup stage, its messages also carrying this server's mask generator version."""
+        return bool(super().setup_stage(_MaskVersionGrid(grid), context, state))  # type: ignore[arg-type]
 
     def collect_masked_vectors_stage(self, grid: Any, context: Any, state: Any) -> bool:
         shapes = context.strategy.update_shapes()

@@ -24,7 +24,6 @@ ServerApp removes the simulation's polling between a round's message exchanges i
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -37,6 +36,7 @@ from typing import Any
 
 from deploy import launch
 from deploy.launch import free_port
+from flower_compat.bundle import bundle_files
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "sarcofed-sim"
@@ -198,37 +198,6 @@ def flwr_run(
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(output)
     return subprocess.CompletedProcess(cmd, returncode, output, "")
-
-
-def bundle_files(app_dir: Path) -> dict[str, Path]:
-    """The files ``flwr run <app_dir>`` puts into the app bundle (FAB): relative POSIX path -> file.
-
-    Flower's own filter (``flwr.cli.utils.filter_paths_for_publish``: included suffixes, its excludes,
-    the app's top-level ``.gitignore``) applied to a walk that does not descend into folders that filter
-    drops whole (``.venv/``, ``.cache/``, ``runs/`` ...). Flower walks them file by file. Without
-    negated (``!``) patterns in ``.gitignore`` the two walks give the same files.
-    """
-    from flwr.cli.utils import build_pathspec, filter_paths_for_publish, load_gitignore_patterns
-    from flwr.supercore.constant import APP_PUBLISH_EXCLUDE_PATTERNS
-
-    root = Path(app_dir).expanduser().resolve()
-    gitignore = root / ".gitignore"
-    patterns = tuple(load_gitignore_patterns(gitignore.read_bytes() if gitignore.is_file() else b""))
-    prune = not any(p.lstrip().startswith("!") for p in patterns)
-    dropped = (build_pathspec(patterns), build_pathspec(APP_PUBLISH_EXCLUDE_PATTERNS))
-    files: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        rel_dir = Path(dirpath).relative_to(root)
-        if prune:
-            dirnames[:] = [
-                d for d in dirnames if not any(spec.match_file(f"{(rel_dir / d).as_posix()}/") for spec in dropped)
-            ]
-        for name in filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.resolve().is_relative_to(root):  # as collect_files
-                continue
-            files[(rel_dir / name).as_posix()] = path
-    return filter_paths_for_publish(files)  # type: ignore[return-value]
 
 
 def stage_app(app_dir: Path, staging: Path) -> Path:

@@ -9,7 +9,7 @@ them (``np.add(a, b, dtype=np.int64)``): the same exact sums, with no copy first
 Flower's, with the scaling done in place (one float64 array per model array instead of three); the
 values are bit-for-bit Flower's.
 
-Pure numpy; ``common.secagg.transport.compact_masked_transport`` installs these into Flower's
+Pure numpy; ``flower_compat.secagg`` installs these into Flower's
 ``secaggplus_workflow`` module, where they are only ever applied to masked vectors and masks.
 """
 

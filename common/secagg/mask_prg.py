@@ -1,4 +1,4 @@
-"""Mask generator for Flower's SecAgg+ that uses the whole shared secret (closes flwr issue #7522).
+"""Mask generator for Flower's SecAgg+ that uses the whole shared secret (flwr issue #7522).
 
 Why: Flower 1.42's ``pseudo_rand_gen`` (flwr/common/secure_aggregation/secaggplus_utils.py) XORs the
 32-byte secret down to a 32-bit integer and seeds ``numpy.random.RandomState`` with it. Anyone holding
@@ -6,19 +6,14 @@ a masked vector can try all 2**32 seeds and strip a pairwise or private mask. He
 through HKDF-SHA256 into a 256-bit ChaCha20 key, and the masks are read from the ChaCha20 keystream:
 every bit of the secret matters and the stream is cryptographic.
 
-Why a function that takes modules (and not ``import flwr`` here): ``common/`` has no Flower. Flower
-binds ``pseudo_rand_gen`` by name into the modules that call it (``from ... import pseudo_rand_gen``),
-so the ClientApp passes ``flwr.client.mod.secure_aggregation.secaggplus_mod`` and the ServerApp passes
-``flwr.server.workflow.secure_aggregation.secaggplus_workflow``; both then draw masks from this one
-function, so client and server agree. Drop this module (and the two calls) when upstream fixes #7522;
-the protocol messages do not change, only how masks are expanded from secrets, so every node of one
-federation must run the same choice.
+``flower_compat.secagg`` puts ``mask_arrays`` in place of Flower's generator in the client mod and
+the server workflow (``common/`` has no Flower), and the setup stage carries ``MASK_PRG_INFO`` so that
+a node running another generator refuses the round instead of producing a garbage sum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -45,7 +40,7 @@ def _keystream_into(seed: bytes, arrays: Sequence[np.ndarray]) -> None:
     encryptor = Cipher(algorithms.ChaCha20(key, _NONCE), mode=None).encryptor()
     zeros = memoryview(bytes(_CHUNK))
     for arr in arrays:
-        view = memoryview(arr.reshape(-1).view(np.uint8))
+        view = memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # ndarray is a buffer; stubs lack it
         for start in range(0, len(view), _CHUNK):
             chunk = view[start : start + _CHUNK]
             encryptor.update_into(zeros[: len(chunk)], chunk)
@@ -90,18 +85,3 @@ def mask_arrays(seed: bytes, num_range: int, dimensions_list: Sequence[tuple[int
             arr &= np.uint32(num_range - 1)
         out[i] = arr.astype(np.uint32, copy=False)  # native byte order (a no-op on little-endian hosts)
     return out
-
-
-def override_flower_prg(*modules: ModuleType) -> None:
-    """Make each given Flower module generate SecAgg+ masks with :func:`mask_arrays`.
-
-    Each module must already have a ``pseudo_rand_gen`` attribute (the Flower modules that use it);
-    passing anything else raises ``AttributeError`` so an upstream rename cannot silently skip the fix.
-    """
-    for module in modules:
-        if not hasattr(module, "pseudo_rand_gen"):
-            raise AttributeError(
-                f"{module.__name__} has no pseudo_rand_gen: Flower changed; check whether issue #7522 is fixed "
-                "upstream and drop common/secagg/mask_prg.py"
-            )
-        module.pseudo_rand_gen = mask_arrays

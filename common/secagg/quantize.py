@@ -92,6 +92,6 @@ def reproducible_quantize(
     for arr in parameters:
         arr = np.ascontiguousarray(arr)
         digest.update(f"{arr.dtype.str}{arr.shape}".encode())
-        digest.update(arr.reshape(-1).view(np.uint8))
+        digest.update(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # ndarray is a buffer; numpy's stubs do not say so
     rng = np.random.default_rng(int.from_bytes(digest.digest(), "little"))
     return stochastic_quantize(parameters, clipping_range, target_range, rng=rng)

@@ -22,9 +22,8 @@ aggregate leaves Flower's workflow in float64 (``dequantize``); ``compact_float`
 float32, the sites' dtype, which halves what the strategy then reads back once per site (its
 quantisation step, ``2 * clipping_range / quantization_range``, is far above float32's resolution).
 
-Like ``mask_prg``, this module does not import Flower: the apps hand it the two Flower modules to
-patch (``secaggplus_mod`` on the client, ``secaggplus_workflow`` on the server). Both ends must be
-patched together; SarcoFed's ClientApp and ServerApp do so at import.
+Like ``mask_prg``, this module does not import Flower: ``flower_compat.secagg`` puts these functions
+in place of Flower's, in the client mod and the server workflow (both ends together).
 """
 
 from __future__ import annotations
@@ -32,13 +31,9 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
 
 import numpy as np
-
-from common.secagg.arithmetic import dequantize, exact_addition, exact_subtraction
-from common.secagg.quantize import reproducible_quantize
 
 _UINT32_LIMIT = 2**32
 _NPY_MAGIC = b"\x93NUMPY"
@@ -91,50 +86,3 @@ def narrow_masked(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.int64 and (arr.size == 0 or (int(arr.min()) >= 0 and int(arr.max()) < _UINT32_LIMIT)):
         return arr.astype(np.uint32)
     return arr
-
-
-def compact_masked_transport(client_mod: ModuleType | None = None, server_workflow: ModuleType | None = None) -> None:
-    """Patch Flower's SecAgg+ client mod and server workflow for the uint32 path (see the module notes).
-
-    Client mod: ``quantize`` -> :func:`reproducible_quantize`, ``parameters_to_ndarrays`` ->
-    :func:`load_ndarrays`, ``ndarray_to_bytes`` narrows int64 to uint32. Server workflow:
-    ``bytes_to_ndarray`` -> :func:`load_ndarray`; ``parameters_addition``, ``parameters_subtraction``
-    and ``dequantize`` -> those of ``common.secagg.arithmetic`` (int64 sums, in-place scaling);
-    ``ndarrays_to_parameters`` writes the aggregate as float32. Raises ``AttributeError`` if Flower
-    renamed any of them, so an upstream change cannot silently drop the patch. Patching twice is
-    harmless.
-    """
-    server_names = (
-        "bytes_to_ndarray",
-        "parameters_addition",
-        "parameters_subtraction",
-        "dequantize",
-        "ndarrays_to_parameters",
-    )
-    for module, names in (
-        (client_mod, ("quantize", "parameters_to_ndarrays", "ndarray_to_bytes")),
-        (server_workflow, server_names),
-    ):
-        missing = [name for name in names if module is not None and not hasattr(module, name)]
-        if missing:
-            raise AttributeError(
-                f"{module.__name__} has no {', '.join(missing)}: Flower changed; check common/secagg/transport.py"
-            )
-    if client_mod is not None:
-        client_mod.quantize = reproducible_quantize
-        client_mod.parameters_to_ndarrays = load_ndarrays
-        original_send = client_mod.ndarray_to_bytes
-        if not getattr(original_send, "sarcofed_compact", False):
-
-            def send(arr: np.ndarray) -> bytes:
-                return original_send(narrow_masked(arr))
-
-            send.sarcofed_compact = True  # type: ignore[attr-defined]
-            client_mod.ndarray_to_bytes = send
-    if server_workflow is not None:
-        server_workflow.bytes_to_ndarray = load_ndarray
-        server_workflow.parameters_addition = exact_addition
-        server_workflow.parameters_subtraction = exact_subtraction
-        server_workflow.dequantize = dequantize
-        if not getattr(server_workflow.ndarrays_to_parameters, "sarcofed_compact", False):
-            server_workflow.ndarrays_to_parameters = compact_float(server_workflow.ndarrays_to_parameters)

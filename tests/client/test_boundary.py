@@ -11,6 +11,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from client.boundary import SiteError, category, site_boundary
 from common.errors import InputDataError
+from flower_compat import MASK_PRG_CONFIG_KEY, mask_prg_version
 from tests.conftest import app_run_config
 
 
@@ -23,7 +24,9 @@ def _task_identity():
 
 
 def _secagg_message(stage: str, **values: object) -> Message:
-    configs = ConfigRecord({Key.STAGE: stage, **values})  # type: ignore[arg-type]
+    """A SecAgg+ stage message; a setup stage names this node's mask generator, as SarcoFed's server does."""
+    named = {MASK_PRG_CONFIG_KEY: mask_prg_version()} if stage == Stage.SETUP else {}
+    configs = ConfigRecord({Key.STAGE: stage, **named, **values})  # type: ignore[arg-type]
     return Message(RecordDict({RECORD_KEY_CONFIGS: configs}), dst_node_id=7, message_type=MessageType.TRAIN)
 
 
@@ -57,6 +60,17 @@ def test_secagg_rounds_against_the_policy_never_reach_the_protocol(stage: str, v
         site_boundary(
             _secagg_message(stage, **values), _context({"data-path": "/data/a/manifest.csv", "site-name": "a"}), _never
         )
+
+
+@pytest.mark.parametrize("servers", [None, "sarcofed/secaggplus-mask/chacha20/v1"], ids=["flower", "older"])
+def test_a_round_masked_with_another_generator_is_refused(servers: str | None) -> None:
+    """Two generators would make the sum garbage without any error: the node refuses the setup stage."""
+    values = {Key.SAMPLE_NUMBER: 4, Key.SHARE_NUMBER: 4, Key.THRESHOLD: 3, MASK_PRG_CONFIG_KEY: servers}
+    message = _secagg_message(Stage.SETUP, **{k: v for k, v in values.items() if v is not None})
+    if servers is None:
+        del message.content.config_records[RECORD_KEY_CONFIGS][MASK_PRG_CONFIG_KEY]
+    with pytest.raises(SiteError, match=r"refused by the site's policy \(mask-prg\)"):
+        site_boundary(message, _context({}), _never)
 
 
 def test_a_site_with_a_stricter_policy_file_refuses_what_the_defaults_accept(tmp_path: Path) -> None:

@@ -22,9 +22,16 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
-import client.app  # noqa: F401  installs the mask generator in the client mod
-import server.app  # noqa: F401  installs it in the server workflow
+import flower_compat
 from common.secagg import mask_arrays
+
+
+@pytest.fixture(autouse=True)
+def _sarcofed_secagg() -> None:
+    """SarcoFed's mask generator and uint32 transport on both ends, as the apps install them in a run."""
+    flower_compat.install_secagg_client()
+    flower_compat.install_secagg_server()
+
 
 SHAPES = [(40, 25), (25,), (3, 3, 4)]
 CLIP = 0.5

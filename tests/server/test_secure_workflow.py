@@ -4,6 +4,7 @@ the ServerApp), and a round that secure aggregation halts is reported as aborted
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from flwr.app import Context, Message, RecordDict
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
@@ -12,11 +13,18 @@ from flwr.server import LegacyContext, ServerConfig
 from flwr.server.workflow import DefaultWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
-import client.app  # noqa: F401  the SarcoFed mask generator and uint32 transport, as in a real run
-import server.app  # noqa: F401
+import flower_compat
 from common.secagg import pack, unpack
 from server.secure_workflow import GuardedSecAggPlusWorkflow
 from server.strategy import make_strategy
+
+
+@pytest.fixture(autouse=True)
+def _sarcofed_secagg() -> None:
+    """SarcoFed's mask generator and uint32 transport on both ends, as the apps install them in a run."""
+    flower_compat.install_secagg_client()
+    flower_compat.install_secagg_server()
+
 
 SHAPES = [(40, 25), (25,), (3, 3, 4)]
 CLIP = 0.5

@@ -70,8 +70,10 @@ def test_aggregate_is_serialised_as_float32():
 def test_apps_install_the_uint32_path():
     import importlib
 
-    import client.app  # noqa: F401
-    import server.app  # noqa: F401
+    import flower_compat
+
+    flower_compat.install_secagg_client()
+    flower_compat.install_secagg_server()
     from common.secagg.quantize import reproducible_quantize
     from common.secagg.transport import load_ndarray, load_ndarrays
 

@@ -1,4 +1,4 @@
-"""The ServerApp's shorter polling in a local simulation (server.app): what it replaces in Flower 1.42 is
+"""The ServerApp's shorter waits for replies (flower_compat.serverapp): what it replaces in Flower 1.42 is
 still there and used the same way, the replacement behaves like the original, deployment is untouched."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from simulations.flower_home import PROJECT_ROOT
 
 
 def test_flower_still_has_what_we_replace_and_starts_it_by_module_name() -> None:
-    """server.app copies three Flower 1.42 functions with the polls replaced: fail loudly on an upgrade."""
+    """flower_compat.serverapp copies three Flower 1.42 functions with the polls replaced: fail loudly on an upgrade."""
     from flwr.server.superlink.fleet.vce import vce_api
     from flwr.superlink.grid import InMemoryGrid
 
@@ -42,11 +42,12 @@ def _imports(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_patch_applies_in_the_simulation_process_only() -> None:
     sim = _imports(
-        "import flwr.simulation, server.app as a\n"
+        "import flwr.simulation, server.app\n"
+        "import flower_compat.serverapp as a\n"
         "from flwr.server.superlink.fleet.vce import vce_api as v\n"
-        "assert v.add_messages_to_queue is a._add_messages_to_queue\n"
-        "assert v.put_message_into_state is a._put_message_into_state\n"
-        "assert v.Queue is a._PromptStopQueue"
+        "assert v.add_messages_to_queue is a.add_messages_to_queue\n"
+        "assert v.put_message_into_state is a.put_message_into_state\n"
+        "assert v.Queue is a.PromptStopQueue"
     )
     assert sim.returncode == 0, sim.stderr[-2000:]
     deployed = _imports("import sys, server.app\nassert 'flwr.server.superlink.fleet.vce.vce_api' not in sys.modules")
@@ -67,10 +68,10 @@ class _State:
 
 
 def test_engine_takes_pushed_messages_at_once_and_stops_on_request() -> None:
-    from server import app
+    from flower_compat import serverapp as app
 
     state, out, stop = _State(), queue.Queue(), threading.Event()
-    worker = threading.Thread(target=app._add_messages_to_queue, args=(state, out, {1: 0, 2: 1}, stop))
+    worker = threading.Thread(target=app.add_messages_to_queue, args=(state, out, {1: 0, 2: 1}, stop))
     worker.start()
     try:
         time.sleep(0.3)  # idle: it waits on the wake event (0.1 s at most between looks)
@@ -88,7 +89,7 @@ def test_engine_takes_pushed_messages_at_once_and_stops_on_request() -> None:
 
 
 def test_engine_stores_replies_and_wakes_the_server() -> None:
-    from server import app
+    from flower_compat import serverapp as app
 
     class Store:
         def __init__(self) -> None:
@@ -98,7 +99,7 @@ def test_engine_stores_replies_and_wakes_the_server() -> None:
             self.stored.append(message)
 
     state, replies, stop = Store(), queue.Queue(), threading.Event()
-    worker = threading.Thread(target=app._put_message_into_state, args=(state, replies, stop))
+    worker = threading.Thread(target=app.put_message_into_state, args=(state, replies, stop))
     worker.start()
     try:
         app._REPLY_WAKE.clear()
@@ -111,9 +112,9 @@ def test_engine_stores_replies_and_wakes_the_server() -> None:
 
 
 def test_engine_queues_wait_at_most_a_tenth_of_a_second() -> None:
-    from server import app
+    from flower_compat import serverapp as app
 
-    q = app._PromptStopQueue()
+    q = app.PromptStopQueue()
     t0 = time.perf_counter()
     try:
         q.get(timeout=1.0)
@@ -140,13 +141,13 @@ def _grid():  # type: ignore[no-untyped-def]
 
 
 def test_send_and_receive_returns_as_soon_as_the_last_reply_is_stored(monkeypatch) -> None:
-    from server import app
+    from flower_compat import serverapp as app
 
     grid = _grid()
     pending: list[_FakeMessage] = []
     monkeypatch.setattr(grid, "push_messages", lambda messages: ["a", "b"])
     monkeypatch.setattr(grid, "pull_messages", lambda ids: [pending.pop() for _ in list(pending)])
-    app._tune_grid(grid)
+    app.tune_grid(grid)
 
     def reply_later() -> None:
         for reply_to in ("a", "b"):
@@ -165,25 +166,25 @@ def test_send_and_receive_returns_as_soon_as_the_last_reply_is_stored(monkeypatc
 
 
 def test_send_and_receive_keeps_its_timeout(monkeypatch) -> None:
-    from server import app
+    from flower_compat import serverapp as app
 
     grid = _grid()
     monkeypatch.setattr(grid, "push_messages", lambda messages: ["a"])
     monkeypatch.setattr(grid, "pull_messages", lambda ids: [])
-    app._tune_grid(grid)
+    app.tune_grid(grid)
     t0 = time.perf_counter()
     assert grid.send_and_receive(["m"], timeout=0.3) == []
     assert 0.28 < time.perf_counter() - t0 < 0.45
 
 
 def test_tune_grid_leaves_other_grids_alone() -> None:
-    from server import app
+    from flower_compat import serverapp as app
 
     class OtherGrid:  # a grid of some other kind
         pull_interval = 1.0
 
     other = OtherGrid()
-    app._tune_grid(other)  # type: ignore[arg-type]
+    app.tune_grid(other)  # type: ignore[arg-type]
     assert not vars(other)
 
 
@@ -193,14 +194,14 @@ def test_a_deployed_serverapp_looks_for_replies_every_fifth_of_a_second(monkeypa
 
     from flwr.superlink.grid.http_grid import HttpGrid
 
-    from server import app
+    from flower_compat import serverapp as app
 
-    assert "time.sleep(3)" in inspect.getsource(HttpGrid.send_and_receive)  # what _tune_grid replaces
+    assert "time.sleep(3)" in inspect.getsource(HttpGrid.send_and_receive)  # what tune_grid replaces
     grid = HttpGrid.__new__(HttpGrid)  # no SuperLink: push and pull are replaced below
     pending: list[_FakeMessage] = []
     monkeypatch.setattr(grid, "push_messages", lambda messages: ["a"], raising=False)
     monkeypatch.setattr(grid, "pull_messages", lambda ids: [pending.pop() for _ in list(pending)], raising=False)
-    app._tune_grid(grid)
+    app.tune_grid(grid)
     threading.Timer(0.5, lambda: pending.append(_FakeMessage("a"))).start()
     t0 = time.perf_counter()
     got = grid.send_and_receive(["m"])
