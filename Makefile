@@ -44,10 +44,11 @@ compare: install
 paper-check: install
 	$(PY) -m simulations.paper_check --preset $(PRESET)
 
-# Lint and format checks first (ruff, configured in pyproject.toml), then the suite.
+# Lint, format and type checks first (ruff, mypy: configured in pyproject.toml), then the suite.
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 bench: install

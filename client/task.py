@@ -156,7 +156,9 @@ def add_site_noise(delta: list[np.ndarray], policy: SitePolicy, state: Any) -> t
     from common.privacy import clip_and_noise, gaussian_epsilon
 
     record = state.config_records.get(PRIVACY_RECORD) or ConfigRecord({"releases": 0})
-    releases = int(record["releases"]) + 1
+    released = record["releases"]
+    assert isinstance(released, int)  # only this function writes the record, always with an int
+    releases = released + 1
     epsilon = gaussian_epsilon(releases, policy.dp_noise_multiplier, policy.dp_delta)
     if epsilon > policy.dp_max_epsilon:
         raise PolicyRefusal(

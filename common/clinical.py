@@ -52,8 +52,7 @@ class CutoffRule:
 
     def threshold(self, sex: str, bmi_value: float | None = None) -> float:
         """SMI threshold (cm2/m2) for a patient."""
-        sex = normalise_sex(sex)
-        if sex == "F":
+        if normalise_sex(sex) == "F":
             return self.women
         if self.men_bmi25 is not None and bmi_value is not None and bmi_value >= 25.0:
             return self.men_bmi25

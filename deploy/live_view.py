@@ -600,6 +600,7 @@ class LiveViewServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # a bound TCP socket's name: (host, port[, flowinfo, scope_id])
         return f"http://[{host}]:{port}/" if ":" in str(host) else f"http://{host}:{port}/"
 
 

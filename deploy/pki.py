@@ -540,7 +540,11 @@ def _status(
 
 
 def _sign_crl(
-    ca_cert: x509.Certificate, ca_key, entries: Sequence[x509.RevokedCertificate], number: int, now: dt.datetime
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    entries: Sequence[x509.RevokedCertificate],
+    number: int,
+    now: dt.datetime,
 ) -> x509.CertificateRevocationList:
     """A CRL valid until the CA expires: an expired CRL would make the proxy refuse every client certificate."""
     builder = (
@@ -549,7 +553,8 @@ def _sign_crl(
         .last_update(now - CLOCK_SKEW)
         .next_update(ca_cert.not_valid_after_utc)
         .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+        # ca_key is ca_cert's key (made together, or checked by _load_ca): the same identifier as from ca_cert
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     for entry in entries:
         builder = builder.add_revoked_certificate(entry)
@@ -577,8 +582,11 @@ def _read_crl(paths: PkiPaths, ca_cert: x509.Certificate | None) -> x509.Certifi
             "copy (or move it away, run `sarcofed pki crl` and revoke again)",
             paths.crl,
         ) from error
-    if ca_cert is not None and (crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key())):
-        raise ConfigError("this CRL was not signed by the folder's CA (ca.crt); refusing to extend it", paths.crl)
+    if ca_cert is not None:
+        ca_public_key = ca_cert.public_key()
+        assert isinstance(ca_public_key, ec.EllipticCurvePublicKey)  # ca_cert comes from _load_ca, which checked it
+        if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_public_key):
+            raise ConfigError("this CRL was not signed by the folder's CA (ca.crt); refusing to extend it", paths.crl)
     return crl
 
 
@@ -598,9 +606,11 @@ def _load_ca(paths: PkiPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
         ) from error
     except (ValueError, TypeError) as error:
         raise ConfigError(f"expected an unencrypted PEM CA key, could not load it ({error})", paths.ca_key) from error
+    cert_key = cert.public_key()
     if (
         not isinstance(key, ec.EllipticCurvePrivateKey)
-        or key.public_key().public_numbers() != cert.public_key().public_numbers()
+        or not isinstance(cert_key, ec.EllipticCurvePublicKey)
+        or key.public_key().public_numbers() != cert_key.public_numbers()
     ):
         raise ConfigError("ca.key does not belong to ca.crt; use the folder that made this CA", paths.ca_key)
     return cert, key

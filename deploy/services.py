@@ -108,7 +108,8 @@ def systemd_command(command: Sequence[str]) -> str:
     """COMMAND as an Exec line value: one option and its value per continuation line."""
     if not command or not Path(command[0]).is_absolute():
         raise ConfigError(f"a systemd unit needs the program's absolute path, got {command[:1]}")
-    lines, current = [], [systemd_word(command[0])]
+    lines: list[str] = []
+    current = [systemd_word(command[0])]
     for arg in command[1:]:
         if arg.startswith("--") and (lines or len(current) > 1):
             lines.append(" ".join(current))

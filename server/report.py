@@ -401,7 +401,9 @@ def _plot_dice(metrics: pd.DataFrame, path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for site, rows in data.groupby("site"):
-        style = dict(color="black", linewidth=2.5) if site == POOLED else dict(linewidth=1.2, marker="o", markersize=3)
+        style: dict[str, Any] = (
+            dict(color="black", linewidth=2.5) if site == POOLED else dict(linewidth=1.2, marker="o", markersize=3)
+        )
         ax.plot(rows["global_round"], rows["dice_mean"], label=str(site), **style)
     ax.set_xlabel("round (over all phases)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

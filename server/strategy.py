@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from logging import ERROR, INFO, WARNING
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from flwr.common import EvaluateRes, FitRes, Parameters, Scalar, log, ndarrays_to_parameters, parameters_to_ndarrays
@@ -57,7 +57,13 @@ def round_lr_scale(phase_round: int, last_round: int, floor: float = 0.1) -> flo
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class _PhaseDeltaMixin:
+if TYPE_CHECKING:
+    _MixinBase = FedAvg  # what the mixin is mixed into (FedProx is a FedAvg): lets mypy check its super() calls
+else:
+    _MixinBase = object
+
+
+class _PhaseDeltaMixin(_MixinBase):
     """Phase bookkeeping + delta aggregation; mixed into a flwr.server.strategy class (FedAvg, FedProx)."""
 
     def _setup_phase(
@@ -114,7 +120,7 @@ class _PhaseDeltaMixin:
         """What a site's reply to a training message holds: one vector, the phase's arrays packed."""
         return [(int(sum(np.size(a) for a in self.global_arrays)),)]
 
-    def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+    def configure_fit(self, server_round, parameters, client_manager):
         """Send the phase's inputs: its frozen context (cls: the encoder), then the arrays it trains.
 
         A deployed site starts every message in a fresh process, so what the result depends on must
@@ -131,7 +137,7 @@ class _PhaseDeltaMixin:
                 "the wait)"
             )
         parameters = ndarrays_to_parameters([pack([*self.context_arrays, *self.global_arrays])])
-        return super().configure_fit(server_round, parameters, client_manager)  # type: ignore[misc]
+        return super().configure_fit(server_round, parameters, client_manager)
 
     def fit_aborted(self, server_round: int, reason: str, failures: list[Any]) -> None:
         """The round's update was not made (secure aggregation halted, no usable update, sites sharing a
@@ -142,12 +148,12 @@ class _PhaseDeltaMixin:
         self.recorder.after_abort(self.phase, r, reason, [failure_text(f, self.site_names) for f in failures])
         self._progress(r, {}, evaluated=None, aborted=reason)
 
-    def configure_evaluate(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+    def configure_evaluate(self, server_round, parameters, client_manager):
         if not EVAL_PHASES.get(self.phase) or server_round in self.aborted:
             return []
         # the union the holdout needs (cls: the seg decoder too), packed into one vector
         parameters = ndarrays_to_parameters([pack(self.eval_arrays() if self.eval_arrays else self.global_arrays)])
-        return super().configure_evaluate(server_round, parameters, client_manager)  # type: ignore[misc]
+        return super().configure_evaluate(server_round, parameters, client_manager)
 
     def aggregate_fit(
         self,
@@ -163,7 +169,7 @@ class _PhaseDeltaMixin:
         log(INFO, "[%s round %d] received %d results and %d failures", self.phase, r, len(results), len(failures))
         for reason in reasons:
             log(WARNING, "[%s round %d] a site failed and was left out: %s", self.phase, r, reason)
-        fits = [
+        fits: list[dict[str, Any]] = [
             {
                 "site": str(res.metrics.get("site", proxy.node_id)),
                 "n_train": int(res.num_examples),
@@ -179,7 +185,7 @@ class _PhaseDeltaMixin:
                 server_round, f"sites share a name ({duplicate}); give each SuperNode its own site-name", reasons
             )
             return None, {}
-        mean_delta, metrics = super().aggregate_fit(server_round, results, failures)  # type: ignore[misc]
+        mean_delta, metrics = super().aggregate_fit(server_round, results, failures)
         if mean_delta is None:
             self.fit_aborted(server_round, "no site's update could be aggregated", reasons)
             return None, {}
@@ -220,7 +226,7 @@ class _PhaseDeltaMixin:
             summaries, reasons = [], [*reasons, reason]
         pooled = self.recorder.after_evaluate(self.phase, r, summaries, reasons)
         self._progress(r, pooled, evaluated=(len(summaries), len(reasons)))
-        return super().aggregate_evaluate(server_round, results, failures)  # type: ignore[misc]
+        return super().aggregate_evaluate(server_round, results, failures)
 
     def _progress(
         self, phase_round: int, pooled: dict[str, Any], evaluated: tuple[int, int] | None, aborted: str = ""
@@ -362,13 +368,13 @@ def make_strategy(
         arrays,
         recorder,
         eval_arrays,
-        last_round,  # type: ignore[attr-defined]
+        last_round,
         context_arrays,
         min_sites,
         min_sites_wait_s,
         max_update_norm,
     )
-    config: Callable[[int], dict[str, Scalar]] = strategy._config  # type: ignore[attr-defined]
+    config: Callable[[int], dict[str, Scalar]] = strategy._config
     strategy.on_fit_config_fn = config
     strategy.on_evaluate_config_fn = config
     return strategy

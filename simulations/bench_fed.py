@@ -58,7 +58,7 @@ def federated_run(manifests: list[Path], secure: bool, tmp: Path) -> dict:
     }
     link = LocalSuperLink(tmp / f"flwr_home-{len(manifests)}-{int(secure)}", num_supernodes=len(manifests))
     t0 = time.perf_counter()
-    with link, RssSampler(lambda: [link.process.pid] if link.process else []) as sampler:
+    with link, RssSampler(lambda: [link.process.popen.pid] if link.process else []) as sampler:
         t_ready = time.perf_counter()
         result = link.run(config, app_dir=PROJECT_ROOT, timeout_s=1800, log_path=runs / "flwr-run.log")
     wall = time.perf_counter() - t_ready

@@ -126,7 +126,9 @@ def run(quick: bool = False) -> list:
         rule = get_cutoff("prado2008")
         loaded = load_model(ckpt)
         predict_slice(dcm, loaded, tmp / "warm", cutoff=rule)  # imports, oneDNN kernels, version lookup
-        totals, loads, stages = [], [], {k: [] for k in PHASES}
+        totals: list[float] = []
+        loads: list[float] = []
+        stages: dict[str, list[float]] = {k: [] for k in PHASES}
         for i in range(repeats):  # interleaved, so a busy spell on a shared machine hits all alike
             t = time.perf_counter()
             loaded = load_model(ckpt)

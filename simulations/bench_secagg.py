@@ -29,8 +29,12 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from flwr.clientapp.typing import Mod
 
 
 def _loopback_grid_cls():
@@ -143,7 +147,7 @@ def one_round(shapes: list[tuple[int, ...]], n_sites: int, secure: bool, profile
     def client_fn_of(pid: int):
         return lambda ctx: Site(pid).to_client()
 
-    mods = [secaggplus_mod] if secure else []
+    mods: list[Mod] = [secaggplus_mod] if secure else []
     apps = {1000 + pid: ClientApp(client_fn=client_fn_of(pid), mods=mods) for pid in range(n_sites)}
     grid = _loopback_grid_cls()(apps)
     strategy = FedAvg(

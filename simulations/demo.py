@@ -39,8 +39,11 @@ def load_profile(name: str) -> dict[str, object]:
 
 
 def _schedule(profile: dict[str, object]) -> tuple[dict[str, int], dict[str, int]]:
-    rounds = {p: int(profile[f"rounds-{p}"]) for p in ("ssl", "seg", "cls")}  # type: ignore[call-overload]
-    epochs = {p: int(profile[f"local-epochs-{p}"]) for p in ("ssl", "seg", "cls")}  # type: ignore[call-overload]
+    def count(key: str) -> int:
+        return int(profile[key])  # type: ignore[call-overload]  # a TOML value: int() checks it
+
+    rounds = {p: count(f"rounds-{p}") for p in ("ssl", "seg", "cls")}
+    epochs = {p: count(f"local-epochs-{p}") for p in ("ssl", "seg", "cls")}
     return rounds, epochs
 
 
@@ -62,7 +65,7 @@ def _fmt(value: object, pct: bool = False) -> str:
     if value is None:  # NaN in summary.json: suppressed (< 5 patients) or not evaluated
         return "supp."
     try:
-        v = float(value)  # type: ignore[arg-type]
+        v = float(value)  # type: ignore[arg-type]  # any object: what float() rejects gives "-"
     except (TypeError, ValueError):
         return "-"
     if v != v:
@@ -168,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     secure = "off" if args.plain else "on"
+    columns: tuple[str, ...]
     if args.baselines:
         table = Table(title=f"Holdout per site: federated (SecAgg+ {secure}) vs centralised vs local-only")
         columns = ("site", "n", "Dice fed", "Dice cen", "Dice local", "SMA err fed", "SMA err cen", "SMA err local")

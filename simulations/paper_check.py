@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def _site(cache: Path, patients: int, unlabelled: int, holdout_fraction: float) 
     return manifest, before is not None and info.stat().st_mtime_ns == before
 
 
-def verdict_metrics(pred: list[object], ref: list[object], scores: list[float]) -> dict[str, float | int]:
+def verdict_metrics(pred: Sequence[object], ref: Sequence[object], scores: Sequence[float]) -> dict[str, float | int]:
     """Accuracy, balanced accuracy, sensitivity, specificity (with counts) and AUROC of one verdict."""
     from common.metrics import auroc, binary_counts
 
@@ -192,7 +193,7 @@ def _cls_step(
     preset: Any,
     rows: pd.DataFrame,
     cts: list,
-    ref: list[object],
+    ref: Sequence[object],
     ids: list[str],
     epochs: int,
     seed: int,
@@ -510,7 +511,7 @@ def _json_default(value: object) -> object:
 
 def _f(value: object, digits: int = 3, pct: bool = False, blank_nan: bool = False) -> str:
     try:
-        v = float(value)  # type: ignore[arg-type]
+        v = float(value)  # type: ignore[arg-type]  # any object: what float() rejects gives ""
     except (TypeError, ValueError):
         return ""
     if not math.isfinite(v):

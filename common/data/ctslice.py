@@ -96,7 +96,8 @@ class SliceGeometry:
         h, w = self.shape
         row = h - 1 if self.flip_rows else 0
         col = w - 1 if self.flip_cols else 0
-        return tuple(float(v) for v in self.lps(row, col))
+        x, y, z = (float(v) for v in self.lps(row, col))
+        return x, y, z
 
     def stored_orientation(self) -> list[float]:
         """DICOM ImageOrientationPatient (row cosines, then column cosines) of the stored layout."""

@@ -231,8 +231,9 @@ def check_pixel_data_size(ds, path: Path | None) -> None:
     declared = {}
     for tag, keyword, name, default in _SIZE_TAGS:
         value = ds.get(keyword, default)
+        raw = default if value in (None, "") else value
         try:
-            number = int(default if value in (None, "") else value)
+            number = 0 if raw is None else int(raw)
         except (TypeError, ValueError):
             number = 0
         if number < 1 or (keyword == "BitsAllocated" and number not in (1, 8, 16, 32, 64)):
@@ -294,7 +295,7 @@ def sop_instance_uid(ds) -> str | None:
 def _positive(value: object) -> float | None:
     """A DICOM DS as float, None when empty, zero (a common 'unknown' filler) or not a number."""
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any object: what float() rejects gives None
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) and number > 0 else None
@@ -338,6 +339,8 @@ def _load_nifti(
         img = nib.load(str(path))
     except Exception as error:
         raise InputDataError(f"cannot be read as NIfTI ({type(error).__name__}: {error})", path) from None
+    if not isinstance(img, nib.Nifti1Image):  # a .nii name gives one (NIfTI-2 images are a subclass)
+        raise InputDataError(f"cannot be read as NIfTI (nibabel reads it as {type(img).__name__})", path)
     shape = _check_nifti_header(img.header, path, what)
     try:
         data = np.asarray(img.dataobj).reshape(shape[:2])
@@ -440,7 +443,7 @@ def write_ct_dicom(
     """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     path = Path(path)
     hu = np.asarray(hu)
@@ -469,7 +472,7 @@ def write_ct_dicom(
     sop_uid = generate_uid()
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = UID(CT_IMAGE_STORAGE)
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID

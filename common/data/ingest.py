@@ -196,6 +196,7 @@ def ingest(
         ct = _read_first_good([path] + (header.copies if header else []), rejected)
         if ct is None:
             continue
+        assert ct.path is not None  # read_ct_slice records the file it read
         path = ct.path
         rel = path.relative_to(input_dir).as_posix()
         info = _lookup(meta, path, rel, header)
@@ -447,7 +448,8 @@ def _read_meta(path: Path) -> dict[str, dict]:
                 except ValueError:
                     bad.append(f"{column} {text!r} is not a number")
         if column_ok := values.get("height_m"):
-            if not 0.5 <= float(column_ok) <= 2.6:
+            assert isinstance(column_ok, float)  # only the float(text) branch above sets it
+            if not 0.5 <= column_ok <= 2.6:
                 bad.append(f"height_m {column_ok} outside 0.5..2.6 metres")
         key = row["key"].strip()
         if not key:

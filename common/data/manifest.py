@@ -79,7 +79,11 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             df[column] = ""
     base = path.resolve().parent
     errors: list[str] = []
-    sexes, splits, images, masks, sarcopenic = [], [], [], [], []
+    sexes: list[str | None] = []
+    splits: list[str] = []
+    images: list[str] = []
+    masks: list[str] = []
+    sarcopenic: list[bool | None] = []
     numbers: dict[str, list[float]] = {c: [] for c in RANGES}
     for index, row in df.iterrows():
         line = int(index) + 2  # header is line 1
@@ -172,6 +176,8 @@ def load_case(row: pd.Series, manifest_dir: str | Path | None = None) -> tuple[C
     base = Path(manifest_dir) if manifest_dir is not None else None
     image = _row_path(row, "image_abspath", "image_path", base)
     mask = _row_path(row, "mask_abspath", "mask_path", base)
+    if image is None:
+        raise InputDataError("manifest row has no image_path")
     ct = read_ct_slice(image)
     sex = row.get("sex")
     if isinstance(sex, str) and normalise_sex(sex, strict=False):
@@ -200,7 +206,7 @@ def _row_path(row: pd.Series, absolute: str, relative: str, base: Path | None) -
 
 def _float(value: object) -> float | None:
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any object: what float() rejects gives None
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None

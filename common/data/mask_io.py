@@ -201,10 +201,7 @@ def _read_seg_mask(path: Path, ct: CTSlice) -> tuple[np.ndarray, SliceGeometry]:
 
     candidates: list[tuple[float, np.ndarray, SliceGeometry]] = []
     for index, item in enumerate(per_frame):
-        if "SegmentIdentificationSequence" in item:
-            number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        else:
-            number = int(shared.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        number = int(group(item, "SegmentIdentificationSequence").ReferencedSegmentNumber)
         if number != segment:
             continue
         iop = [float(v) for v in group(item, "PlaneOrientationSequence").ImageOrientationPatient]

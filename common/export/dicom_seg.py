@@ -190,7 +190,7 @@ def _blank(value: object) -> bool:
 
 def _positive(value: object) -> float | None:
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any object: what float() rejects gives None
     except (TypeError, ValueError):
         return None
     return number if number > 0 else None

@@ -131,7 +131,7 @@ def _font(px: int):
     return ImageFont.load_default(size=px)
 
 
-def _darken(canvas, box: tuple[int, int, int, int]) -> None:
+def _darken(canvas, box: tuple[float, float, float, float]) -> None:
     """Dim a rectangle of ``canvas`` to 40 % in place (a translucent black box behind text)."""
     region = canvas.crop(box)
     canvas.paste(region.point(lambda v: int(v * 0.4)), box[:2])

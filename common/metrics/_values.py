@@ -19,18 +19,18 @@ def _binary_pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _finite(x: object) -> bool:
     try:
-        return x is not None and math.isfinite(float(x))  # type: ignore[arg-type]
+        return x is not None and math.isfinite(float(x))  # type: ignore[arg-type]  # any object; rejects caught
     except (TypeError, ValueError):
         return False
 
 
 def _num(x: object) -> float:
-    return float(x) if _finite(x) else math.nan  # type: ignore[arg-type]
+    return float(x) if _finite(x) else math.nan  # type: ignore[arg-type]  # _finite(x): float(x) works
 
 
 def _count(x: object) -> int:
     """A count as sent, 0 when missing or hidden (NaN)."""
-    return int(float(x)) if _finite(x) else 0  # type: ignore[arg-type]
+    return int(float(x)) if _finite(x) else 0  # type: ignore[arg-type]  # _finite(x): float(x) works
 
 
 def _ratio(num: int, den: int) -> float:
@@ -49,7 +49,7 @@ def _as_bool(x: object) -> bool | None:
             return False
         return None
     try:
-        value = float(x)  # type: ignore[arg-type]
+        value = float(x)  # type: ignore[arg-type]  # any object: what float() rejects gives None
     except (TypeError, ValueError):
         return None
     if math.isnan(value):
@@ -75,12 +75,13 @@ def _patient_ids(df: pd.DataFrame) -> list[object]:
 
 def _distinct(ids: Sequence[object], keep: np.ndarray) -> int:
     """Distinct patients among the rows where ``keep`` is True."""
-    return len({ids[i] for i in np.flatnonzero(keep)})
+    return len({ids[int(i)] for i in np.flatnonzero(keep)})
 
 
 def _class_patients(pred: Sequence[object], ref: Sequence[object], ids: Sequence[object]) -> tuple[int, int]:
     """Distinct patients among the rows with both verdicts known: (sarcopenic reference, not sarcopenic reference)."""
-    pos, neg = set(), set()
+    pos: set[object] = set()
+    neg: set[object] = set()
     for p, r, patient in zip(pred, ref, ids, strict=True):
         p_b, r_b = _as_bool(p), _as_bool(r)
         if p_b is not None and r_b is not None:

@@ -157,4 +157,4 @@ def auroc(scores: Iterable[float], labels: Iterable[object]) -> float:
     import torch
     from monai.metrics import compute_roc_auc
 
-    return float(compute_roc_auc(torch.as_tensor(s), torch.as_tensor(y)))
+    return float(np.asarray(compute_roc_auc(torch.as_tensor(s), torch.as_tensor(y))))

@@ -206,8 +206,8 @@ def _suppress(
             hide(name)
 
     for key in [k for k in summary if k in _BARE_COUNTS or (k.endswith("_n") and k[:-2] in summary)]:
-        count = _num(summary[key])
-        if math.isfinite(count) and math.isnan(shareable_count(int(count), min_cohort)):
+        number = _num(summary[key])
+        if math.isfinite(number) and math.isnan(shareable_count(int(number), min_cohort)):
             summary[key] = math.nan
             if key in _BARE_COUNTS:
                 hidden.add(key)

@@ -81,11 +81,11 @@ class UnetrDecoder(nn.Module):
         )
         self.out = UnetOutBlock(2, fs, out_channels)
         # channels_last makes oneDNN's conv backward about 1.7x faster on CPU for these thin layers.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
         if self.image_path is not None:
             # torch 2.13's oneDNN backward of these strided convolutions corrupts the heap in channels_last
             # (reproduced: "double free or corruption"); this thin path stays in the default layout.
-            self.image_path.to(memory_format=torch.contiguous_format)
+            self.image_path.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
 
     def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, D, g, g)."""

@@ -19,6 +19,7 @@ are as before.
 from __future__ import annotations
 
 import torch
+from monai.networks.blocks.selfattention import SABlock
 from monai.networks.nets import ViT
 from torch import nn
 
@@ -52,7 +53,9 @@ class Encoder(nn.Module):
             dropout_rate=0.0,  # SABlock's fused path applies its dropout even in eval mode: keep it at 0
         )
         for block in self.vit.blocks:
-            block.attn.use_flash_attention = True
+            attn = block.attn
+            assert isinstance(attn, SABlock)  # MONAI's TransformerBlock attention
+            attn.use_flash_attention = True
         d = preset.hidden_size
         # Global token (a DINO-style [CLS]) with its own position embedding; mask token for SSL.
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))

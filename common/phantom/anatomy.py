@@ -280,6 +280,7 @@ def build_and_paint(
 
     # body, skin, subcutaneous fat
     full = canvas.box(float(bx.min()), float(bx.max()), body_top, table_y)
+    assert full is not None  # the canvas is centred on the body, so the body's box is on it
     pol = Polar(canvas, full, centre)
     back_cut = table_y - table_k * canvas.X[full] ** 2 - canvas.Y[full]
     rb = pol.radius(body)
@@ -332,7 +333,7 @@ def build_and_paint(
             if contrast:  # corticomedullary pattern: a darker centre
                 inner = k.scaled(0.55)
                 box, a = inner.alpha(canvas)
-                canvas.paint(box, a * 0.6, field(kidney_hu - 50, 6, tex.soft, box), KIDNEY)
+                canvas.paint(box, None if a is None else a * 0.6, field(kidney_hu - 50, 6, tex.soft, box), KIDNEY)
 
     # great vessels in front of the spine
     age_old = max(p.age_years - 50, 0)
@@ -373,7 +374,8 @@ def build_and_paint(
             rng.uniform(0.5, 1.0),
             rng.uniform(0.4, 0.8),
         )
-        canvas.paint(box, a * rng.uniform(0.7, 1.0), fat_hu + 20.0, ERECTOR)
+        shade = rng.uniform(0.7, 1.0)
+        canvas.paint(box, None if a is None else a * shade, fat_hu + 20.0, ERECTOR)
 
     # ---- bone ------------------------------------------------------------------------------------------
     cortex_hu = rng.uniform(650, 1000) - 3.0 * age_old

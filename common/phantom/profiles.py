@@ -9,6 +9,7 @@ HU calibration, contrast protocol, row order in the file).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from common.errors import ConfigError
 
@@ -96,7 +97,8 @@ class SiteProfile:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ConfigError(f"site profile {self.name!r}: unknown field(s) {unknown}; known: {sorted(known)}")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        # Values come from config files untyped; __post_init__ validates them after the replace.
+        fixed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
         return replace(self, **fixed)
 
     def to_dict(self) -> dict[str, object]:

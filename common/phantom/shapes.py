@@ -75,9 +75,15 @@ class Canvas:
             return None
         return slice(r0, r1), slice(c0, c1)
 
-    def paint(self, box: tuple[slice, slice] | None, alpha: np.ndarray, value: float | np.ndarray, label: int) -> None:
-        """Composite ``value`` with coverage ``alpha`` inside ``box``; label pixels covered >= 50 %."""
-        if box is None:
+    def paint(
+        self, box: tuple[slice, slice] | None, alpha: np.ndarray | None, value: float | np.ndarray, label: int
+    ) -> None:
+        """Composite ``value`` with coverage ``alpha`` inside ``box``; label pixels covered >= 50 %.
+
+        ``box`` and ``alpha`` are None together for a shape off the image (``Blob.alpha``, ``capsule_alpha``):
+        nothing is painted then.
+        """
+        if box is None or alpha is None:
             return
         hu = self.hu[box]
         hu += alpha * (value - hu)
