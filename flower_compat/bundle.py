@@ -44,4 +44,4 @@ def bundle_files(app_dir: Path) -> dict[str, Path]:
             if path.is_symlink() or not path.resolve().is_relative_to(root):  # as collect_files
                 continue
             files[(rel_dir / name).as_posix()] = path
-    return filter_paths_for_publish(files)  # type: ignore[return-value]
+    return filter_paths_for_publish(files)  # type: ignore[return-value]  # Flower types it for str values; it keeps ours

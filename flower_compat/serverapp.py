@@ -76,8 +76,8 @@ def install_simulation_engine() -> bool:
             f"{ENGINE_MODULE} has no {', '.join(missing)}: Flower changed; see flower_compat/serverapp.py"
         )
     engine.add_messages_to_queue = add_messages_to_queue  # type: ignore[attr-defined]  # looked up by name
-    engine.put_message_into_state = put_message_into_state  # type: ignore[attr-defined]
-    engine.Queue = PromptStopQueue  # type: ignore[attr-defined]
+    engine.put_message_into_state = put_message_into_state  # type: ignore[attr-defined]  # as above
+    engine.Queue = PromptStopQueue  # type: ignore[attr-defined]  # as above
     return True
 
 
@@ -123,7 +123,7 @@ def tune_grid(grid: Any) -> str:
                 _REPLY_WAKE.clear()
 
         grid.push_messages = push_and_wake  # type: ignore[method-assign]  # this run's grid only
-        grid.send_and_receive = (  # type: ignore[method-assign]
+        grid.send_and_receive = (  # type: ignore[method-assign]  # this run's grid only
             lambda messages, *, timeout=None: send_and_receive(grid, messages, timeout, wait_for_reply, FALLBACK_POLL_S)
         )
         return "simulation"

@@ -179,13 +179,14 @@ class GuardedSecAggPlusWorkflow(SecAggPlusWorkflow):
 
     def setup_stage(self, grid: Any, context: Any, state: Any) -> bool:
         """Flower's setup stage, its messages also carrying this server's mask generator version."""
-        return bool(super().setup_stage(_MaskVersionGrid(grid), context, state))  # type: ignore[arg-type]
+        tagging = _MaskVersionGrid(grid)
+        return bool(super().setup_stage(tagging, context, state))  # type: ignore[arg-type]  # a Grid but by base class
 
     def collect_masked_vectors_stage(self, grid: Any, context: Any, state: Any) -> bool:
         shapes = context.strategy.update_shapes()
         checked = _CheckedGrid(grid, shapes, state.mod_range)
         before = len(state.failures)
-        ok = super().collect_masked_vectors_stage(checked, context, state)  # type: ignore[arg-type]
+        ok = super().collect_masked_vectors_stage(checked, context, state)  # type: ignore[arg-type]  # as above
         if isinstance(grid, _CheckedGrid):
             grid.errored |= checked.errored
         # Flower 1.42 appends each failed reply of this stage twice (once per loop over the replies).

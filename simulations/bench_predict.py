@@ -57,7 +57,7 @@ def stage_times(dcm: Path, loaded, out_dir: Path) -> dict[str, float]:
     from common.export.overlay import write_overlay_png
     from common.export.predict import _overlay_lines
     from common.export.result import measurements, versions, write_result_json
-    from common.metrics import apply_hu_window
+    from common.metrics import keep_muscle_attenuation
     from common.train.infer import segment
 
     out: dict[str, float] = {}
@@ -73,7 +73,7 @@ def stage_times(dcm: Path, loaded, out_dir: Path) -> dict[str, float]:
     with torch.inference_mode():
         raw = np.asarray(segment(loaded.model, ct, loaded.preset)).astype(np.uint8)
     lap("segment")
-    mask = apply_hu_window(raw, ct.hu)
+    mask = keep_muscle_attenuation(raw, ct.hu)
     record = measurements(
         ct.hu,
         mask,

@@ -150,7 +150,7 @@ def _seg_step(
     data, result, train_s = _timed_training(model, "seg", preset, rows, epochs, seed, progress)
     t1 = time.perf_counter()
     per_patient, summary = evaluate_cases(
-        model, preset, manifest, cutoff=CUTOFF, split="holdout", min_cohort=1, hu_window=True
+        model, preset, manifest, cutoff=CUTOFF, split="holdout", min_cohort=1, muscle_hu_range=True
     )
     eval_s = time.perf_counter() - t1
     per_patient.to_csv(out / f"per_patient_{key}.csv", index=False)

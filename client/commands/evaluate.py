@@ -28,13 +28,14 @@ def evaluate(
     split: Annotated[
         str, typer.Option("--split", help="Manifest split to evaluate: holdout, train, or all (every labelled row).")
     ] = "holdout",
-    hu_window: Annotated[
+    muscle_hu_range: Annotated[
         bool,
         typer.Option(
+            "--muscle-hu-range/--no-muscle-hu-range",
             "--hu-window/--no-hu-window",
             help=(
-                "Keep only mask pixels in the Alberta muscle window -29..+150 HU, as reference L3 masks are drawn "
-                "(default); --no-hu-window measures the network's mask as is."
+                "Keep only mask pixels in the Alberta muscle range -29..+150 HU, as reference L3 masks are drawn "
+                "(default); --no-muscle-hu-range measures the network's mask as is."
             ),
         ),
     ] = True,
@@ -72,7 +73,7 @@ def evaluate(
         cutoff=cutoff,
         split=None if split == "all" else split,
         with_classifier=has_trained_classifier(info),
-        hu_window=hu_window,
+        muscle_hu_range=muscle_hu_range,
     )
     summary["model"] = {
         "path": str(model.resolve()),
@@ -108,8 +109,8 @@ def _print_table(summary: dict, out: Path) -> None:
     table.add_column("metric", style="bold")
     table.add_column("value")
     table.add_row("Dice", fmt("dice_mean"))
-    if summary.get("mask_hu_window"):
-        table.add_row("Dice, network mask before HU window", fmt("dice_raw_mean"))
+    if summary.get("muscle_hu_range"):
+        table.add_row("Dice, network mask before the muscle HU range", fmt("dice_raw_mean"))
     table.add_row("SMA |error|", fmt("sma_abs_pct_err_mean", 2, unit=" %"))
     table.add_row("SMA bias (pred - ref)", fmt("sma_bias_cm2", 2, unit=" cm2"))
     low, high = summary.get("sma_loa_low"), summary.get("sma_loa_high")

@@ -72,13 +72,14 @@ def predict(
     cutoff: Annotated[
         str, typer.Option("--cutoff", help="Sarcopenia rule: prado2008, martin2013 or derstine2018.")
     ] = "prado2008",
-    hu_window: Annotated[
+    muscle_hu_range: Annotated[
         bool,
         typer.Option(
+            "--muscle-hu-range/--no-muscle-hu-range",
             "--hu-window/--no-hu-window",
             help=(
-                "Keep only mask pixels in the Alberta muscle window -29..+150 HU, as reference L3 masks are drawn "
-                "(default); --no-hu-window measures the network's mask as is."
+                "Keep only mask pixels in the Alberta muscle range -29..+150 HU, as reference L3 masks are drawn "
+                "(default); --no-muscle-hu-range measures the network's mask as is."
             ),
         ),
     ] = True,
@@ -110,7 +111,14 @@ def predict(
     from common.export.predict import predict_slice
 
     record = predict_slice(
-        input_path, model, out, height_m=height_m, sex=sex_opt, weight_kg=weight_kg, cutoff=rule, hu_window=hu_window
+        input_path,
+        model,
+        out,
+        height_m=height_m,
+        sex=sex_opt,
+        weight_kg=weight_kg,
+        cutoff=rule,
+        muscle_hu_range=muscle_hu_range,
     )
     if format == "json":
         typer.echo(json.dumps(record, indent=2))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.clinical import MUSCLE_HU_RANGE, CutoffRule
 from common.export.result import file_sha256, measurements, versions, write_result_json
-from common.metrics import apply_hu_window
+from common.metrics import keep_muscle_attenuation
 
 if TYPE_CHECKING:  # torch and MONAI load only when a prediction runs (`sarcofed --help` stays fast)
     from common.models.presets import Preset
@@ -58,11 +58,11 @@ def predict_slice(
     height_m: float | None = None,
     sex: str | None = None,
     weight_kg: float | None = None,
-    hu_window: bool = True,
+    muscle_hu_range: bool = True,
 ) -> dict[str, Any]:
     """Segment one CT slice with a checkpoint and write the four outputs; returns the result record.
 
-    With ``hu_window`` (default) the network's mask keeps only pixels in the Alberta muscle window
+    With ``muscle_hu_range`` (default) the network's mask keeps only pixels in the Alberta muscle range
     (-29..+150 HU), the way reference L3 masks are drawn; the record says so and keeps the raw
     pixel count. ``model_path`` is a checkpoint file or a :class:`LoadedModel` from ``load_model``.
 
@@ -92,7 +92,7 @@ def predict_slice(
         cls_prob = float(classify(model, ct, preset)) if has_trained_classifier(info) else None
     if raw.shape != ct.shape:
         raise ValueError(f"segment returned {raw.shape} for a {ct.shape} image")
-    mask = apply_hu_window(raw, ct.hu) if hu_window else raw
+    mask = keep_muscle_attenuation(raw, ct.hu) if muscle_hu_range else raw
 
     height = height_m if height_m is not None else ct.height_m
     patient_sex = sex if sex is not None else ct.sex
@@ -112,11 +112,11 @@ def predict_slice(
         "weight_kg": _source(weight_kg, ct.weight_kg, "(0010,1030) PatientWeight"),
     }
     record["mask_postprocess"] = {
-        "hu_window": list(MUSCLE_HU_RANGE) if hu_window else None,
+        "muscle_hu_range": list(MUSCLE_HU_RANGE) if muscle_hu_range else None,
         "network_pixels": int(np.count_nonzero(raw)),
-        "note": "pixels of the network's mask outside the Alberta muscle window are not muscle area"
-        if hu_window
-        else "network mask used as is (--no-hu-window)",
+        "note": "pixels of the network's mask outside the Alberta muscle range are not muscle area"
+        if muscle_hu_range
+        else "network mask used as is (--no-muscle-hu-range)",
     }
     phase = info.get("phase")
     record["model"] = {"path": str(loaded.path.resolve()), "sha256": sha, "preset": preset.name, "phase": phase}

@@ -12,7 +12,7 @@ Policies (stated once, used everywhere):
 - Ratios whose denominator is zero (sensitivity without a sarcopenic patient, AUROC with one class)
   are NaN, never 0 or 1.
 - SMA is the area of muscle-attenuation tissue inside the muscle outline: evaluation and predict
-  pass a network's mask through ``apply_hu_window`` (Alberta, -29..+150 HU) before measuring it,
+  pass a network's mask through ``keep_muscle_attenuation`` (Alberta, -29..+150 HU) before measuring it,
   as reference L3 masks are drawn; ``dice_raw`` keeps the score of the mask as the network gave it.
 
 Patients and rows. A per-patient table has one row per evaluated case (a slice; a patient may have
@@ -61,7 +61,14 @@ Not protected:
 
 from common.metrics.agreement import Z_95, BlandAltman, bland_altman
 from common.metrics.classification import BinaryCounts, Verdict, auroc, binary_counts, sarcopenia_verdict
-from common.metrics.segmentation import DiceAccumulator, abs_pct_error, apply_hu_window, dice, muscle_hu_mean, sma_cm2
+from common.metrics.segmentation import (
+    DiceAccumulator,
+    abs_pct_error,
+    dice,
+    keep_muscle_attenuation,
+    muscle_hu_mean,
+    sma_cm2,
+)
 from common.metrics.summary import (
     BLAND_ALTMAN,
     CLASSIFIER_BLOCK,
@@ -87,7 +94,7 @@ __all__ = [
     "DiceAccumulator",
     "Verdict",
     "abs_pct_error",
-    "apply_hu_window",
+    "keep_muscle_attenuation",
     "auroc",
     "binary_counts",
     "bland_altman",

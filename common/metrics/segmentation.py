@@ -35,8 +35,10 @@ def sma_cm2(mask: np.ndarray, spacing_mm: tuple[float, float]) -> float:
     return area_cm2(np.asarray(mask) > 0, spacing_mm)
 
 
-def apply_hu_window(mask: np.ndarray, hu: np.ndarray, hu_range: tuple[float, float] = MUSCLE_HU_RANGE) -> np.ndarray:
-    """(H, W) uint8 mask keeping only pixels whose HU lies in ``hu_range`` (Alberta muscle window).
+def keep_muscle_attenuation(
+    mask: np.ndarray, hu: np.ndarray, hu_range: tuple[float, float] = MUSCLE_HU_RANGE
+) -> np.ndarray:
+    """(H, W) uint8 mask keeping only pixels whose HU lies in ``hu_range`` (the Alberta muscle range).
 
     L3 reference masks are drawn this way (outline, then the -29..+150 HU threshold), so SMA is the
     area of muscle-attenuation tissue inside the outline; a network's mask gets the same treatment
@@ -45,7 +47,7 @@ def apply_hu_window(mask: np.ndarray, hu: np.ndarray, hu_range: tuple[float, flo
     hu = np.asarray(hu)
     mask_b = np.asarray(mask) > 0
     if hu.shape != mask_b.shape:
-        raise ValueError(f"apply_hu_window: image shape {hu.shape} differs from mask shape {mask_b.shape}")
+        raise ValueError(f"keep_muscle_attenuation: image shape {hu.shape} differs from mask shape {mask_b.shape}")
     return (mask_b & (hu >= hu_range[0]) & (hu <= hu_range[1])).astype(np.uint8)
 
 

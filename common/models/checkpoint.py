@@ -1,7 +1,7 @@
 """Self-describing model files: one ``torch.save`` dict that rebuilds the model from the file alone.
 
 Contents: ``format`` marker and version, ``state_dict``, ``preset`` (plain dict), ``classifier``,
-``phase`` (the last phase trained), the HU window and network spacing the model expects, library
+``phase`` (the last phase trained), the input HU range and network spacing the model expects, library
 versions, creation time (UTC ISO 8601) and a free ``extra`` dict (plain values: round, metrics, site).
 Loading uses ``weights_only=True``: nothing but tensors and plain Python values is unpickled.
 """
@@ -48,7 +48,7 @@ def save_checkpoint(
         "preset": preset.to_dict(),
         "classifier": model.classifier,
         "phase": phase,
-        "hu_window": [float(preset.hu_min), float(preset.hu_max)],
+        "input_hu_range": [float(preset.hu_min), float(preset.hu_max)],
         "spacing_mm": float(preset.spacing_mm),
         "image_size": int(preset.image_size),
         "versions": {"sarcofed": __version__, "torch": str(torch.__version__), "monai": str(monai.__version__)},

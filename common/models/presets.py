@@ -1,7 +1,7 @@
 """Model and training presets: one frozen record per scale (tiny for tests, demo for a CPU laptop, full for a GPU).
 
 A preset fixes everything that makes a checkpoint what it is: the network's input grid (pixel count
-and spacing), the ViT shape, the decoder width, the HU window, plus the training defaults per phase.
+and spacing), the ViT shape, the decoder width, the input HU range, plus the training defaults per phase.
 Checkpoints store the preset as a plain dict, so a model can be rebuilt from the file alone.
 
 The network sees a fixed field of view: ``image_size * spacing_mm`` millimetres (about 400-460 mm,
@@ -42,7 +42,7 @@ class Preset:
     epochs_ssl, epochs_seg, epochs_cls : int
         Default epochs per phase (``train-local --epochs`` overrides).
     hu_min, hu_max : float
-        HU window: values are clipped to it, then scaled to 0..1 (air and everything below hu_min -> 0).
+        Input HU range: values are clipped to it, then scaled to 0..1 (air and everything below hu_min -> 0).
     mask_ratio : float
         Fraction of patches the SSL student sees replaced by the mask token.
     proto_dim : int

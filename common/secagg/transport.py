@@ -77,7 +77,7 @@ def compact_float(save: Callable[[Sequence[np.ndarray]], Any]) -> Callable[[Sequ
     def to_parameters(ndarrays: Sequence[np.ndarray]) -> Any:
         return save([a.astype(np.float32) if a.dtype == np.float64 else a for a in ndarrays])
 
-    to_parameters.sarcofed_compact = True  # type: ignore[attr-defined]
+    to_parameters.sarcofed_compact = True  # type: ignore[attr-defined]  # a mark on the wrapper: installed once
     return to_parameters
 
 

@@ -26,9 +26,9 @@ from common.errors import InputDataError
 from common.metrics import (
     MIN_COHORT,
     abs_pct_error,
-    apply_hu_window,
     count_patients,
     dice,
+    keep_muscle_attenuation,
     muscle_hu_mean,
     sarcopenia_verdict,
     shareable_count,
@@ -68,7 +68,7 @@ def evaluate_cases(
     manifest_dir: str | Path | None = None,
     min_cohort: int = MIN_COHORT,
     batch_size: int = 16,
-    hu_window: bool = True,
+    muscle_hu_range: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Segment (and optionally classify) every labelled case and score it against its reference mask.
 
@@ -77,7 +77,7 @@ def evaluate_cases(
     model : SarcoModel
         A model trained at least through the ``seg`` phase (``common.models.checkpoint.load_checkpoint``).
     preset : Preset
-        The model's preset (input grid and HU window).
+        The model's preset (input grid and input HU range).
     cases : DataFrame or iterable of rows
         A manifest as returned by ``common.data.manifest.read_manifest`` (or its rows).
     cutoff : str (default: "prado2008")
@@ -94,9 +94,9 @@ def evaluate_cases(
         the summary (``common.metrics`` states the policy).
     batch_size : int (default: 16)
         Slices per forward pass (and held in memory at once).
-    hu_window : bool (default: True)
-        Keep only predicted pixels in the Alberta muscle window (-29..+150 HU) before scoring, as
-        reference masks are drawn (``common.metrics.apply_hu_window``). ``dice_raw`` always scores
+    muscle_hu_range : bool (default: True)
+        Keep only predicted pixels in the Alberta muscle range (-29..+150 HU) before scoring, as
+        reference masks are drawn (``common.metrics.keep_muscle_attenuation``). ``dice_raw`` always scores
         the network's mask as it came, so the effect of this step is visible.
 
     Returns
@@ -146,7 +146,7 @@ def evaluate_cases(
             probs = classify_batch(model, cts, preset) if with_classifier else [math.nan] * len(cts)
             for row, (ct, ref), pred, prob in zip(chunk, cases_, preds, probs, strict=True):
                 raw = np.asarray(pred)
-                final = apply_hu_window(raw, ct.hu) if hu_window else raw
+                final = keep_muscle_attenuation(raw, ct.hu) if muscle_hu_range else raw
                 rows.append(_score(row, ct, np.asarray(ref), final, raw, float(prob), rule))
     per_patient = pd.DataFrame(rows, columns=PER_PATIENT_COLUMNS)
     summary: dict[str, Any] = site_summary(per_patient, min_cohort=min_cohort)
@@ -162,7 +162,7 @@ def evaluate_cases(
             "split": split or "all",
             "n_without_mask": shareable_count(count_patients(df) - count_patients(labelled), min_cohort),
             "classifier_evaluated": with_classifier,
-            "mask_hu_window": list(MUSCLE_HU_RANGE) if hu_window else None,
+            "muscle_hu_range": list(MUSCLE_HU_RANGE) if muscle_hu_range else None,
             "seconds": round(time.perf_counter() - start, 3),
         }
     )

@@ -112,7 +112,7 @@ def test_cli_writes_all_outputs(inputs, tmp_path):
     in_window = ct.hu[mask > 0]
     assert in_window.min() >= -29 and in_window.max() <= 150  # the written mask is the windowed one
     assert result["muscle_hu_mean"] == pytest.approx(in_window.mean(), abs=0.01)
-    assert result["mask_postprocess"]["hu_window"] == [-29.0, 150.0]
+    assert result["mask_postprocess"]["muscle_hu_range"] == [-29.0, 150.0]
     assert result["mask_postprocess"]["network_pixels"] >= result["muscle_pixels"] == mask.sum()
     rule = get_cutoff("prado2008")
     threshold = rule.threshold(ct.sex)

@@ -460,7 +460,7 @@ def test_numeric_summary_round_trips_through_pooling():
     assert pooled["dice_mean_n"] == 18 and pooled["n"] == 18
 
 
-def test_apply_hu_window():
+def test_keep_muscle_attenuation():
     hu = np.array([[-30.0, -29.0, 150.0, 151.0], [40.0, 40.0, -100.0, 300.0]])
     mask = np.array([[1, 1, 1, 1], [1, 0, 1, 1]])
-    np.testing.assert_array_equal(metrics.apply_hu_window(mask, hu), [[0, 1, 1, 0], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(metrics.keep_muscle_attenuation(mask, hu), [[0, 1, 1, 0], [1, 0, 0, 0]])

@@ -76,7 +76,7 @@ def test_per_patient_rows(site):
     for _, row in manifest[manifest["patient_id"].isin(["p3", "p5"])].iterrows():
         ct, ref = load_case(row)
         raw = segment(model, ct, model.preset)
-        pred = metrics.apply_hu_window(raw, ct.hu)  # the Alberta window, as the reference masks are drawn
+        pred = metrics.keep_muscle_attenuation(raw, ct.hu)  # the Alberta window, as the reference masks are drawn
         got = df.set_index("patient_id").loc[row["patient_id"]]
         assert got["dice"] == pytest.approx(metrics.dice(pred, ref))
         assert got["dice_raw"] == pytest.approx(metrics.dice(raw, ref))
@@ -130,10 +130,10 @@ def test_summary_and_cutoff(site):
     assert list(df["sarcopenic_ref"]) == expected
 
 
-def test_hu_window_can_be_switched_off(site):
+def test_the_muscle_hu_range_can_be_switched_off(site):
     manifest, model = site
-    df, summary = evaluate_cases(model, model.preset, manifest, hu_window=False)
-    assert summary["mask_hu_window"] is None
+    df, summary = evaluate_cases(model, model.preset, manifest, muscle_hu_range=False)
+    assert summary["muscle_hu_range"] is None
     np.testing.assert_allclose(df["dice"], df["dice_raw"])
     windowed, _ = evaluate_cases(model, model.preset, manifest)
     assert (windowed["sma_pred_cm2"] <= df["sma_pred_cm2"] + 1e-9).all()
