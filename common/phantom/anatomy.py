@@ -81,18 +81,57 @@ class Anatomy:
     table_y_mm: float  # table top surface, y
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """One slice's anatomy in millimetres (radius functions of the angle around ``centre``), before painting."""
+
+    hs: float  # skeletal scale (height / 1.70 m)
+    vw: float  # vertebral body half-width
+    vd: float  # vertebral body half-depth
+    vert: Blob  # vertebral body
+    canal: Blob  # spinal canal
+    canal_a: float  # canal half-width
+    arch: Blob  # neural arch
+    tp_y: float  # transverse processes' y
+    tp_tip: tuple[float, float]  # transverse process tip on the +x side (mirrored for the other)
+    sp_root: float  # spinous process root, y
+    sp_tip: tuple[float, float]  # spinous process tip
+    blobs: dict[str, list[Blob]]  # psoas, quadratus lumborum, erector spinae per side
+    centre: tuple[float, float]  # centre of the peritoneal cavity: origin of the radius functions
+    r_cav: np.ndarray  # cavity radius by angle
+    wall: list[tuple[np.ndarray, np.ndarray]]  # wall muscle layers (inner, outer radius)
+    fascia: np.ndarray  # deep fascia radius by angle
+    lat_inner: np.ndarray  # latissimus inner radius
+    lat_t: np.ndarray  # latissimus thickness by angle
+    sat: np.ndarray  # subcutaneous fat thickness by angle
+    skin_t: float  # skin thickness
+    body: np.ndarray  # skin radius by angle
+    bx: np.ndarray  # skin outline x by angle
+    table_y: float  # table top, y
+    table_k: float  # table top curvature (1 / 2R)
+    body_width: float  # skin-to-skin width
+    body_top: float  # most anterior skin point, y
+
+
 def build_and_paint(
     rng: np.random.Generator,
     patient: Patient,
     canvas_factory: Callable[[float, tuple[float, float]], Canvas],
     tex_factory: Callable[[Canvas], Textures],
 ) -> tuple[Canvas, Anatomy]:
-    """Draw the anatomy of ``patient``; the canvas is created once the body size (hence FOV) is known.
+    """Draw the anatomy of ``patient``: ``build_geometry``, then ``paint`` (one random stream, in that order).
 
     ``canvas_factory(body_width_mm, centre_mm)`` returns the Canvas (the scanner picks its field of
-    view from the body width); ``tex_factory(canvas)`` the Textures on that grid. Muscle shares of
-    the SMA budget: psoas ~15 %, quadratus lumborum ~8 %, erector spinae with multifidus ~34 %,
-    latissimus ~4 %, abdominal wall ~39 % (rectus about a third of it).
+    view from the body width); ``tex_factory(canvas)`` the Textures on that grid.
+    """
+    return paint(rng, patient, build_geometry(rng, patient), canvas_factory, tex_factory)
+
+
+def build_geometry(rng: np.random.Generator, patient: Patient) -> Geometry:
+    """Size and place every structure of ``patient``'s slice from the SMA budget.
+
+    Muscle shares of the SMA budget: psoas ~15 %, quadratus lumborum ~8 %, erector spinae with
+    multifidus ~34 %, latissimus ~4 %, abdominal wall ~39 % (rectus about a third of it).
     """
     p = patient
     male = p.sex == "M"
@@ -263,6 +302,100 @@ def build_and_paint(
     table_k = 1.0 / (2.0 * rng.uniform(600.0, 1100.0))  # concave table top, radius 0.6-1.1 m
     body_width = float(bx.max() - bx.min())
     body_top = float(by.min())
+    return Geometry(
+        hs=hs,
+        vw=vw,
+        vd=vd,
+        vert=vert,
+        canal=canal,
+        canal_a=canal_a,
+        arch=arch,
+        tp_y=tp_y,
+        tp_tip=tp_tip,
+        sp_root=sp_root,
+        sp_tip=sp_tip,
+        blobs=blobs,
+        centre=centre,
+        r_cav=r_cav,
+        wall=wall,
+        fascia=fascia,
+        lat_inner=lat_inner,
+        lat_t=lat_t,
+        sat=sat,
+        skin_t=skin_t,
+        body=body,
+        bx=bx,
+        table_y=table_y,
+        table_k=table_k,
+        body_width=body_width,
+        body_top=body_top,
+    )
+
+
+def paint(
+    rng: np.random.Generator,
+    patient: Patient,
+    geometry: Geometry,
+    canvas_factory: Callable[[float, tuple[float, float]], Canvas],
+    tex_factory: Callable[[Canvas], Textures],
+) -> tuple[Canvas, Anatomy]:
+    """Paint ``geometry`` as HU and labels; the canvas is created here, once the body size (hence FOV) is known."""
+    p = patient
+    (
+        hs,
+        vw,
+        vd,
+        vert,
+        canal,
+        canal_a,
+        arch,
+        tp_y,
+        tp_tip,
+        sp_root,
+        sp_tip,
+        blobs,
+        centre,
+        r_cav,
+        wall,
+        fascia,
+        lat_inner,
+        lat_t,
+        sat,
+        skin_t,
+        body,
+        bx,
+        table_y,
+        table_k,
+        body_width,
+        body_top,
+    ) = (
+        geometry.hs,
+        geometry.vw,
+        geometry.vd,
+        geometry.vert,
+        geometry.canal,
+        geometry.canal_a,
+        geometry.arch,
+        geometry.tp_y,
+        geometry.tp_tip,
+        geometry.sp_root,
+        geometry.sp_tip,
+        geometry.blobs,
+        geometry.centre,
+        geometry.r_cav,
+        geometry.wall,
+        geometry.fascia,
+        geometry.lat_inner,
+        geometry.lat_t,
+        geometry.sat,
+        geometry.skin_t,
+        geometry.body,
+        geometry.bx,
+        geometry.table_y,
+        geometry.table_k,
+        geometry.body_width,
+        geometry.body_top,
+    )
 
     # ---- canvas -------------------------------------------------------------------------------------
     canvas = canvas_factory(body_width, ((bx.max() + bx.min()) / 2, (body_top + table_y) / 2 + 15.0))
