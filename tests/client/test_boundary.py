@@ -26,7 +26,7 @@ def _task_identity():
 def _secagg_message(stage: str, **values: object) -> Message:
     """A SecAgg+ stage message; a setup stage names this node's mask generator, as SarcoFed's server does."""
     named = {MASK_PRG_CONFIG_KEY: mask_prg_version()} if stage == Stage.SETUP else {}
-    configs = ConfigRecord({Key.STAGE: stage, **named, **values})  # type: ignore[arg-type]
+    configs = ConfigRecord({Key.STAGE: stage, **named, **values})  # type: ignore[arg-type]  # Flower's ConfigRecord types its values narrower
     return Message(RecordDict({RECORD_KEY_CONFIGS: configs}), dst_node_id=7, message_type=MessageType.TRAIN)
 
 

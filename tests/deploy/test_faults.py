@@ -92,7 +92,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         node_ids = {}
         for name, node in nodes.items():
             assert wait_for_log(node, "SuperNode ID:", 60), node.log_text()[-2000:]
-            node_ids[name] = int(re.search(r"SuperNode ID: (\d+)", node.log_text()).group(1))  # type: ignore[union-attr]
+            node_ids[name] = int(re.search(r"SuperNode ID: (\d+)", node.log_text()).group(1))  # type: ignore[union-attr]  # the log line is there once the node is up
         write_connection(work / "flwr_home", "faults", f"127.0.0.1:{port}")
         yield {"work": work, "env": env, "nodes": nodes, "node_ids": node_ids, "manifests": manifests}
     finally:

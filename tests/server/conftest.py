@@ -45,7 +45,7 @@ class LoopbackGrid(Grid):
     def run(self) -> Run:  # pragma: no cover
         return Run.create_empty(1)
 
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
         return Message(content, dst_node_id, message_type, group_id=group_id, ttl=ttl)
 
     def get_node_ids(self) -> Iterable[int]:

@@ -46,7 +46,7 @@ class _Site(NumPyClient):
     def __init__(self, pid: int, n: int, fail: bool) -> None:
         self.pid, self.n, self.fail = pid, n, fail
 
-    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+    def fit(self, parameters, config):
         if self.fail:
             raise RuntimeError("out of memory at this site")
         return _deltas(self.pid), self.n, {"site": f"s{self.pid}"}

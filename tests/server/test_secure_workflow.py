@@ -39,7 +39,7 @@ class _Site(NumPyClient):
     def __init__(self, pid: int, n: int) -> None:
         self.pid, self.n = pid, n
 
-    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+    def fit(self, parameters, config):
         return [pack(_deltas(self.pid))], self.n, {"site": f"s{self.pid}", "loss": 0.1}
 
 
@@ -48,7 +48,7 @@ def _client_fn(pid: int, n: int):
     return lambda ctx: _Site(pid, n).to_client()
 
 
-def _truncate_masked_vector(msg: Message, ctxt: Context, call_next) -> Message:  # type: ignore[no-untyped-def]
+def _truncate_masked_vector(msg: Message, ctxt: Context, call_next) -> Message:
     """A hostile or broken node: its masked vector is one value short."""
     from flwr.common import bytes_to_ndarray, ndarray_to_bytes
 
@@ -67,13 +67,13 @@ class _Recorder:
         self.fits: list[tuple] = []
         self.aborts: list[tuple] = []
 
-    def after_fit(self, phase, phase_round, arrays, fits, failures):  # type: ignore[no-untyped-def]
+    def after_fit(self, phase, phase_round, arrays, fits, failures):
         self.fits.append((phase_round, fits, failures))
 
-    def after_evaluate(self, phase, phase_round, summaries, failures):  # type: ignore[no-untyped-def]
+    def after_evaluate(self, phase, phase_round, summaries, failures):
         return {}
 
-    def after_abort(self, phase, phase_round, reason, failures):  # type: ignore[no-untyped-def]
+    def after_abort(self, phase, phase_round, reason, failures):
         self.aborts.append((phase_round, reason, failures))
 
 
@@ -129,7 +129,7 @@ def test_a_round_that_secure_aggregation_halts_is_reported(loopback_grid) -> Non
         assert not np.any(g)
 
 
-def _gone_at_setup(msg: Message, ctxt: Context, call_next) -> Message:  # type: ignore[no-untyped-def]
+def _gone_at_setup(msg: Message, ctxt: Context, call_next) -> Message:
     raise ConnectionError("node lost before it sent its keys")
 
 
@@ -210,14 +210,14 @@ def test_a_site_lost_at_setup_and_another_lost_at_training_still_make_the_round(
 
 
 class _Failing(NumPyClient):
-    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+    def fit(self, parameters, config):
         raise RuntimeError("training failed at this site")
 
 
 class _Hostile(NumPyClient):
     """A site running altered code: its update is a million times too large (its own guards are gone)."""
 
-    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+    def fit(self, parameters, config):
         return [pack(_deltas(9)) * np.float32(1e6)], 40, {"site": "hostile", "loss": 0.1}
 
 

@@ -63,8 +63,8 @@ def test_a_classifier_round_carries_the_encoder_it_trains_on(tiny_model, tmp_pat
 
     strategy, _ = _strategy(tiny_model, "cls", tmp_path)
     manager = SimpleClientManager()
-    manager.register(SimpleNamespace(cid="a", node_id=1))  # type: ignore[arg-type]
-    manager.register(SimpleNamespace(cid="b", node_id=2))  # type: ignore[arg-type]
+    manager.register(SimpleNamespace(cid="a", node_id=1))  # type: ignore[arg-type]  # a stand-in with the two fields used
+    manager.register(SimpleNamespace(cid="b", node_id=2))  # type: ignore[arg-type]  # a stand-in with the two fields used
     [(_, fit_ins), *_] = strategy.configure_fit(1, ndarrays_to_parameters([]), manager)
     [sent] = parameters_to_ndarrays(fit_ins.parameters)  # one vector: Flower moves each array separately
     state = tiny_model.state_dict()
@@ -139,7 +139,7 @@ def test_too_few_sites_is_a_clear_error_after_the_configured_wait(tiny_model, tm
     strategy, _ = _strategy(tiny_model, "seg", tmp_path)
     strategy.min_sites_wait_s = 0.5
     manager = SimpleClientManager()
-    manager.register(SimpleNamespace(cid="a", node_id=1))  # type: ignore[arg-type]
+    manager.register(SimpleNamespace(cid="a", node_id=1))  # type: ignore[arg-type]  # a stand-in with the two fields used
     t0 = time.monotonic()
     with pytest.raises(TooFewSitesError, match=r"1 sites connected after waiting 0.5 s; run config min-sites is 2"):
         strategy.configure_fit(1, ndarrays_to_parameters([]), manager)
