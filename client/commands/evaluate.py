@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from client.commands.options import MuscleHuRange
+
 
 def evaluate(
     model: Annotated[
@@ -28,17 +30,7 @@ def evaluate(
     split: Annotated[
         str, typer.Option("--split", help="Manifest split to evaluate: holdout, train, or all (every labelled row).")
     ] = "holdout",
-    muscle_hu_range: Annotated[
-        bool,
-        typer.Option(
-            "--muscle-hu-range/--no-muscle-hu-range",
-            "--hu-window/--no-hu-window",
-            help=(
-                "Keep only mask pixels in the Alberta muscle range -29..+150 HU, as reference L3 masks are drawn "
-                "(default); --no-muscle-hu-range measures the network's mask as is."
-            ),
-        ),
-    ] = True,
+    muscle_hu_range: MuscleHuRange = True,
     format: Annotated[
         str, typer.Option("--format", help="Console output: 'table' (human) or 'json' (summary.json).")
     ] = "table",

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from client.commands.options import MuscleHuRange
+
 
 def predict(
     input_path: Annotated[
@@ -72,17 +74,7 @@ def predict(
     cutoff: Annotated[
         str, typer.Option("--cutoff", help="Sarcopenia rule: prado2008, martin2013 or derstine2018.")
     ] = "prado2008",
-    muscle_hu_range: Annotated[
-        bool,
-        typer.Option(
-            "--muscle-hu-range/--no-muscle-hu-range",
-            "--hu-window/--no-hu-window",
-            help=(
-                "Keep only mask pixels in the Alberta muscle range -29..+150 HU, as reference L3 masks are drawn "
-                "(default); --no-muscle-hu-range measures the network's mask as is."
-            ),
-        ),
-    ] = True,
+    muscle_hu_range: MuscleHuRange = True,
     format: Annotated[
         str, typer.Option("--format", help="Console output: 'table' (human) or 'json' (the result.json record).")
     ] = "table",
