@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +47,7 @@ import pandas as pd
 from common.clinical import area_cm2, bmi, get_cutoff, normalise_sex, smi
 from common.data.ctslice import CTSlice
 from common.data.dicom_io import is_nifti, read_ct_slice, read_dataset
+from common.data.folder_walk import is_under, walk_files
 from common.data.manifest import MANIFEST_COLUMNS, SPLITS, write_manifest
 from common.data.mask_io import SEG_STORAGE, read_mask, referenced_sop_uids
 from common.data.pseudonym import Pseudonymiser
@@ -148,16 +148,16 @@ def ingest(
 
     files = [
         p
-        for p in _walk(input_dir, rejected, "input folder", prune=masks_root)
-        if p not in skip and not (masks_root and _under(p, masks_root))
+        for p in walk_files(input_dir, rejected, "input folder", prune=masks_root)
+        if p not in skip and not (masks_root and is_under(p, masks_root))
     ]
-    mask_files = list(_walk(masks_root, rejected, "masks folder")) if masks_root else []
+    mask_files = list(walk_files(masks_root, rejected, "masks folder")) if masks_root else []
 
     headers: list[_Header] = []
     nifti_images: list[Path] = []
     masks: list[_Mask] = []
     for path in _track(files + mask_files, "Scanning files", progress):
-        in_masks = masks_root is not None and _under(path, masks_root)
+        in_masks = masks_root is not None and is_under(path, masks_root)
         if is_nifti(path):
             if in_masks or _strip_mask_suffix(_stem(path)) != _stem(path):
                 masks.append(_Mask(path, {_strip_mask_suffix(_stem(path))}, set()))
@@ -228,73 +228,6 @@ def ingest(
 
 
 # ---- scanning ---------------------------------------------------------------------------------------
-def _walk(root: Path, rejected: list[tuple[str, str]], where: str, prune: Path | None = None) -> Iterator[Path]:
-    """Regular files under ``root`` as resolved paths, sorted, each once; hidden files and folders skipped.
-
-    A symbolic link is followed when its target lies inside ``root`` (``where`` names the folder in
-    reasons). A link out of it is reported in ``rejected``, not followed: the manifest would name a
-    file nobody put in the folder, and it has no path relative to the folder. Dangling links, link
-    loops and what is not a regular file (a FIFO blocks the reader forever) are reported too. Links to
-    folders are not walked: inside ``root`` their files are found where they are. ``prune`` is a folder
-    left out (the masks folder, walked on its own).
-    """
-    seen: set[Path] = set()
-    for folder, dirs, names in os.walk(root):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and here / d != prune)
-        for name in dirs:
-            link = here / name
-            if link.is_symlink():
-                try:
-                    target = link.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    continue  # os.walk lists a link as a folder only when it leads to one
-                if not _under(target, root):
-                    rejected.append(
-                        (
-                            str(link),
-                            f"symbolic link to a folder outside the {where} ({target}); "
-                            "not followed: copy the files into the folder",
-                        )
-                    )
-        for name in sorted(names):
-            if name.startswith("."):
-                continue
-            path = here / name
-            try:
-                target = path.resolve(strict=True)
-            except FileNotFoundError:
-                rejected.append(
-                    (
-                        str(path),
-                        f"symbolic link to {os.readlink(path)}, which does not exist"
-                        if path.is_symlink()
-                        else "file disappeared while the folder was read",
-                    )
-                )
-                continue
-            except (OSError, RuntimeError) as error:  # a link loop, or a folder on the way without permission
-                rejected.append((str(path), f"cannot be opened ({type(error).__name__}: {error})"))
-                continue
-            if not _under(target, root):
-                rejected.append(
-                    (
-                        str(path),
-                        f"symbolic link to a file outside the {where} ({target}); not "
-                        "followed: copy the file into the folder",
-                    )
-                )
-            elif not target.is_file():
-                rejected.append((str(path), "not a regular file (a pipe, socket or device); only files are read"))
-            elif target not in seen:
-                seen.add(target)
-                yield target
-
-
-def _under(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in (".nii.gz", ".nii", ".dcm", ".dicom", ".ima"):
