@@ -116,18 +116,28 @@ def train_round(
     set_arrays(model, keys, arrays, what=f"{phase} round {instructions.round}")
     sent = arrays[len(context_keys(model, phase)) :]
     preset = get_preset(preset_name)
-    dataset = SliceDataset(site.manifest, preset, phase, augment=True, seed=instructions.seed, cache_dir=site.cache_dir)
-    result = train_phase(
-        model,
-        phase,
-        dataset,
-        epochs=instructions.local_epochs,
-        seed=instructions.seed,
-        device=_device(),
-        prox_mu=instructions.proximal_mu,
-        progress=False,
-        lr=preset.lr(phase) * instructions.lr_scale,
-    )
+    lr = preset.lr(phase) * instructions.lr_scale
+    if phase == "l3":
+        from client.l3_task import train_locator_round
+
+        result = train_locator_round(
+            site, model, instructions.local_epochs, lr, instructions.seed, instructions.proximal_mu, _device()
+        )
+    else:
+        dataset = SliceDataset(
+            site.manifest, preset, phase, augment=True, seed=instructions.seed, cache_dir=site.cache_dir
+        )
+        result = train_phase(
+            model,
+            phase,
+            dataset,
+            epochs=instructions.local_epochs,
+            seed=instructions.seed,
+            device=_device(),
+            prox_mu=instructions.proximal_mu,
+            progress=False,
+            lr=lr,
+        )
     delta = weight_delta(get_weights(model, phase), sent)
     check_finite(delta, "the site's update")
     norm = update_norm(delta)
@@ -193,6 +203,11 @@ def evaluate_round(
     model = fresh_model(preset_name)
     keys = [k for phase in instructions.eval_phases for k in exchange_keys(model, phase)]
     set_arrays(model, keys, unpack_message(arrays, model, keys), what=f"evaluation of {instructions.phase}")
+    if instructions.phase == "l3":
+        from client.l3_task import evaluate_locator
+
+        loss, n_series, located = evaluate_locator(site, model, policy.min_cohort, _device())
+        return loss, n_series, {**located, "site": site.name}
     _, summary = evaluate_cases(
         model,
         get_preset(preset_name),

@@ -27,9 +27,11 @@ class RunConfig:
     consortium: str
     sites_cache: str
     site_manifests: str
+    rounds_l3: int
     rounds_ssl: int
     rounds_seg: int
     rounds_cls: int
+    local_epochs_l3: int
     local_epochs_ssl: int
     local_epochs_seg: int
     local_epochs_cls: int

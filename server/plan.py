@@ -1,6 +1,6 @@
 """The run plan: what the ServerApp does with the run config (``common.run_config.RunConfig``).
 
-Keys are kebab-case, as Flower's run config is. One run = the phases ssl -> seg -> cls, each for
+Keys are kebab-case, as Flower's run config is. One run = the phases l3 -> ssl -> seg -> cls, each for
 ``rounds-<phase>`` rounds (0 skips a phase). A run stopped part way (the coordinator loses at most
 the round in flight) goes on with ``resume-from = <its run folder>``: the phase and round come from
 the folder's last checkpoint, the run continues in that folder, and its schedule must be the one the
@@ -19,13 +19,15 @@ from common.errors import ConfigError
 from common.run_config import RunConfig
 from server.run_folder import last_checkpoint, read_run_record
 
-PHASES: tuple[str, ...] = ("ssl", "seg", "cls")
+PHASES: tuple[str, ...] = ("l3", "ssl", "seg", "cls")
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox")
 SCHEDULE_KEYS: tuple[str, ...] = (
     "preset",
+    "rounds-l3",
     "rounds-ssl",
     "rounds-seg",
     "rounds-cls",
+    "local-epochs-l3",
     "local-epochs-ssl",
     "local-epochs-seg",
     "local-epochs-cls",

@@ -29,6 +29,7 @@ class Recorder:
         self._fits: list[dict[str, Any]] = []
         self._checkpoint: Path | None = None
         self.last_rows: list[dict[str, Any]] = []
+        self.last_rows_by_phase: dict[str, list[dict[str, Any]]] = {}
         self.round_seconds: list[float] = []
         self.dp_epsilon: dict[str, float] = {}  # site -> epsilon spent so far in this run (sites with DP on)
         self.site_names: dict[int, str] = {}  # node id -> site name, as the strategies learn them
@@ -111,5 +112,5 @@ class Recorder:
         stamp = {"round": phase_round, "phase": phase, "global_round": self.global_round}
         out = [{**r, **stamp} for r in [*rows, pooled]]
         self.folder.append_rows(out)
-        self.last_rows = out
+        self.last_rows = self.last_rows_by_phase[phase] = out
         return pooled

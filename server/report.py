@@ -37,7 +37,7 @@ from server.run_folder import COLUMNS, POOLED, read_run_record
 
 NOT_AVAILABLE = "—"
 SUPPRESSED = "suppressed"
-PHASES = {"ssl": "SSL pretraining", "seg": "Segmentation", "cls": "Classifier"}
+PHASES = {"l3": "L3 locator", "ssl": "SSL pretraining", "seg": "Segmentation", "cls": "Classifier"}
 STAGES = {"fit": "training", "evaluate": "evaluation", "round": "whole round"}
 
 _Kind = Literal["count", "score", "proportion", "percent", "cm2", "loss", "points", "text", "written"]

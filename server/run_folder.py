@@ -53,6 +53,7 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.metrics import pooled_summary
+from common.metrics.location import LOCATION_METRICS, pooled_location
 
 POOLED = "pooled"
 
@@ -69,8 +70,10 @@ HOLDOUT_METRICS: tuple[str, ...] = (
     "cls_sensitivity",
     "cls_specificity",
     "cls_auroc",
+    *LOCATION_METRICS,
 )
-"""The site summary's aggregates that metrics.csv keeps, under the summary's own names."""
+"""The site summary's aggregates that metrics.csv keeps, under the summary's own names (the l3 phase's
+from common.metrics.location)."""
 
 COLUMNS: tuple[str, ...] = (
     "round",
@@ -111,7 +114,7 @@ def _names(value: Any) -> str:
 
 def csv_row(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics.csv columns of one site (or pooled) summary from ``common.metrics`` (NaN where suppressed)."""
-    n = _num(summary.get("n"))
+    n = _num(summary.get("n", summary.get("l3_n")))
     row: dict[str, Any] = {"n": int(n) if math.isfinite(n) else math.nan}  # empty: hidden (< 5 patients)
     row.update({name: _num(summary.get(name)) for name in HOLDOUT_METRICS})
     row["suppressed_metrics"] = _names(summary.get("suppressed_metrics"))
@@ -125,7 +128,11 @@ def pooled_row(site_summaries: Sequence[Mapping[str, Any]], train: Sequence[tupl
     ``train`` holds (n_train, loss) per site that trained this round.
     """
     row: dict[str, Any] = {"site": POOLED, "status": "ok"}
-    if site_summaries:
+    if site_summaries and any("l3_n" in s for s in site_summaries):  # the l3 phase: series, not patients
+        pooled = pooled_location(site_summaries)
+        row.update(csv_row(pooled))
+        row["n"] = pooled["l3_n"]
+    elif site_summaries:
         row.update(csv_row(pooled_summary(site_summaries)))
     train = [(n, v) for n, v in train if n > 0 and math.isfinite(v)]
     total = sum(n for n, _ in train)
@@ -134,7 +141,7 @@ def pooled_row(site_summaries: Sequence[Mapping[str, Any]], train: Sequence[tupl
     return row
 
 
-CHECKPOINT_NAME = re.compile(r"round-(\d{3,})-(ssl|seg|cls)-(\d{2,})\.pt")
+CHECKPOINT_NAME = re.compile(r"round-(\d{3,})-(l3|ssl|seg|cls)-(\d{2,})\.pt")
 RUN_RECORD = "run.json"
 
 

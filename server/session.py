@@ -121,6 +121,13 @@ def run_phases(
     return folder.path
 
 
+def _final(rows: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The sites' and the pooled row of a phase's last evaluated round (None when it did not run)."""
+    if not rows:
+        return None
+    return {"sites": [r for r in rows if r["site"] != POOLED], "pooled": next(r for r in rows if r["site"] == POOLED)}
+
+
 def _write_summary(
     plan: RunPlan,
     model: Any,
@@ -172,6 +179,7 @@ def _write_summary(
         "phase_seconds": timings,
         "wall_seconds": wall,
         "final_round": {"sites": final, "pooled": pooled},
+        "l3_final_round": _final(recorder.last_rows_by_phase.get("l3")),
         "privacy": {
             "dp_epsilon_by_site": dict(sorted(recorder.dp_epsilon.items())),
             "note": "epsilon each site reported spending in this run, at its own policy's delta",

@@ -27,7 +27,7 @@ from common.secagg.delta import apply_delta, pack, unpack
 
 # What a site needs to evaluate after each phase, as phases whose arrays are sent one after another:
 # segmentation metrics need the decoder (trained in seg) on the current encoder; ssl has no holdout metric.
-EVAL_PHASES: dict[str, str] = {"ssl": "", "seg": "seg", "cls": "seg,cls"}
+EVAL_PHASES: dict[str, str] = {"l3": "l3", "ssl": "", "seg": "seg", "cls": "seg,cls"}
 
 
 class RoundRecorder(Protocol):
@@ -246,7 +246,14 @@ class _PhaseDeltaMixin(_MixinBase):
         parts.append(f"{time.perf_counter() - self._round_started:.1f} s")
         line = f"{PROGRESS_TAG} [{self.phase} {phase_round}/{self.last_round}] " + ", ".join(parts)
         dice, err, loss = (_float(pooled.get(k)) for k in ("dice_mean", "sma_abs_pct_err_mean", "loss"))
-        if evaluated is not None:
+        inside, median = (_float(pooled.get(k)) for k in ("l3_inside_share", "l3_err_mm_median"))
+        if evaluated is not None and self.phase == "l3":
+            line += (
+                f" | pooled L3 inside {100 * inside:.0f}%, error median {median:.1f} mm"
+                if math.isfinite(inside)
+                else " | pooled metrics n/a"
+            )
+        elif evaluated is not None:
             line += (
                 f" | pooled Dice {dice:.3f}, SMA error {err:.1f}%" if math.isfinite(dice) else " | pooled metrics n/a"
             )

@@ -22,6 +22,7 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from simulations.flower_home import CONNECTION, PROJECT_ROOT, LocalSuperLink, flwr_run_command
 
@@ -71,6 +72,65 @@ def _fmt(value: object, pct: bool = False) -> str:
     if v != v:
         return "supp."
     return f"{v:.2f}%" if pct else f"{v:.3f}"
+
+
+def _print_l3(console: Any, final: dict, toml: Path, cache: Path, folder: Path) -> None:
+    """The L3 locator: per training site (their holdout series, as the federation scored them), then on
+    hospitals that never trained (``[unseen_series]`` of the consortium), scored here with exact pooling."""
+    from rich.table import Table
+
+    from simulations.l3_unseen import describe, ensure_unseen, score_unseen
+
+    table = Table(title="L3 locator on each site's holdout series (federated evaluation, last l3 round)")
+    for col in ("site", "series", "found/absent right", "inside L3", "error median", "error p95", "median (slices)"):
+        table.add_column(col, justify="left" if col == "site" else "right")
+    for row in [*final["sites"], final["pooled"]]:
+        table.add_row(
+            str(row["site"]),
+            _fmt_n(row.get("l3_n")),
+            _fmt(row.get("l3_presence_accuracy")),
+            _fmt(row.get("l3_inside_share")),
+            _mm(row.get("l3_err_mm_median")),
+            _mm(row.get("l3_err_mm_p95")),
+            _fmt(row.get("l3_err_slices_median")),
+        )
+    console.print(table)
+    folders = ensure_unseen(toml, cache.parent / f"{cache.name}-unseen")
+    if not folders:
+        return
+    rows = score_unseen(folder / "checkpoints" / _last_checkpoint(folder), folders)
+    rows.to_csv(folder / "l3_unseen_sites.csv", index=False)
+    table = Table(title="L3 locator on hospitals that never trained (every series; exact medians)")
+    for col in ("sites", "series (with L3)", "found/absent right", "inside L3", "error median / p95", "slices"):
+        table.add_column(col, justify="left" if col == "sites" else "right")
+    groups = [(name, rows[rows["site"] == name]) for name in folders]
+    groups += [("all", rows), ("transitional anatomy", rows[rows["variant"] != "normal"])]
+    for name, part in groups:
+        d = describe(part)
+        table.add_row(
+            name,
+            f"{d['series']:.0f} ({d['with_l3']:.0f})",
+            _fmt(d["presence_accuracy"]),
+            _fmt(d["inside_share"]),
+            f"{_mm(d['err_mm_median'])} / {_mm(d['err_mm_p95'])}",
+            f"{_fmt(d['err_slices_median'])} / {_fmt(d['err_slices_p95'])}",
+        )
+    console.print(table)
+
+
+def _last_checkpoint(folder: Path) -> str:
+    from server.run_folder import last_checkpoint
+
+    return last_checkpoint(folder).path.name
+
+
+def _fmt_n(value: object) -> str:
+    return "supp." if value is None else f"{float(value):.0f}"  # type: ignore[arg-type]  # a JSON number
+
+
+def _mm(value: object) -> str:
+    text = _fmt(value)
+    return text if text in ("supp.", "-") else f"{float(text):.1f} mm"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,9 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("privacy"):
         spent = ", ".join(f"{site} {eps:.3g}" for site, eps in summary["privacy"]["dp_epsilon_by_site"].items())
         console.print(f"differential privacy at the sites: epsilon spent in this run: {spent}")
+    t_l3 = 0.0
+    if summary.get("l3_final_round"):
+        t3 = time.perf_counter()
+        _print_l3(console, summary["l3_final_round"], toml, cache, folder)
+        t_l3 = time.perf_counter() - t3
     total = time.perf_counter() - t0
     baselines = f", centralised {t_cen:.0f} s, local-only {t_loc:.0f} s" if args.baselines else ""
-    console.print(f"times: data {t_data:.0f} s, federated {t_fed:.0f} s{baselines}, total {total:.0f} s")
+    unseen = f", L3 on unseen sites {t_l3:.0f} s" if t_l3 else ""
+    console.print(f"times: data {t_data:.0f} s, federated {t_fed:.0f} s{baselines}{unseen}, total {total:.0f} s")
     console.print(f"report: {folder / 'report.html'}")
     (folder / "comparison.json").write_text(
         json.dumps(

@@ -45,6 +45,10 @@ from common.errors import InputDataError
 if TYPE_CHECKING:  # pydicom is imported lazily by the readers
     from pydicom import Dataset
 
+# A site's series and their truth, beside its manifest.csv (common.phantom.series_site writes them):
+# series.csv one row per series (series_id, path, split, l3_z_lo_mm, l3_z_hi_mm, ...), vertebrae.csv one
+# row per series and vertebral body (series_id, name, z_lo_mm, z_hi_mm).
+SERIES_TABLE, VERTEBRAE_TABLE = "series.csv", "vertebrae.csv"
 # A step between neighbouring slices this many times the series' median step means slices are missing.
 MAX_GAP_RATIO = 1.5
 # In-plane drift of ImagePositionPatient per mm along z above which the series is sheared (gantry tilt).

@@ -115,12 +115,16 @@ def load_checkpoint(
     try:
         preset = Preset.from_dict(payload["preset"])
         model = SarcoModel(preset, classifier=payload.get("classifier", "vit"))
-        model.load_state_dict(payload["state_dict"])
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        # A checkpoint from before the L3 locator existed has everything else: it loads, without a locator.
+        if unexpected or any(not k.startswith("locator.") for k in missing):
+            raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     except Exception as error:
         raise CheckpointError(
             f"weights do not fit the stored preset ({type(error).__name__}: {str(error)[:300]})", path
         ) from None
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     info["preset"] = preset
+    info["has_locator"] = not missing
     info["path"] = str(path)
     return model.to(map_location).eval(), info

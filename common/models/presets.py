@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 from common.errors import ConfigError
 
-PHASES: tuple[str, ...] = ("ssl", "seg", "cls")
+PHASES: tuple[str, ...] = ("ssl", "seg", "cls", "l3")
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ class Preset:
         Channels of the full-resolution UNETR decoder stage (doubled per coarser stage).
     batch_size : int
         Slices per optimiser step.
-    lr_ssl, lr_seg, lr_cls : float
+    lr_ssl, lr_seg, lr_cls, lr_l3 : float
         AdamW peak learning rates per phase.
-    epochs_ssl, epochs_seg, epochs_cls : int
+    epochs_ssl, epochs_seg, epochs_cls, epochs_l3 : int
         Default epochs per phase (``train-local --epochs`` overrides).
     hu_min, hu_max : float
         Input HU range: values are clipped to it, then scaled to 0..1 (air and everything below hu_min -> 0).
@@ -60,6 +60,8 @@ class Preset:
     image_skips : bool
         Add a small convolutional path from the image (stride 2 per decoder stage) to the decoder's
         transformer skips, so fine stages see local shape as well as 16-pixel patch tokens.
+    locator_width : int
+        Channels of the L3 locator (common.models.locator), which reads series, not the L3 slice.
     seg_dice_weight : float
         Weight of the Dice term beside cross-entropy (weight 1) in the segmentation loss. Dice pushes
         uncertain pixels towards muscle, so areas come out too large; cross-entropy on the soft
@@ -94,6 +96,9 @@ class Preset:
     weight_decay: float = 0.05
     image_skips: bool = False
     seg_dice_weight: float = 1.0
+    lr_l3: float = 1e-3
+    epochs_l3: int = 60
+    locator_width: int = 32
 
     def __post_init__(self) -> None:
         p = self.patch_size
@@ -168,6 +173,8 @@ PRESETS: dict[str, Preset] = {
         proto_dim=128,
         head_hidden=128,
         ema_momentum=0.9,
+        epochs_l3=2,
+        locator_width=8,
     ),
     # Minutes on a CPU laptop: 208 px at 2.0 mm (416 mm field), ViT width 192, depth 6, plus the convolutional
     # image path into the decoder, cross-entropy only: the variants tried are in docs/performance.md.

@@ -9,6 +9,7 @@ Parts (state_dict prefixes):
 - ``decoder.``          UNETR-style decoder (seg)
 - ``cls_head.``         linear head on [global token, mean patch token] (cls, classifier="vit")
 - ``densenet.``         MONAI DenseNet121 from scratch (cls, classifier="densenet")
+- ``locator.``          L3 locator on whole series (l3; common.models.locator), independent of the rest
 
 Federation of the teacher (decision): in the ssl phase the teacher and the centres are exchanged and
 averaged together with the student. Both update linearly (an EMA of student weights; a running mean
@@ -31,6 +32,7 @@ from torch import nn
 from common.errors import ConfigError
 from common.models.decoder import UnetrDecoder
 from common.models.encoder import Encoder
+from common.models.locator import L3Locator
 from common.models.presets import Preset, check_phase
 from common.models.ssl import DistillHead, PixelHead
 
@@ -42,6 +44,7 @@ _PHASE_PREFIXES: dict[str, tuple[str, ...]] = {
     # The image classifier is a head on the frozen SSL + segmentation encoder: training it must not
     # change the encoder the segmentation decoder (and so every SMA) depends on.
     "cls": ("cls_head.",),
+    "l3": ("locator.",),
 }
 
 
@@ -70,6 +73,7 @@ class SarcoModel(nn.Module):
         self.register_buffer("center_patch", torch.zeros(1, preset.proto_dim))
         self.decoder = UnetrDecoder(preset, out_channels=2)
         self.cls_head = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, 2))
+        self.locator = L3Locator(preset.locator_width)
         if classifier == "densenet":
             from monai.networks.nets import DenseNet121
 

@@ -23,10 +23,12 @@ from common.clinical import area_cm2, bmi, get_cutoff, smi
 from common.errors import ConfigError
 from common.phantom.case import synth_case
 from common.phantom.profiles import SiteProfile, get_profile
+from common.phantom.series_site import write_series_site
 
 # Bump whenever the phantom's output changes for a given seed: cached consortia are then rebuilt.
 GENERATOR_VERSION = "phantom-1"
 SITE_FILE = "site.json"
+SERIES_KEYS = ("series", "series_format", "series_grid")
 CUTOFF = "prado2008"
 
 
@@ -167,6 +169,9 @@ def load_consortium(config: str | Path | Mapping) -> dict[str, dict]:
         seed = 11
         holdout_fraction = 0.3            # optional
         overrides = { noise_hu = [15, 22] }   # optional SiteProfile fields
+        series = 16                       # optional: CT series T10-S1 for the l3 phase (series.csv)
+        series_format = "nifti"           # optional: dicom (default) | nifti
+        series_grid = 128                 # optional: pixels a side of the series (default 256)
 
     Raises ConfigError naming the file and the site for anything missing or unknown.
     """
@@ -189,7 +194,8 @@ def load_consortium(config: str | Path | Mapping) -> dict[str, dict]:
     for name, spec in sites.items():
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{source}: site {name!r} must be a table")
-        unknown = sorted(set(spec) - {"profile", "patients", "unlabelled", "seed", "holdout_fraction", "overrides"})
+        allowed = {"profile", "patients", "unlabelled", "seed", "holdout_fraction", "overrides", *SERIES_KEYS}
+        unknown = sorted(set(spec) - allowed)
         if unknown:
             raise ConfigError(f"{source}: site {name!r} has unknown key(s) {unknown}")
         for key in ("profile", "patients", "seed"):
@@ -203,6 +209,12 @@ def load_consortium(config: str | Path | Mapping) -> dict[str, dict]:
             "seed": int(spec["seed"]),
             "holdout_fraction": float(spec.get("holdout_fraction", 0.3)),
         }
+        if int(spec.get("series", 0)) > 0:  # only then: a site without series keeps its fingerprint
+            out[str(name)].update(
+                series=int(spec["series"]),
+                series_format=str(spec.get("series_format", "dicom")),
+                series_grid=int(spec.get("series_grid", 256)),
+            )
     return out
 
 
@@ -280,6 +292,16 @@ def _write_one(out: Path, name: str, spec: dict) -> Path:
     write_site(
         partial, name, spec["profile"], spec["patients"], spec["unlabelled"], spec["seed"], spec["holdout_fraction"]
     )
+    if spec.get("series"):
+        write_series_site(
+            partial,
+            name,
+            spec["profile"],
+            spec["series"],
+            spec["seed"],
+            fmt=spec["series_format"],
+            grid=spec["series_grid"],
+        )
     info_path = partial / SITE_FILE
     info = json.loads(info_path.read_text())
     info["fingerprint"] = _fingerprint(name, spec)

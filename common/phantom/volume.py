@@ -24,7 +24,7 @@ from common.phantom import anatomy as A
 from common.phantom.patient import Patient
 from common.phantom.spine import Spine
 
-GRID = 256  # pixels a side
+GRID = 256  # pixels a side (default)
 PHASES = ("non-contrast", "arterial", "portal venous")
 # Labels beyond the L3 phantom's (common.phantom.anatomy): structures of the other levels.
 SPLEEN, LUNG, DISC, GLUTEAL, ARM, STOMACH = 35, 40, 23, 15, 16, 36
@@ -120,27 +120,28 @@ def paint_series(
     thickness_mm: float,
     noise_hu: float,
     blur_mm: float,
+    grid: int = GRID,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(HU (N, H, W) float32, labels (N, H, W) uint8, pixel spacing mm) for slices centred at ``z_positions``.
 
     A slice thicker than 1.5 mm averages sub-slices across its thickness; labels come from its centre.
     """
-    px = field_of_view_mm(body) / GRID
-    coords = (np.arange(GRID, dtype=np.float32) - (GRID - 1) / 2) * np.float32(px)
+    px = field_of_view_mm(body) / grid
+    coords = (np.arange(grid, dtype=np.float32) - (grid - 1) / 2) * np.float32(px)
     X, Y = np.meshgrid(coords, coords + np.float32(0.1 * body.b))  # (rows = y posterior, cols = x left)
     n_sub = max(1, int(round(thickness_mm / 1.5)))
     offsets = (np.arange(n_sub) - (n_sub - 1) / 2) * (thickness_mm / n_sub)
-    hu = np.empty((len(z_positions), GRID, GRID), np.float32)
-    labels = np.empty((len(z_positions), GRID, GRID), np.uint8)
+    hu = np.empty((len(z_positions), grid, grid), np.float32)
+    labels = np.empty((len(z_positions), grid, grid), np.uint8)
     for k, z in enumerate(z_positions):
-        acc = np.zeros((GRID, GRID), np.float32)
+        acc = np.zeros((grid, grid), np.float32)
         for dz in offsets:
             h, lab = paint_slice(body, float(z + dz), X, Y)
             acc += h
             if abs(dz) < 1e-6 or n_sub % 2 == 0 and dz == offsets[n_sub // 2]:
                 labels[k] = lab
         img = gaussian_filter(acc / n_sub, blur_mm / px)
-        noise = gaussian_filter(rng.normal(0.0, 1.0, (GRID, GRID)).astype(np.float32), 0.7)
+        noise = gaussian_filter(rng.normal(0.0, 1.0, (grid, grid)).astype(np.float32), 0.7)
         hu[k] = img + noise * np.float32(noise_hu / max(float(noise.std()), 1e-6))
     np.clip(hu, -1024.0, 3000.0, out=hu)
     return hu, labels, float(px)

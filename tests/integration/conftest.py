@@ -57,12 +57,16 @@ def _write_site(folder: Path, profile: str, seed: int, n: int) -> Path:
 def three_sites(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three non-IID synthetic hospitals (different site profiles), manifest paths in partition order."""
     from common.phantom.profiles import PROFILES
+    from common.phantom.series_site import write_series_site
 
     root = tmp_path_factory.mktemp("sites")
-    return [
-        _write_site(root / f"site{i}", name, seed=100 + i, n=PATIENTS_PER_SITE)
-        for i, name in enumerate(list(PROFILES)[:3])
-    ]
+    manifests = []
+    for i, name in enumerate(list(PROFILES)[:3]):
+        manifests.append(_write_site(root / f"site{i}", name, seed=100 + i, n=PATIENTS_PER_SITE))
+        # CT series for the l3 phase: half holdout, 5 of them, the smallest unsuppressed cohort
+        fmt = "nifti" if i % 2 else "dicom"
+        write_series_site(root / f"site{i}", f"site{i}", name, 10, 100 + i, fmt=fmt, grid=64, holdout_fraction=0.5)
+    return manifests
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from common.metrics import pooled_summary, site_summary
+from common.metrics.location import LOCATION_METRICS
 from server.recorder import Recorder
 from server.report import write_report
 from server.run_folder import RunFolder, pooled_row
@@ -113,6 +114,7 @@ def test_metrics_csv_carries_the_site_summary_names(tmp_path, monkeypatch) -> No
         "global_round",
         "site",
         *SUMMARY_NAMES,
+        *LOCATION_METRICS,  # the l3 phase's, empty in the other phases
         "suppressed_metrics",
         "n_train",
         "loss",

@@ -56,3 +56,21 @@ def test_wrong_phase(tmp_path):
     path = save_checkpoint(tmp_path / "ssl.pt", SarcoModel(get_preset("tiny")), phase="ssl")
     with pytest.raises(CheckpointError, match="phase 'ssl', expected seg"):
         load_checkpoint(path, phases=("seg",))
+
+
+def test_checkpoint_from_before_the_locator_loads_without_one(tmp_path):
+    model = SarcoModel(get_preset("tiny"))
+    path = save_checkpoint(tmp_path / "old.pt", model, phase="seg")
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.startswith("locator.")}
+    torch.save(payload, path)
+    loaded, info = load_checkpoint(path, phases=("seg",))
+    assert info["has_locator"] is False
+    assert torch.equal(
+        loaded.state_dict()["decoder.out.conv.conv.weight"], model.state_dict()["decoder.out.conv.conv.weight"]
+    )
+    assert load_checkpoint(save_checkpoint(tmp_path / "new.pt", model, phase="l3"))[1]["has_locator"] is True
+    payload["state_dict"].pop(next(k for k in payload["state_dict"] if k.startswith("decoder.")))
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_checkpoint(path)
