@@ -50,3 +50,13 @@ class CheckpointError(SarcoFedError):
     """A model file is missing, unreadable, or was made for something else."""
 
     exit_code = 4
+
+
+class NoMeasurementError(SarcoFedError):
+    """The input was read but no measurement is given: L3 is not in the series, or not surely found.
+
+    ``predict`` has already written result.json (``measured: false`` and the reason) and the pictures
+    by then: the exit code says "look at them", not "nothing happened".
+    """
+
+    exit_code = 5

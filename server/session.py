@@ -25,6 +25,7 @@ from server.strategy import make_strategy
 def _save_checkpoint(model: Any, path: Path, phase: str, phase_round: int) -> None:
     from common.models.checkpoint import save_checkpoint
 
+    model.trained_phases.add(phase)  # later phases' checkpoints still say the locator was trained
     save_checkpoint(path, model, phase=phase, extra={"round": phase_round})
 
 

@@ -1,4 +1,4 @@
-"""`sarcofed predict`: one CT slice in, the muscle mask and the clinical numbers out.
+"""`sarcofed predict`: one CT slice, or a whole series, in; the muscle mask and the clinical numbers out.
 
 Thin glue: reading is common.data, the network is common.train.infer, the numbers, picture and
 DICOM SEG are common.export. Heavy imports stay inside the function so `sarcofed --help` is fast.
@@ -20,8 +20,8 @@ def predict(
         typer.Argument(
             metavar="INPUT",
             help=(
-                "One axial CT slice: a DICOM file (CT Image Storage) or a single-slice NIfTI (.nii/.nii.gz, values "
-                "in HU)."
+                "One axial CT slice (a DICOM file or a single-slice NIfTI, values in HU), or a series: a folder "
+                "of one DICOM series or a NIfTI volume, in which the model's L3 locator finds the slice."
             ),
             show_default=False,
         ),
@@ -78,10 +78,20 @@ def predict(
     format: Annotated[
         str, typer.Option("--format", help="Console output: 'table' (human) or 'json' (the result.json record).")
     ] = "table",
+    insist: Annotated[
+        bool,
+        typer.Option(
+            "--insist",
+            help="Measure a series' L3 found with low confidence, and give the verdict for a single slice that "
+            "does not read as L3; both stay flagged in result.json.",
+        ),
+    ] = False,
 ) -> None:
-    """Segment skeletal muscle on one L3 slice and report SMA, SMI, muscle HU and the sarcopenia verdict.
+    """Segment skeletal muscle at L3 and report SMA, SMI, muscle HU and the sarcopenia verdict.
 
-    Cost: one forward pass (well under a second for tiny/demo on a CPU, a few seconds for full).
+    A series is first searched for L3 (result.json "l3", series.png); when L3 is not in it, or not
+    surely found, nothing is measured and the exit code is 5. Cost: one forward pass for a slice
+    (well under a second for tiny/demo on a CPU); reading a series takes about a second per 100 slices.
     """
     import json
 
@@ -97,12 +107,14 @@ def predict(
         raise ConfigError(f"--height-m {height_m} is not a plausible height in metres (0.5-2.6){hint}")
     if weight_kg is not None and not 2 <= weight_kg <= 400:
         raise ConfigError(f"--weight-kg {weight_kg} is not a plausible weight in kg (2-400)")
-    if not input_path.is_file():
-        raise InputDataError("no such file; give one CT slice (DICOM or NIfTI)", input_path)
+    if not input_path.exists():
+        raise InputDataError("no such file or folder; give a CT slice or a series", input_path)
 
     from common.export.predict import predict_slice
+    from common.export.predict_series import is_series, predict_series
 
-    record = predict_slice(
+    run = predict_series if is_series(input_path) else predict_slice
+    record = run(
         input_path,
         model,
         out,
@@ -111,6 +123,7 @@ def predict(
         weight_kg=weight_kg,
         cutoff=rule,
         muscle_hu_range=muscle_hu_range,
+        insist=insist,
     )
     if format == "json":
         typer.echo(json.dumps(record, indent=2))
@@ -125,6 +138,15 @@ def _print_table(record: dict, out: Path) -> None:
     table = Table(title=f"SarcoFed predict: {Path(record['input']['path']).name}", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
+    if record.get("l3"):
+        l3 = record["l3"]
+        low = " (LOW: measured because of --insist)" if l3.get("low_confidence_measured") else ""
+        table.add_row(
+            "L3", f"slice {l3['slice_index']} of {l3['series']['slices']}, z {l3['z_mm']} mm, "
+            f"confidence {l3['confidence']:.2f}{low}; series covers {l3['covers']}",
+        )  # fmt: skip
+    if record.get("level_flag"):
+        table.add_row("[red]Level[/]", f"[red]{record['level_flag']}[/]")
     table.add_row("SMA", f"{record['sma_cm2']:.1f} cm2")
     smi = record["smi_cm2_m2"]
     table.add_row("SMI", f"{smi:.1f} cm2/m2" if smi is not None else f"unavailable ({record['unavailable_reason']})")

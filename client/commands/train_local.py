@@ -14,7 +14,10 @@ import typer
 
 def train_local(
     phase: Annotated[
-        str, typer.Option("--phase", help="Phase to train: ssl (unlabelled + train), seg (masks), cls (labels).")
+        str,
+        typer.Option(
+            "--phase", help="Phase to train: ssl (unlabelled + train), seg (masks), cls (labels), l3 (series.csv)."
+        ),
     ],
     data: Annotated[Path, typer.Option("--data", help="Site manifest.csv (see `sarcofed ingest`).")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (one .pt file).")],
@@ -50,7 +53,7 @@ def train_local(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     output_format: Annotated[str, typer.Option("--format", help="Summary as text or json.")] = "text",
 ) -> None:
-    """Train one phase (ssl | seg | cls) locally and write a self-contained checkpoint."""
+    """Train one phase (ssl | seg | cls | l3) locally and write a self-contained checkpoint."""
     import json
     import time
 
@@ -77,6 +80,7 @@ def train_local(
             # A ViT checkpoint carries the encoder; a DenseNet baseline needs its own network.
             rebuilt = SarcoModel(model.preset, classifier=classifier)
             rebuilt.load_state_dict(model.state_dict(), strict=False)
+            rebuilt.trained_phases = set(model.trained_phases)
             model = rebuilt
         start = f"from {init} ({info['phase']}, preset {model.preset.name})"
     else:
@@ -84,9 +88,23 @@ def train_local(
         start = f"from scratch (preset {preset})"
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    result = train_phase(
-        model, phase, data, epochs=epochs, seed=seed, device=dev, lr=lr, progress=progress, max_steps=max_steps
-    )
+    if phase == "l3":  # the locator reads the site's series (series.csv beside the manifest), not its slices
+        from common.train.locate import train_locator
+        from common.train.series_data import site_series
+
+        series = site_series(Path(data).parent, "train")
+        if not series:
+            raise ConfigError(f"{Path(data).parent / 'series.csv'}: no train series for the l3 phase")
+        preset_l3 = model.preset
+        result = train_locator(
+            model.locator, [s.sample for s in series], epochs=epochs or preset_l3.epochs("l3"),
+            lr=lr or preset_l3.lr("l3"), seed=seed, device=str(dev),
+        )  # fmt: skip
+        result["epochs"] = float(epochs or preset_l3.epochs("l3"))
+    else:
+        result = train_phase(
+            model, phase, data, epochs=epochs, seed=seed, device=dev, lr=lr, progress=progress, max_steps=max_steps
+        )
     path = save_checkpoint(
         out,
         model.cpu(),

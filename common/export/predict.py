@@ -20,8 +20,13 @@ from common.export.result import file_sha256, measurements, versions, write_resu
 from common.metrics import keep_muscle_attenuation
 
 if TYPE_CHECKING:  # torch and MONAI load only when a prediction runs (`sarcofed --help` stays fast)
+    from common.data.ctslice import CTSlice
     from common.models.presets import Preset
     from common.models.sarco import SarcoModel
+
+
+SLICE_FLAG_LEVELS = 1.5
+"""A single slice reading more than this many vertebrae from L3 is flagged (its verdict withheld)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,13 @@ def predict_slice(
     sex: str | None = None,
     weight_kg: float | None = None,
     muscle_hu_range: bool = True,
+    insist: bool = False,
 ) -> dict[str, Any]:
     """Segment one CT slice with a checkpoint and write the four outputs; returns the result record.
+
+    When the model has a trained L3 locator, the slice's level is checked first (``check_slice_level``):
+    a slice that is clearly not at L3 keeps its measurement, flagged, but gets no verdict unless
+    ``insist``.
 
     With ``muscle_hu_range`` (default) the network's mask keeps only pixels in the Alberta muscle range
     (-29..+150 HU), the way reference L3 masks are drawn; the record says so and keeps the raw
@@ -73,19 +83,73 @@ def predict_slice(
     CheckpointError
         The model file cannot be loaded.
     """
+    from common.data.dicom_io import read_ct_slice
+
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    ct = read_ct_slice(input_path)  # fails first: a bad input should not wait for a model to load
+    loaded = model_path if isinstance(model_path, LoadedModel) else load_model(model_path)
+    extra = {"slice_check": check_slice_level(ct, loaded)} if "l3" in loaded.info.get("trained_phases", ()) else {}
+    return predict_ct(
+        ct, loaded, out_dir, cutoff=cutoff, height_m=height_m, sex=sex, weight_kg=weight_kg,
+        muscle_hu_range=muscle_hu_range, extra=extra, insist=insist,
+    )  # fmt: skip
+
+
+def check_slice_level(ct: CTSlice, loaded: LoadedModel) -> dict[str, Any]:
+    """The level the model's locator reads from this one slice, and whether that is (near) L3.
+
+    From one slice the locator can tell the liver dome or the pelvis from L3, not L2 from L3 with
+    certainty: a slice is flagged only when it reads more than ``SLICE_FLAG_LEVELS`` vertebrae away.
+    """
+    import numpy as np
+
+    from common.data.series import CTSeries
+    from common.train.locate import level_name, locator_input, predict_levels
+
+    g = ct.geometry
+    one = CTSeries(
+        hu=ct.hu[None], z_mm=np.array([g.origin[2]]), geometry=g, file_index=[0], paths=[ct.path or Path("")],
+        source=ct.path or Path(""), key="slice", grouped_by="single slice",
+    )  # fmt: skip
+    x, _ = locator_input(one)
+    level, inside = predict_levels(loaded.model.locator, x)
+    value = float(level[0])
+    return {
+        "level": level_name(value),
+        "level_value": round(value, 2),
+        "inside_l3_probability": round(float(inside[0]), 3),
+        "at_l3": abs(value) <= SLICE_FLAG_LEVELS,
+        "method": "L3 locator on one slice (coarse: it flags slices more than "
+        f"{SLICE_FLAG_LEVELS:g} vertebrae from L3)",
+    }
+
+
+def predict_ct(
+    ct: CTSlice,
+    loaded: LoadedModel,
+    out_dir: Path,
+    *,
+    cutoff: CutoffRule,
+    height_m: float | None = None,
+    sex: str | None = None,
+    weight_kg: float | None = None,
+    muscle_hu_range: bool = True,
+    extra: dict[str, Any] | None = None,
+    insist: bool = False,
+) -> dict[str, Any]:
+    """``predict_slice`` on a slice already read (a file, or the L3 slice of a series); ``extra`` keys
+    are added to the record before it is written."""
     import numpy as np
     import torch
 
-    from common.data.dicom_io import read_ct_slice
     from common.data.mask_io import write_mask_nifti
     from common.errors import SegUnavailableError
     from common.export.dicom_seg import write_muscle_seg
     from common.export.overlay import write_overlay_png
     from common.train.infer import classify, segment
 
-    input_path, out_dir = Path(input_path), Path(out_dir)
-    ct = read_ct_slice(input_path)  # fails first: a bad input should not wait for a model to load
-    loaded = model_path if isinstance(model_path, LoadedModel) else load_model(model_path)
+    assert ct.path is not None  # every reader records the file it read
+    input_path = ct.path
     model, info, preset, sha = loaded.model, loaded.info, loaded.preset, loaded.sha256
     with torch.inference_mode():
         raw = np.asarray(segment(model, ct, preset)).astype(np.uint8)
@@ -106,6 +170,13 @@ def predict_slice(
         weight_kg=weight,
         cutoff=cutoff,
     )
+    check = (extra or {}).get("slice_check")
+    if check is not None and not check["at_l3"]:
+        flag = f"this slice reads as {check['level']}, not L3"
+        record["level_flag"] = flag
+        if not insist:
+            record["sarcopenic"] = None
+            record["unavailable_reason"] = f"{flag}: verdict withheld (--insist gives it anyway)"
     record["patient"]["source"] = {
         "height_m": _source(height_m, ct.height_m, "(0010,1020) PatientSize"),
         "sex": _source(sex, ct.sex, "(0010,0040) PatientSex"),
@@ -164,7 +235,8 @@ def predict_slice(
         (out_dir / "seg.dcm").unlink(missing_ok=True)
         record["seg_skipped"] = skipped.reason
     files["result"] = "result.json"
-    record["files"] = files
+    record.update(extra or {})
+    record["files"] = {**files, **record.get("files", {})}
     record["versions"] = versions()
     write_result_json(out_dir / "result.json", record)
     return record
@@ -186,7 +258,10 @@ def _overlay_lines(record: dict[str, Any]) -> list[str]:
     threshold = f"SMI < {c['threshold_cm2_m2']}" if c["threshold_cm2_m2"] is not None else "threshold n/a"
     verdict = {True: "SARCOPENIC", False: "not sarcopenic", None: "verdict unavailable"}[record["sarcopenic"]]
     line3 = f"{c['name']} ({threshold}): {verdict}"
-    return [line1, line2, line3, "research use only: not for diagnosis"]
+    lines = [line1, line2, line3, "research use only: not for diagnosis"]
+    if record.get("level_flag"):
+        lines.insert(0, f"WARNING: {record['level_flag']}")
+    return lines
 
 
 def model_preset(model: Any, info: dict[str, Any]) -> Any:

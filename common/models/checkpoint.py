@@ -1,8 +1,9 @@
 """Self-describing model files: one ``torch.save`` dict that rebuilds the model from the file alone.
 
 Contents: ``format`` marker and version, ``state_dict``, ``preset`` (plain dict), ``classifier``,
-``phase`` (the last phase trained), the input HU range and network spacing the model expects, library
-versions, creation time (UTC ISO 8601) and a free ``extra`` dict (plain values: round, metrics, site).
+``phase`` (the last phase trained), ``trained_phases`` (every phase the weights were trained in), the
+input HU range and network spacing the model expects, library versions, creation time (UTC ISO 8601)
+and a free ``extra`` dict (plain values: round, metrics, site).
 Loading uses ``weights_only=True``: nothing but tensors and plain Python values is unpickled.
 """
 
@@ -30,7 +31,8 @@ def save_checkpoint(
     Parameters
     ----------
     preset : Preset (default: ``model.preset``)
-    phase : "ssl" | "seg" | "cls", the phase the weights were last trained in
+    phase : "l3" | "ssl" | "seg" | "cls", the phase the weights were last trained in (added to the
+        model's ``trained_phases``, which the file records)
     extra : dict of plain values (str, int, float, bool, None, lists/dicts of them)
     """
     import monai
@@ -48,6 +50,7 @@ def save_checkpoint(
         "preset": preset.to_dict(),
         "classifier": model.classifier,
         "phase": phase,
+        "trained_phases": sorted(set(model.trained_phases) | {phase}),
         "input_hu_range": [float(preset.hu_min), float(preset.hu_max)],
         "spacing_mm": float(preset.spacing_mm),
         "image_size": int(preset.image_size),
@@ -126,5 +129,8 @@ def load_checkpoint(
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     info["preset"] = preset
     info["has_locator"] = not missing
+    # Files from before this key name only their last phase; the locator (l3) is never assumed trained.
+    info["trained_phases"] = sorted(set(payload.get("trained_phases") or []) | ({phase} if phase else set()))
+    model.trained_phases = set(info["trained_phases"])
     info["path"] = str(path)
     return model.to(map_location).eval(), info

@@ -74,6 +74,7 @@ class SarcoModel(nn.Module):
         self.decoder = UnetrDecoder(preset, out_channels=2)
         self.cls_head = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, 2))
         self.locator = L3Locator(preset.locator_width)
+        self.trained_phases: set[str] = set()  # what the weights have been trained for (checkpoints keep it)
         if classifier == "densenet":
             from monai.networks.nets import DenseNet121
 

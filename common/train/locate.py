@@ -29,6 +29,7 @@ LEVEL_NAMES: tuple[str, ...] = tuple(f"T{i}" for i in range(1, 13)) + ("L1", "L2
 _L3 = LEVEL_NAMES.index("L3")
 FOUND_WITHIN = 0.5  # |level| at the estimate above which L3 is "not in this series"
 MIN_CONFIDENCE = 0.5  # inside-L3 probability below which a found L3 is flagged "low confidence"
+SHORT_WINDOW_SHARE = 0.05  # training windows of one to four slices
 
 
 def level_name(level: float) -> str:
@@ -103,6 +104,9 @@ def train_locator(
 ) -> dict[str, float]:
     """Train on random z windows of the series (a window is what a partial scan sees), one series a step.
 
+    A share of the windows (``SHORT_WINDOW_SHARE``) is one to four slices long, so that the locator
+    also gives a (coarse) level for a single slice, which ``predict`` uses to flag a slice far from L3.
+
     Augmentation: window length and position, a shift of up to 4 coarse pixels in-plane, and a
     contrast / brightness jitter per HU window (sites' scanners and kernels differ).
     """
@@ -116,7 +120,10 @@ def train_locator(
         for i in rng.permutation(len(samples)):
             s = samples[int(i)]
             m = len(s.z)
-            length = int(rng.integers(min(min_window, m), m + 1))
+            if rng.random() < SHORT_WINDOW_SHARE:  # a few slices, down to one: what a single-slice check sees
+                length = int(rng.integers(1, min(4, m) + 1))
+            else:
+                length = int(rng.integers(min(min_window, m), m + 1))
             start = int(rng.integers(0, m - length + 1))
             x = s.x[start : start + length].copy()
             x = np.roll(x, tuple(rng.integers(-4, 5, 2)), axis=(2, 3))
