@@ -66,6 +66,14 @@ def ingest(
     ] = "prado2008",
     site: Annotated[str | None, typer.Option("--site", help="Value of the optional 'site' column.")] = None,
     format: Annotated[str, typer.Option("--format", help="Summary format: text | json.")] = "text",
+    locator: Annotated[
+        Path | None,
+        typer.Option(
+            "--locator",
+            help="Checkpoint with a trained L3 locator (a run with rounds-l3 > 0): finds the L3 slice of series "
+            "and NIfTI volumes that neither --meta nor a mask names.",
+        ),
+    ] = None,
 ) -> None:
     """Check every file in INPUT_DIR and write manifest.csv + rejected.csv. Exit 0 when at least one image is
     usable, 2 when none."""
@@ -74,6 +82,7 @@ def ingest(
 
     from common.data.ingest import ingest as run_ingest
 
+    find_l3 = _load_locator(locator) if locator is not None else None
     result = run_ingest(
         input_dir,
         out,
@@ -84,6 +93,7 @@ def ingest(
         cutoff=cutoff,
         site=site,
         progress=format == "text",
+        locator=find_l3,
     )
     df = result.manifest
     if format == "json":
@@ -129,3 +139,15 @@ def ingest(
         if format == "text":
             Console(stderr=True).print("[red]no usable image: see rejected.csv for what to fix[/]")
         raise typer.Exit(result.exit_code)
+
+
+def _load_locator(path: Path):
+    """The locate function of a checkpoint whose locator was trained (CheckpointError otherwise)."""
+    from common.errors import CheckpointError
+    from common.models.checkpoint import load_checkpoint
+    from common.train.locate import locate_l3
+
+    model, info = load_checkpoint(path)
+    if "l3" not in info["trained_phases"]:
+        raise CheckpointError("this model has no trained L3 locator (its run had no l3 rounds)", path)
+    return lambda series: locate_l3(model.locator, series)

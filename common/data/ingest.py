@@ -2,13 +2,20 @@
 
 What becomes a row
 ------------------
-* A DICOM CT series of one slice (grouped by SeriesInstanceUID) is one row.
-* A series of several slices (slices ordered by ImagePositionPatient along the slice normal) becomes
-  one row only when the meta CSV names its L3 slice: a meta row whose key is that slice's file name,
-  path or SOPInstanceUID, or whose key is the SeriesInstanceUID with ``l3_instance`` (InstanceNumber)
-  or ``l3_z_mm`` (nearest slice position). Otherwise the series is rejected with that reason.
-* A NIfTI file (not named like a mask) is an image when it holds one slice; volumes are rejected
-  (extract the L3 slice first).
+* A DICOM CT series of one slice is one row. Slices are grouped by SeriesInstanceUID; where it is
+  blank, by patient, frame of reference, orientation, pixel spacing and size (a blank frame of
+  reference too: each file on its own, as anonymised single slices are).
+* A series of several slices (ordered by ImagePositionPatient along the slice normal) becomes one row,
+  its L3 slice, chosen in this order (column ``slice_chosen_by``): ``meta``, a meta row whose key is
+  that slice's file name, path or SOPInstanceUID, or whose key is the SeriesInstanceUID with
+  ``l3_instance`` (InstanceNumber) or ``l3_z_mm`` (nearest slice position); ``annotated``, the one
+  slice a mask is drawn on; ``located``, the slice the ``locator`` finds (``l3_confidence``), when
+  one is given. Otherwise, or when L3 is not in the series, the series is rejected with the reason.
+* A NIfTI file (not named like a mask) is an image when it holds one slice. A volume is located the
+  same way: the chosen slice is written to ``extracted/`` beside the manifest and that file is the
+  row's image. Without a locator volumes are rejected (extract the L3 slice first).
+* Rows from series carry ``source_series`` (UID, or the volume's path) and ``series_slice_index``
+  (place in the sorted series; for a NIfTI volume the index along its third array axis).
 * A DICOM SEG, or a NIfTI whose name ends in ``_mask``, ``_seg``, ``_label`` or ``_muscle`` (or any
   NIfTI/SEG under ``masks_dir``), is a mask. It belongs to the image whose file stem equals its own
   stem without that suffix, or whose SOPInstanceUID equals its stem; a SEG also to the image it
@@ -38,8 +45,10 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -51,9 +60,14 @@ from common.data.folder_walk import is_under, walk_files
 from common.data.manifest import MANIFEST_COLUMNS, SPLITS, write_manifest
 from common.data.mask_io import SEG_STORAGE, read_mask, referenced_sop_uids
 from common.data.pseudonym import Pseudonymiser
+from common.data.series import CTSeries, group_key, nifti_volume_header, read_nifti_series, series_from_files
 from common.errors import InputDataError, SarcoFedError
 
+if TYPE_CHECKING:  # torch loads only when a locator is given
+    from common.train.locate import L3Location
+
 MASK_SUFFIXES = ("_mask", "_seg", "_label", "_muscle", ".seg")
+SERIES_COLUMNS = ("source_series", "series_slice_index", "slice_chosen_by", "l3_confidence")
 META_COLUMNS = ("key", "patient_key", "split", "sex", "height_m", "weight_kg", "age", "site", "l3_instance", "l3_z_mm")
 REJECTED_NAME = "rejected.csv"
 
@@ -92,6 +106,7 @@ class _Header:
     instance: int | None
     z: float
     copies: list[Path] = field(default_factory=list)  # other files with the same SOPInstanceUID
+    how: dict = field(default_factory=dict)  # for a slice chosen from a series: SERIES_COLUMNS values
 
 
 @dataclass
@@ -113,6 +128,7 @@ def ingest(
     cutoff: str = "prado2008",
     site: str | None = None,
     progress: bool = True,
+    locator: Callable[[CTSeries], L3Location] | None = None,
 ) -> IngestResult:
     """Scan ``input_dir`` recursively and write ``out_manifest`` and ``rejected.csv`` beside it.
 
@@ -127,6 +143,8 @@ def ingest(
     cutoff : sarcopenia rule for the reference ``sarcopenic`` column (default: prado2008).
     site : optional value of the ``site`` column.
     progress : show a progress bar (rich).
+    locator : finds L3 in a series (``common.train.locate.locate_l3`` with a trained model), for
+        series and volumes whose L3 slice neither the meta CSV nor a mask names.
     """
     input_dir = Path(input_dir).resolve()
     out_manifest = Path(out_manifest).resolve()
@@ -187,7 +205,15 @@ def ingest(
             continue
         headers.append(_header(ds, path, input_dir))
 
-    chosen = _choose_slices(headers, meta, rejected)
+    chosen = _choose_slices(headers, meta, masks, locator, rejected)
+    volumes = {}
+    for path in list(nifti_images):
+        if _is_volume(path):
+            nifti_images.remove(path)
+            extracted = _extract_from_volume(path, input_dir, out_manifest.parent, locator, rejected)
+            if extracted is not None:
+                nifti_images.append(extracted[0])
+                volumes[extracted[0]] = extracted[1]
     images = [(h.path, h) for h in chosen] + [(p, None) for p in nifti_images]
     images.sort(key=lambda item: str(item[0]))
 
@@ -198,10 +224,16 @@ def ingest(
             continue
         assert ct.path is not None  # read_ct_slice records the file it read
         path = ct.path
-        rel = path.relative_to(input_dir).as_posix()
-        info = _lookup(meta, path, rel, header)
+        origin = volumes.get(path)
+        rel = (origin["volume"] if origin else path).relative_to(input_dir).as_posix()
+        info = _lookup(meta, origin["volume"] if origin else path, rel, header)
         mask_path, mask = _match_mask(ct, path, masks, rejected)
-        rows.append(_row(ct, rel, path, header, info, mask_path, mask, out_manifest, pz, holdout_fraction, rule, site))
+        row = _row(ct, rel, path, header, info, mask_path, mask, out_manifest, pz, holdout_fraction, rule, site)
+        if origin:
+            row.update(origin["how"])
+        elif header is not None and header.how:
+            row.update(header.how)
+        rows.append(row)
 
     for m in masks:
         if not m.used:
@@ -217,7 +249,8 @@ def ingest(
         if key not in used_keys:
             warnings.append(f"meta row with key {key!r} matched no accepted image")
 
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + (["site"] if any("site" in r for r in rows) else []))
+    extra = [c for c in ("site", *SERIES_COLUMNS) if any(c in r for r in rows)]
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + extra)
     if len(manifest):
         manifest = manifest.sort_values("image_path", kind="stable").reset_index(drop=True)
     write_manifest(manifest, out_manifest)
@@ -274,15 +307,30 @@ def _header(ds, path: Path, root: Path) -> _Header:
         path=path,
         rel=path.relative_to(root).as_posix(),
         sop=str(ds.get("SOPInstanceUID", "")),
-        series=str(ds.get("SeriesInstanceUID", "")) or f"no-series:{path}",
+        series=_series_key(ds, path),
         patient=str(ds.get("PatientID", "") or ""),
         instance=number,
         z=z,
     )
 
 
-def _choose_slices(headers: list[_Header], meta: dict[str, dict], rejected: list[tuple[str, str]]) -> list[_Header]:
-    """One header per series: the only slice, or the L3 slice the meta CSV names."""
+def _series_key(ds, path: Path) -> str:
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    if uid:
+        return uid
+    if str(ds.get("FrameOfReferenceUID", "") or "").strip():  # one scan of one patient: group its slices
+        return f"no-series-uid:{ds.get('PatientID', '')}:{group_key(ds)}"
+    return f"no-series:{path}"
+
+
+def _choose_slices(
+    headers: list[_Header],
+    meta: dict[str, dict],
+    masks: list[_Mask],
+    locator: Callable[[CTSeries], L3Location] | None,
+    rejected: list[tuple[str, str]],
+) -> list[_Header]:
+    """One header per series: the only slice, or its L3 slice (module docstring: meta, annotated, located)."""
     series: dict[str, list[_Header]] = defaultdict(list)
     by_sop: dict[tuple[str, str], _Header] = {}
     for h in sorted(headers, key=lambda h: h.rel):
@@ -299,30 +347,108 @@ def _choose_slices(headers: list[_Header], meta: dict[str, dict], rejected: list
         if len(items) == 1:
             chosen.append(items[0])
             continue
-        named = [h for h in items if any(k in meta for k in (h.rel, h.path.name, _stem(h.path), h.sop))]
-        pick = None
-        if len(named) == 1:
-            pick = named[0]
-        elif uid in meta:
-            row = meta[uid]
-            if row.get("l3_instance") is not None:
-                pick = next((h for h in items if h.instance == int(row["l3_instance"])), None)
-            elif row.get("l3_z_mm") is not None:
-                pick = min(items, key=lambda h: abs(h.z - float(row["l3_z_mm"])))
+        source = uid if not uid.startswith("no-series") else items[0].path.parent.name
         folder = items[0].path.parent
+        pick, how, why = _pick_slice(uid, items, meta, masks, locator)
         if pick is None:
-            why = (
-                f"{len(named)} slices of it are named in --meta; name exactly one"
-                if len(named) > 1
-                else "name its L3 slice in --meta (key = file name or SOPInstanceUID, or key = SeriesInstanceUID "
-                "with l3_instance / l3_z_mm)"
-            )
             rejected.append(
                 (str(folder), f"CT series of {len(items)} slices (z {items[0].z:.1f}..{items[-1].z:.1f} mm): {why}")
             )
             continue
+        pick.how = {"source_series": source, "series_slice_index": items.index(pick), **how}
         chosen.append(pick)
     return chosen
+
+
+def _pick_slice(uid, items, meta, masks, locator) -> tuple[_Header | None, dict, str]:
+    named = [h for h in items if any(k in meta for k in (h.rel, h.path.name, _stem(h.path), h.sop))]
+    if len(named) == 1:
+        return named[0], {"slice_chosen_by": "meta"}, ""
+    if len(named) > 1:
+        return None, {}, f"{len(named)} slices of it are named in --meta; name exactly one"
+    if uid in meta:
+        row = meta[uid]
+        if row.get("l3_instance") is not None:
+            pick = next((h for h in items if h.instance == int(row["l3_instance"])), None)
+            return pick, {"slice_chosen_by": "meta"}, f"no slice has InstanceNumber {row['l3_instance']}"
+        if row.get("l3_z_mm") is not None:
+            return min(items, key=lambda h: abs(h.z - float(row["l3_z_mm"]))), {"slice_chosen_by": "meta"}, ""
+    drawn = [h for h in items if any(m.keys & {_stem(h.path), h.sop} or h.sop in m.refs for m in masks)]
+    if len(drawn) == 1:
+        return drawn[0], {"slice_chosen_by": "annotated"}, ""
+    if len(drawn) > 1:
+        return None, {}, f"masks are drawn on {len(drawn)} of its slices; keep the L3 one"
+    if locator is None:
+        return (
+            None,
+            {},
+            (
+                "name its L3 slice in --meta (key = file name or SOPInstanceUID, or key = SeriesInstanceUID with "
+                "l3_instance / l3_z_mm), draw its mask, or give --locator MODEL to find it"
+            ),
+        )
+    try:
+        series = series_from_files(items[0].path.parent, [h.path for h in items])
+    except InputDataError as error:
+        return None, {}, _reason(error, error.path or items[0].path)
+    location = locator(series)
+    if not location.found or location.slice_k is None:
+        return None, {}, f"L3 not in this series (it covers about {location.covers[0]}-{location.covers[1]})"
+    if location.low_confidence:
+        return None, {}, f"L3 found with low confidence ({location.confidence:.2f}); name the slice in --meta"
+    path = series.paths[location.slice_k]
+    pick = next(h for h in items if h.path == path)
+    return pick, {"slice_chosen_by": "located", "l3_confidence": round(location.confidence, 3)}, ""
+
+
+def _is_volume(path: Path) -> bool:
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape  # type: ignore[attr-defined]  # every image nibabel loads has one
+    except Exception:  # the slice reader reports what is wrong with the file
+        return False
+    return len(shape) >= 3 and int(shape[2]) > 1
+
+
+def _extract_from_volume(
+    path: Path, root: Path, out_dir: Path, locator: Callable[[CTSeries], L3Location] | None, rejected: list
+) -> tuple[Path, dict] | None:
+    """Locate L3 in a NIfTI volume and write that slice to ``out_dir/extracted/`` (None: rejected, why)."""
+    import nibabel as nib
+
+    try:
+        nifti_volume_header(path)
+        if locator is None:
+            rejected.append((str(path), "NIfTI volume: extract the L3 slice first, or give --locator MODEL to find it"))
+            return None
+        series = read_nifti_series(path)
+    except InputDataError as error:
+        rejected.append((str(path), _reason(error, path)))
+        return None
+    location = locator(series)
+    if not location.found or location.slice_k is None or location.slice_index is None:
+        covers = f"{location.covers[0]}-{location.covers[1]}"
+        rejected.append((str(path), f"L3 not in this volume (it covers about {covers})"))
+        return None
+    if location.low_confidence:
+        rejected.append((str(path), f"L3 found with low confidence ({location.confidence:.2f}); extract it by hand"))
+        return None
+    img = nib.load(str(path))
+    k = location.slice_index
+    data = np.asarray(img.dataobj)[:, :, k : k + 1]  # type: ignore[attr-defined]  # a Nifti1Image here
+    affine = img.affine.copy()  # type: ignore[attr-defined]
+    affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(k)]) + affine[:3, 3]
+    target = out_dir / "extracted" / f"{_stem(path)}.slice{k:04d}.nii.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine, header=img.header), str(target))
+    how = {
+        "source_series": path.relative_to(root).as_posix(),
+        "series_slice_index": k,
+        "slice_chosen_by": "located",
+        "l3_confidence": round(location.confidence, 3),
+    }
+    return target, {"volume": path, "how": how}
 
 
 def _read_first_good(paths: list[Path], rejected: list[tuple[str, str]]) -> CTSlice | None:

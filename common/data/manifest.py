@@ -36,6 +36,7 @@ MANIFEST_COLUMNS: list[str] = [
 ]
 REQUIRED_COLUMNS: list[str] = MANIFEST_COLUMNS[:8]
 OPTIONAL_COLUMNS: list[str] = ["site"]
+NUMERIC_EXTRAS: tuple[str, ...] = ("series_slice_index", "l3_confidence")
 SPLITS: tuple[str, ...] = ("train", "holdout", "unlabelled")
 # Plausible ranges (inclusive) with the unit mistake each catches.
 RANGES: dict[str, tuple[float, float, str]] = {
@@ -139,6 +140,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     for column, values in numbers.items():
         df[column] = np.asarray(values, dtype=float)
     df["sarcopenic"] = pd.Series(sarcopenic, index=df.index, dtype=object)
+    for column in NUMERIC_EXTRAS:  # written by ingest for slices taken from a series: numbers, NaN when blank
+        if column in df.columns:
+            df[column] = pd.to_numeric(df[column], errors="coerce")
     df["image_abspath"] = images
     df["mask_abspath"] = masks
     df.attrs["manifest_dir"] = str(base)

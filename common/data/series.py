@@ -168,7 +168,7 @@ def scan_series(folder: str | Path) -> SeriesScan:
         if modality != "CT":
             rejected.append((str(path), f"(0008,0060) 'Modality' is {modality or 'missing'!r}, expected 'CT'"))
             continue
-        groups[_group_key(ds)].append((path, ds))
+        groups[group_key(ds)].append((path, ds))
     series = []
     for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         try:
@@ -178,8 +178,18 @@ def scan_series(folder: str | Path) -> SeriesScan:
     return SeriesScan(series, rejected)
 
 
-def read_nifti_series(path: str | Path) -> CTSeries:
-    """A NIfTI volume (X, Y, Z) of axial slices in HU; slice k of ``file_index`` is ``data[:, :, k]``."""
+def series_from_files(folder: Path, files: list[Path]) -> CTSeries:
+    """The series made of ``files`` (DICOM slices of one group, e.g. as ``sarcofed ingest`` grouped them),
+    sorted and checked as ``scan_series`` does; InputDataError naming the file otherwise."""
+    members = [(path, read_dataset(path, stop_before_pixels=True)) for path in files]
+    keys = {group_key(ds) for _, ds in members}
+    if len(keys) != 1:
+        raise InputDataError(f"{len(files)} files given as one series belong to {len(keys)} series", folder)
+    return _assemble(folder, keys.pop(), members)
+
+
+def nifti_volume_header(path: str | Path):
+    """(the nibabel image, its (X, Y, Z) shape) after the header checks, before any voxel is read."""
     import nibabel as nib
 
     path = Path(path)
@@ -198,12 +208,19 @@ def read_nifti_series(path: str | Path) -> CTSeries:
         raise InputDataError(f"NIfTI header declares shape {shape}, expected a volume (X, Y, Z) of axial slices", path)
     if min(shape) < 1 or max(shape[:2]) > MAX_SLICE_SIDE or shape[2] > MAX_SERIES_SLICES:
         raise InputDataError(
-            f"NIfTI header declares {shape} voxels, expected 1 to {MAX_SLICE_SIDE} a side and at most "
+            f"NIfTI header declares shape {shape}, expected 1 to {MAX_SLICE_SIDE} voxels a side and at most "
             f"{MAX_SERIES_SLICES} slices; the header is damaged or the file is no CT series",
             path,
         )
     if img.header.get_data_dtype().kind not in "biuf":
         raise InputDataError(f"NIfTI stores voxels as {img.header.get_data_dtype()}, expected numbers (HU)", path)
+    return img, shape
+
+
+def read_nifti_series(path: str | Path) -> CTSeries:
+    """A NIfTI volume (X, Y, Z) of axial slices in HU; slice k of ``file_index`` is ``data[:, :, k]``."""
+    path = Path(path)
+    img, shape = nifti_volume_header(path)
     lps = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(img.affine, float)[:3, :]
     along_k = lps[:, 2]
     if np.linalg.norm(along_k) <= 0 or abs(along_k[2]) / np.linalg.norm(along_k) < 1 - 1e-3:
@@ -242,7 +259,7 @@ def read_nifti_series(path: str | Path) -> CTSeries:
 
 
 # ---- DICOM grouping and checks ----------------------------------------------------------------------
-def _group_key(ds) -> tuple:
+def group_key(ds) -> tuple:
     uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     if uid:
         return ("SeriesInstanceUID", uid)

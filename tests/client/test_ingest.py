@@ -221,7 +221,8 @@ def test_nifti_slices_with_masks_beside_them_and_volume_rejected(tmp_path, body)
     assert df.loc[0, "sex"] is None and np.isnan(df.loc[0, "smi_cm2_m2"])  # no height: no SMI, no guess
     ct, loaded = load_case(df.iloc[0])
     assert np.array_equal(loaded, mask) and np.allclose(ct.hu, hu)
-    assert "expected one axial slice" in result.rejected.set_index("path").loc[str(folder / "volume.nii.gz"), "reason"]
+    reason = result.rejected.set_index("path").loc[str(folder / "volume.nii.gz"), "reason"]
+    assert reason == "NIfTI volume: extract the L3 slice first, or give --locator MODEL to find it"
 
 
 def test_ingest_reports_links_out_of_the_folder_and_dangling_links(tmp_path):

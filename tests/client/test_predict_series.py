@@ -14,54 +14,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-import torch
 
 from common.clinical import get_cutoff
-from common.data.series import read_series
 from common.errors import CheckpointError, NoMeasurementError
 from common.export.predict import predict_slice
 from common.export.predict_series import is_series, predict_series
-from common.models.checkpoint import save_checkpoint
-from common.models.presets import get_preset
-from common.models.sarco import SarcoModel
-from common.phantom.profiles import get_profile
-from common.phantom.series_site import synth_series, write_series_dicom, write_series_nifti
-from common.train.locate import LocatorSample, level_targets, locator_input, train_locator
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_SERIES = ROOT / "tests" / "data" / "real-ct-upper-abdomen"
 CUTOFF = get_cutoff("prado2008")
-
-
-def _vertebrae(case) -> pd.DataFrame:
-    off = case.offset_mm
-    return pd.DataFrame(
-        [{"name": v.name, "z_lo_mm": v.z_lo + off, "z_hi_mm": v.z_hi + off} for v in case.spine.vertebrae]
-    )
-
-
-@pytest.fixture(scope="module")
-def series_inputs(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("predict_series")
-    profile = get_profile("obesity-clinic")
-    full = synth_series(np.random.default_rng(21), profile, coverage="full", thickness_mm=5.0, grid=96)
-    upper = synth_series(np.random.default_rng(22), profile, coverage="upper", thickness_mm=5.0, grid=96)
-    write_series_nifti(root / "full.nii.gz", full)
-    write_series_dicom(root / "full_dicom", full, patient_id="p1")
-    write_series_nifti(root / "upper.nii.gz", upper)
-    samples = []
-    for case, name in ((full, "full.nii.gz"), (upper, "upper.nii.gz")):
-        x, grid = locator_input(read_series(root / name))
-        samples.append(LocatorSample(x, grid, *level_targets(grid, _vertebrae(case))))
-    torch.manual_seed(0)
-    model = SarcoModel(get_preset("tiny"))
-    train_locator(model.locator, samples, epochs=80, lr=3e-3, seed=0)
-    model.trained_phases = {"l3"}
-    save_checkpoint(root / "tiny-l3.pt", model, phase="seg")
-    save_checkpoint(root / "tiny-no-l3.pt", SarcoModel(get_preset("tiny")), phase="seg")
-    return {"root": root, "full": full, "upper": upper, "model": root / "tiny-l3.pt"}
 
 
 def test_nifti_volume_gives_the_l3_block_with_its_own_slice_index(series_inputs, tmp_path):
