@@ -40,7 +40,7 @@ SUPPRESSED = "suppressed"
 PHASES = {"l3": "L3 locator", "ssl": "SSL pretraining", "seg": "Segmentation", "cls": "Classifier"}
 STAGES = {"fit": "training", "evaluate": "evaluation", "round": "whole round"}
 
-_Kind = Literal["count", "score", "proportion", "percent", "cm2", "loss", "points", "text", "written"]
+_Kind = Literal["count", "score", "proportion", "percent", "cm2", "mm", "loss", "points", "text", "written"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,21 @@ _COMPARISON_COLUMNS: tuple[_Column, ...] = (
     _Column("sensitivity", "Sensitivity", "proportion", _VERDICT),
     _Column("specificity", "Specificity", "proportion", _VERDICT),
     _Column("accuracy_difference", "Accuracy, classifier minus SMA", "points", "Difference"),
+)
+
+
+_L3 = "L3 locator on the holdout series"
+_L3_TRANSITIONAL = "Transitional spines"
+_L3_COLUMNS: tuple[_Column, ...] = (
+    _SITE,
+    _Column("n", "Holdout series", "count"),
+    _Column("l3_presence_accuracy", "Present / absent right", "proportion", _L3),
+    _Column("l3_inside_share", "Inside the L3 body", "proportion", _L3),
+    _Column("l3_err_mm_median", "Error median (mm)", "mm", _L3),
+    _Column("l3_err_mm_p95", "Error 95th pct (mm)", "mm", _L3),
+    _Column("l3_err_slices_median", "Error median (slices)", "mm", _L3),
+    _Column("l3_trans_inside_share", "Inside L3", "proportion", _L3_TRANSITIONAL),
+    _Column("l3_trans_err_mm_median", "Error median (mm)", "mm", _L3_TRANSITIONAL),
 )
 
 
@@ -175,6 +190,8 @@ def format_cell(row: Mapping[str, Any], column: _Column) -> str:
         return f"{value:.1f}%"
     if column.kind == "cm2":
         return f"{value:+.1f}"
+    if column.kind == "mm":
+        return f"{value:.1f}"
     if column.kind == "points":
         return f"{100.0 * value:+.1f} points"
     return f"{value:.4f}"
@@ -280,8 +297,9 @@ def _holdout_sections(metrics: pd.DataFrame) -> list[_Section]:
         f"“{SUPPRESSED}”: the value rests on fewer than {MIN_COHORT} patients and is not shown. "
         f"“{NOT_AVAILABLE}”: not evaluated in this round, or undefined (a sensitivity without a "
         "sarcopenic patient, an AUROC with one class). The classifier columns fill after a cls round. "
-        "Holdout patients: the site's patients evaluated; pooled: all sites' together. In report.html a "
-        "heading's tooltip names its column in metrics.csv."
+        "Holdout patients: the site's patients evaluated; pooled: all sites' together. L3 locator rounds "
+        "count series instead, and their pooled medians and 95th percentiles are n-weighted means of the "
+        "sites' (approximate). In report.html a heading's tooltip names its column in metrics.csv."
     )
     rounds = evaluated_rounds(metrics)
     head = _Section(
@@ -294,14 +312,12 @@ def _holdout_sections(metrics: pd.DataFrame) -> list[_Section]:
         first = rows.iloc[0]
         title = f"{phase_name(first['phase'])} round {int(first['round'])} (global round {int(first['global_round'])})"
         records = tuple(r.to_dict() for _, r in rows.iterrows())
-        out.append(
-            _Section(
-                title,
-                f"round-{int(first['global_round'])}",
-                level=3,
-                tables=(_Table(_SEGMENTATION_COLUMNS, records), _Table(_VERDICT_COLUMNS, records)),
-            )
+        tables = (
+            (_Table(_L3_COLUMNS, records),)
+            if first["phase"] == "l3"
+            else (_Table(_SEGMENTATION_COLUMNS, records), _Table(_VERDICT_COLUMNS, records))
         )
+        out.append(_Section(title, f"round-{int(first['global_round'])}", level=3, tables=tables))
     return out
 
 

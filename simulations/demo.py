@@ -81,8 +81,8 @@ def _print_l3(console: Any, final: dict, toml: Path, cache: Path, folder: Path) 
 
     from simulations.l3_unseen import describe, ensure_unseen, score_unseen
 
-    table = Table(title="L3 locator on each site's holdout series (federated evaluation, last l3 round)")
-    for col in ("site", "series", "found/absent right", "inside L3", "error median", "error p95", "median (slices)"):
+    table = Table(title="L3 locator, each site's holdout series (federated evaluation, last l3 round)")
+    for col in ("site", "series", "L3 there?", "inside L3", "median mm", "p95 mm", "median slices"):
         table.add_column(col, justify="left" if col == "site" else "right")
     for row in [*final["sites"], final["pooled"]]:
         table.add_row(
@@ -90,9 +90,9 @@ def _print_l3(console: Any, final: dict, toml: Path, cache: Path, folder: Path) 
             _fmt_n(row.get("l3_n")),
             _fmt(row.get("l3_presence_accuracy")),
             _fmt(row.get("l3_inside_share")),
-            _mm(row.get("l3_err_mm_median")),
-            _mm(row.get("l3_err_mm_p95")),
-            _fmt(row.get("l3_err_slices_median")),
+            _fmt1(row.get("l3_err_mm_median")),
+            _fmt1(row.get("l3_err_mm_p95")),
+            _fmt1(row.get("l3_err_slices_median")),
         )
     console.print(table)
     folders = ensure_unseen(toml, cache.parent / f"{cache.name}-unseen")
@@ -100,11 +100,11 @@ def _print_l3(console: Any, final: dict, toml: Path, cache: Path, folder: Path) 
         return
     rows = score_unseen(folder / "checkpoints" / _last_checkpoint(folder), folders)
     rows.to_csv(folder / "l3_unseen_sites.csv", index=False)
-    table = Table(title="L3 locator on hospitals that never trained (every series; exact medians)")
-    for col in ("sites", "series (with L3)", "found/absent right", "inside L3", "error median / p95", "slices"):
+    table = Table(title="L3 locator, hospitals that never trained (all their series, exact pooling)")
+    for col in ("sites", "series (L3)", "L3 there?", "inside L3", "mm median/p95", "slices median/p95"):
         table.add_column(col, justify="left" if col == "sites" else "right")
     groups = [(name, rows[rows["site"] == name]) for name in folders]
-    groups += [("all", rows), ("transitional anatomy", rows[rows["variant"] != "normal"])]
+    groups += [("all", rows), ("transitional spines", rows[rows["variant"] != "normal"])]
     for name, part in groups:
         d = describe(part)
         table.add_row(
@@ -112,8 +112,8 @@ def _print_l3(console: Any, final: dict, toml: Path, cache: Path, folder: Path) 
             f"{d['series']:.0f} ({d['with_l3']:.0f})",
             _fmt(d["presence_accuracy"]),
             _fmt(d["inside_share"]),
-            f"{_mm(d['err_mm_median'])} / {_mm(d['err_mm_p95'])}",
-            f"{_fmt(d['err_slices_median'])} / {_fmt(d['err_slices_p95'])}",
+            f"{_fmt1(d['err_mm_median'])} / {_fmt1(d['err_mm_p95'])}",
+            f"{_fmt1(d['err_slices_median'])} / {_fmt1(d['err_slices_p95'])}",
         )
     console.print(table)
 
@@ -128,9 +128,9 @@ def _fmt_n(value: object) -> str:
     return "supp." if value is None else f"{float(value):.0f}"  # type: ignore[arg-type]  # a JSON number
 
 
-def _mm(value: object) -> str:
+def _fmt1(value: object) -> str:
     text = _fmt(value)
-    return text if text in ("supp.", "-") else f"{float(text):.1f} mm"
+    return text if text in ("supp.", "-") else f"{float(text):.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """The L3 locator on hospitals that never took part in training: the test a new site's first day is.
 
 A consortium TOML may list such sites under ``[unseen_series.NAME]`` (``profile``, ``seed``, ``series``,
-optional ``series_format``, ``series_grid`` and ``overrides`` of the profile, as in ``[sites.NAME]``).
+optional ``series_format``, ``series_grid`` and ``overrides`` of the profile, as in ``[sites.NAME]``,
+and ``transitional`` / ``partial``: the shares of transitional spines and partial scans).
 They are generated beside the consortium's sites, never given to the federation, and scored here
 with the run's final model. In a simulation every series is at hand, so the pooled numbers are exact
 (true medians and percentiles over all series), unlike a federated pooled row.
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 UNSEEN_TABLE = "unseen_series"
+_KEYS = ("profile", "seed", "series", "series_format", "series_grid", "overrides")
 
 
 def unseen_specs(toml: Path) -> dict[str, dict]:
@@ -25,7 +27,7 @@ def unseen_specs(toml: Path) -> dict[str, dict]:
     data = tomllib.loads(toml.read_text())
     out = {}
     for name, spec in (data.get(UNSEEN_TABLE) or {}).items():
-        unknown = set(spec) - {"profile", "seed", "series", "series_format", "series_grid", "overrides"}
+        unknown = set(spec) - {*_KEYS, "transitional", "partial"}
         if unknown or not {"profile", "seed", "series"} <= set(spec):
             raise SystemExit(
                 f"{toml}: [{UNSEEN_TABLE}.{name}] needs profile, seed, series (unknown: {sorted(unknown)})"
@@ -37,14 +39,17 @@ def unseen_specs(toml: Path) -> dict[str, dict]:
             "series_format": str(spec.get("series_format", "dicom")),
             "series_grid": int(spec.get("series_grid", 256)),
             "overrides": dict(spec.get("overrides", {})),
+            "habits": {k: float(spec[k]) for k in ("transitional", "partial") if k in spec},
         }
     return out
 
 
 def ensure_unseen(toml: Path, cache: Path) -> dict[str, Path]:
     """Generate the unseen sites once into ``cache/<name>`` (again when their spec changes)."""
+    from dataclasses import replace
+
     from common.phantom.profiles import get_profile
-    from common.phantom.series_site import write_series_site
+    from common.phantom.series_site import HABITS, SeriesHabits, write_series_site
 
     folders = {}
     for name, spec in unseen_specs(toml).items():
@@ -53,9 +58,10 @@ def ensure_unseen(toml: Path, cache: Path) -> dict[str, Path]:
         marker = folder / "unseen.json"
         if not (marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == stamp):
             profile = get_profile(spec["profile"]).with_overrides(**spec["overrides"])
+            habits = replace(HABITS.get(profile.name, SeriesHabits()), **spec["habits"])
             write_series_site(
                 folder, name, profile, spec["series"], spec["seed"], fmt=spec["series_format"],
-                grid=spec["series_grid"], holdout_fraction=0.0,
+                grid=spec["series_grid"], holdout_fraction=0.0, habits=habits,
             )  # fmt: skip
             marker.write_text(json.dumps({"fingerprint": stamp, **spec}) + "\n")
         folders[name] = folder

@@ -136,6 +136,7 @@ def write_series_site(
     fmt: str = "dicom",
     holdout_fraction: float = 0.3,
     grid: int = GRID,
+    habits: SeriesHabits | None = None,
 ) -> Path:
     """Write ``n_series`` series of one hospital into ``out_dir``; return the path of its series.csv.
 
@@ -143,6 +144,7 @@ def write_series_site(
     ``nifti`` (one volume per series under ``volumes/``, stored with z descending, as some exporters
     do, so that readers must keep the file's own slice index apart from z order). ``grid`` is the
     pixels a side (256 by default; 128 paints four times faster, enough for the locator's 64).
+    ``habits`` replaces the profile's shares of partial coverage and transitional anatomy (SeriesHabits).
     """
     if fmt not in ("dicom", "nifti"):
         raise ConfigError(f"series format must be 'dicom' or 'nifti', got {fmt!r}")
@@ -152,7 +154,7 @@ def write_series_site(
         profile = get_profile(profile)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    habits = HABITS.get(profile.name, SeriesHabits())
+    habits = habits or HABITS.get(profile.name, SeriesHabits())
     plan = _plan(np.random.default_rng([seed, 0x53]), habits, n_series)
     order = np.random.default_rng([seed, 0x5B]).permutation(n_series)
     n_hold = max(1, int(round(holdout_fraction * n_series))) if n_series > 1 else 0
