@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -82,10 +80,9 @@ def test_a_nifti_volume_gives_its_located_slice_as_a_file(series_inputs, locator
 
 def test_real_export_with_blank_uids_is_one_series_not_twenty_slices(tmp_path):
     shutil.copytree(REAL_SERIES, tmp_path / "in" / "real")
-    done = subprocess.run(
-        [sys.executable, "-m", "sarcofed.cli", "ingest", str(tmp_path / "in"), "--out", str(tmp_path / "m.csv")],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    rejected = (tmp_path / "rejected.csv").read_text()
-    assert "CT series of 20 slices (z -804.5..-766.5 mm)" in rejected and "--locator" in rejected
+    result = ingest(tmp_path / "in", tmp_path / "m.csv", salt_file=tmp_path / "salt", progress=False)
+    assert result.exit_code == 2
+    reasons = dict(zip(result.rejected["path"], result.rejected["reason"], strict=True))
+    assert reasons.pop(str(tmp_path / "in" / "real" / "README.md")).startswith("not a DICOM Part 10 file")
+    (reason,) = reasons.values()  # the 20 DICOM files: one series, one reason
+    assert reason.startswith("CT series of 20 slices (z -804.5..-766.5 mm)") and "--locator" in reason

@@ -60,7 +60,7 @@ def test_series_without_l3_measures_nothing_and_says_why(series_inputs, tmp_path
     assert (tmp_path / "series.png").is_file() and not (tmp_path / "mask.nii.gz").exists()
 
 
-def test_cli_exit_codes_and_the_real_series(series_inputs, tmp_path):
+def test_cli_on_the_real_series(series_inputs, tmp_path):
     """The real upper-abdomen export (blank UIDs) goes through: a located slice or a reason, never a traceback."""
     real = tmp_path / "real"
     shutil.copytree(REAL_SERIES, real)
@@ -73,11 +73,6 @@ def test_cli_exit_codes_and_the_real_series(series_inputs, tmp_path):
     record = json.loads((out / "result.json").read_text())
     assert record["l3"]["series"]["grouped_by"] == "frame of reference, orientation and spacing"
     assert record["measured"] is (done.returncode == 0)
-    upper_nii, model = str(series_inputs["root"] / "upper.nii.gz"), str(series_inputs["model"])
-    upper = subprocess.run(
-        [*cli, upper_nii, "-m", model, "-o", str(tmp_path / "u")], cwd=ROOT, capture_output=True, text=True
-    )
-    assert upper.returncode == 5 and "L3 not in this series" in upper.stdout + upper.stderr
 
 
 def test_model_without_a_locator_is_refused_for_series(series_inputs, tmp_path):
