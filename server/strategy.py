@@ -226,6 +226,8 @@ class _PhaseDeltaMixin(_MixinBase):
             summaries, reasons = [], [*reasons, reason]
         pooled = self.recorder.after_evaluate(self.phase, r, summaries, reasons)
         self._progress(r, pooled, evaluated=(len(summaries), len(reasons)))
+        if not sum(res.num_examples for _, res in results):  # every site's count hidden (< 5): nothing to weigh
+            return None, {}
         return super().aggregate_evaluate(server_round, results, failures)
 
     def _progress(

@@ -201,8 +201,8 @@ def test_federated_run_over_tls_ends_with_metrics_for_all_three_sites(consortium
     assert runs[finished_run["resumed"]] == "finished:completed", runs
     folder = finished_run["folder"]
     metrics = pd.read_csv(folder / "metrics.csv")
-    assert list(metrics["phase"].unique()) == ["seg", "cls"]
-    for phase in ("seg", "cls"):
+    assert list(metrics["phase"].unique()) == ["l3", "seg", "cls"]
+    for phase in ("l3", "seg", "cls"):
         assert set(metrics.loc[metrics["phase"] == phase, "site"]) == {*SITES, "pooled"}
     cls = metrics[metrics["phase"] == "cls"].set_index("site")
     assert (cls.loc[list(SITES), "n"] >= 5).all()
@@ -219,19 +219,20 @@ def test_federated_run_over_tls_ends_with_metrics_for_all_three_sites(consortium
 
 @pytest.mark.slow
 def test_a_run_stopped_mid_phase_goes_on_at_the_right_round_in_its_folder(consortium, finished_run):
-    """The stop came during segmentation round 2: round 1 was kept, and the resumed run (phase and round
-    read from the folder) ran round 2 and the classifier round, each once, in the same folder."""
+    """The stop came during segmentation round 2: the L3 locator round and segmentation round 1 were kept,
+    and the resumed run (phase and round read from the folder) ran round 2 and the classifier round, each
+    once, in the same folder."""
     import pandas as pd
 
     folder, stopped, resumed = finished_run["folder"], finished_run["stopped"], finished_run["resumed"]
-    assert finished_run["kept"] == ["round-001-seg-01.pt"]
+    assert finished_run["kept"] == ["round-001-l3-01.pt", "round-002-seg-01.pt"]
     assert (consortium.work / "runs" / "latest").resolve() == folder and len(
         list(folder.parent.iterdir())
     ) == 2  # + latest
     after = sorted(p.name for p in (folder / "checkpoints").glob("round-*.pt"))
-    assert after == ["round-001-seg-01.pt", "round-002-seg-02.pt", "round-003-cls-01.pt"]
+    assert after == ["round-001-l3-01.pt", "round-002-seg-01.pt", "round-003-seg-02.pt", "round-004-cls-01.pt"]
     pooled = pd.read_csv(folder / "metrics.csv").query("site == 'pooled'")
-    assert pooled["global_round"].tolist() == [1, 2, 3] and (pooled["status"] == "ok").all()  # every round once
+    assert pooled["global_round"].tolist() == [1, 2, 3, 4] and (pooled["status"] == "ok").all()  # every round once
     assert "sarcofed [seg 1/2]" not in finished_run["output"]  # the resumed run began at round 2
     run_ids = [r["run_id"] for r in json.loads((folder / "run.json").read_text())["flower_runs"]]
     assert [int(r) for r in run_ids] == [stopped, resumed]
@@ -283,7 +284,7 @@ def test_the_deployed_run_learns_what_the_simulated_run_learns(consortium, finis
             f"round {r.global_round} {r.phase}: cosine {r.cosine:.6f}, norm ratio {r.norm_ratio:.4f}" for r in rounds
         )
     )
-    assert [r.phase for r in rounds] == ["seg", "seg", "cls"]
+    assert [r.phase for r in rounds] == ["l3", "seg", "seg", "cls"]
     for r in rounds:
         assert r.norm_a > 0 and r.cosine >= 0.99 and abs(r.norm_ratio - 1.0) <= 0.05, r
 

@@ -100,6 +100,20 @@ def test_evaluations_under_one_name_are_not_merged(tiny_model, tmp_path: Path) -
     assert any(f["stage"] == "evaluate" and "share a name (a)" in f["reason"] for f in recorder.folder.failures)
 
 
+def test_a_round_whose_every_count_is_hidden_is_recorded_not_a_crash(tiny_model, tmp_path: Path) -> None:
+    """Sites with fewer than 5 holdout cases send n = 0 (a hidden count weighs nothing): Flower's weighted
+    loss would divide by zero."""
+    strategy, recorder = _strategy(tiny_model, "l3", tmp_path)
+    strategy.aggregate_fit(1, [_fit("a", strategy.global_arrays), _fit("b", strategy.global_arrays)], [])
+    hidden = {"l3_n": float("nan"), "suppressed_metrics": "l3_n"}
+    results = [
+        (SimpleNamespace(node_id=i), EvaluateRes(Status(Code.OK, ""), 0.0, 0, {**hidden, "site": s}))
+        for i, s in enumerate("ab")
+    ]
+    assert strategy.aggregate_evaluate(1, results, []) == (None, {})
+    assert {r["site"] for r in recorder.last_rows} == {"a", "b", "pooled"}
+
+
 def test_each_round_logs_one_progress_line(tiny_model, tmp_path: Path, caplog) -> None:
     strategy, _ = _strategy(tiny_model, "seg", tmp_path)
     strategy.aggregate_fit(

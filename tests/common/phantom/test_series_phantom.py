@@ -109,3 +109,18 @@ def test_series_site_written_read_back_with_the_truth(tmp_path, fmt):
 def test_upper_abdomen_series_misses_l3():
     case = synth_series(np.random.default_rng(2), get_profile("obesity-clinic"), coverage="upper")
     assert not case.has_l3 and case.z_mm[0] > case.l3_scanner[1]
+
+
+def test_consortium_sites_get_series_when_asked(tmp_path):
+    from common.phantom import ensure_consortium, load_consortium
+
+    spec = {"profile": "obesity-clinic", "patients": 2, "seed": 3}
+    config = {
+        "sites": {"plain": dict(spec), "scans": {**spec, "series": 2, "series_grid": 48, "series_format": "nifti"}}
+    }
+    assert set(load_consortium(config)["plain"]) == {"profile", "patients", "unlabelled", "seed", "holdout_fraction"}
+    manifests = ensure_consortium(config, tmp_path)
+    assert not (manifests["plain"].parent / "series.csv").exists()
+    table = pd.read_csv(manifests["scans"].parent / "series.csv")
+    assert len(table) == 2 and (table["format"] == "nifti").all()
+    assert all((manifests["scans"].parent / p).is_file() for p in table["path"])
