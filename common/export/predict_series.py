@@ -2,9 +2,10 @@
 
 What it writes (``out_dir``): ``series.png`` (the sagittal picture with the chosen slice) and
 ``result.json`` always; when L3 is found surely enough, also what a single slice gets (mask, overlay,
-DICOM SEG) for the chosen slice. ``result.json`` gains ``"l3"``: ``slice_index`` (a NIfTI volume: the
-index along its third array axis; a DICOM folder: the place in the series sorted by position),
-``z_mm``, ``confidence``, ``method``, what the series covers, and how the series was read.
+DICOM SEG) for the chosen slice, with the sagittal picture beside the overlay in ``overlay.png``.
+``result.json`` gains ``"l3"``: ``slice_index`` (a NIfTI volume: the index along its third array
+axis; a DICOM folder: the place in the series sorted by position), ``z_mm``, ``confidence``,
+``method``, what the series covers, and how the series was read.
 
 No L3 in the series, or a low confidence, means no measurement: ``measured`` is false with the
 reason, and ``NoMeasurementError`` (exit code 5) tells the caller so after the files are written.
@@ -106,8 +107,23 @@ def predict_series(
         raise NoMeasurementError(reason, input_path)
     assert location.slice_k is not None  # found
     l3["low_confidence_measured"] = location.low_confidence
-    return predict_ct(
+    record = predict_ct(
         series.slice(location.slice_k), loaded, out_dir, cutoff=cutoff, height_m=height_m, sex=sex,
         weight_kg=weight_kg, muscle_hu_range=muscle_hu_range,
         extra={"measured": True, "l3": l3, "files": {"series_view": "series.png"}},
     )  # fmt: skip
+    side_by_side(out_dir / "overlay.png", out_dir / "series.png")
+    return record
+
+
+def side_by_side(overlay: Path, view: Path) -> None:
+    """Put the sagittal view beside the axial overlay in overlay.png: the slice and where it lies, one picture."""
+    from PIL import Image
+
+    with Image.open(overlay) as left, Image.open(view) as right:
+        scale = left.height / right.height
+        sagittal = right.resize((max(1, round(right.width * scale)), left.height))
+        both = Image.new("RGB", (left.width + sagittal.width, left.height), "black")
+        both.paste(left.convert("RGB"), (0, 0))
+        both.paste(sagittal.convert("RGB"), (left.width, 0))
+    both.save(overlay, compress_level=1)

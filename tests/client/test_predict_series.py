@@ -38,6 +38,10 @@ def test_nifti_volume_gives_the_l3_block_with_its_own_slice_index(series_inputs,
     assert 0 <= l3["confidence"] <= 1 and l3["series"]["slices"] == n and l3["series"]["grouped_by"] == "NIfTI volume"
     for name in ("result.json", "series.png", "overlay.png", "mask.nii.gz"):
         assert (tmp_path / name).stat().st_size > 100
+    from PIL import Image
+
+    with Image.open(tmp_path / "overlay.png") as both, Image.open(tmp_path / "series.png") as view:
+        assert both.width > view.width * both.height / view.height + 400  # the axial overlay, then the sagittal view
     assert json.loads((tmp_path / "result.json").read_text())["l3"] == json.loads(json.dumps(l3))
     assert record["files"]["series_view"] == "series.png"
 
