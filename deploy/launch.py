@@ -19,6 +19,7 @@ their descendants (SuperExec, ServerApp, ClientApp processes).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -234,9 +235,24 @@ def write_coordinator_config(flwr_home: Path, ca_cert: Path, connections: Mappin
     )
 
 
+# Ports handed out for local processes: above Ray's worker ports (10002-19999 by default) and below the
+# kernel's ephemeral range (32768-60999 on Linux), where every outgoing connection takes its source port:
+# a port picked there can be taken by some connection before the process it was picked for binds it.
+LOCAL_PORTS = range(20000, 32768)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (tests start each process on its own)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port nobody listens on right now, from LOCAL_PORTS (tests start each process on its own)."""
+    pick = random.SystemRandom()
+    for _ in range(500):
+        port = pick.choice(LOCAL_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # the range is full: any free port
         sock.bind((host, 0))
         return sock.getsockname()[1]
 

@@ -416,3 +416,17 @@ def test_stuck_clientapps_end_at_the_bound_and_when_their_run_is_over(tmp_path):
         assert all(node.alive() for node in nodes.values())
     finally:
         stop_all(processes)
+
+
+def test_free_ports_lie_outside_the_ephemeral_and_ray_ranges():
+    """A port from the kernel's ephemeral range can be taken by an outgoing connection's source port
+    before the process it was picked for binds it (seen in CI: "address already in use")."""
+    import socket
+
+    from deploy.launch import LOCAL_PORTS, free_port
+
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = {free_port() for _ in range(50)}
+    assert all(p in LOCAL_PORTS and not low <= p <= high and p >= 20000 for p in ports) and len(ports) > 40
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports.pop()))  # free when handed out
