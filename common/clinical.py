@@ -37,6 +37,34 @@ def bmi(weight_kg: float | None, height_m: float | None) -> float | None:
     return float(weight_kg) / float(height_m) ** 2
 
 
+MYOSTEATOSIS_HU = {"bmi_under_25": 41.0, "bmi_25_or_more": 33.0}
+"""Martin et al., J Clin Oncol 2013: low muscle attenuation below these mean HU at L3, by BMI (kg/m2)."""
+
+
+def myosteatosis(muscle_hu: float | None, bmi_value: float | None) -> dict[str, object]:
+    """Low muscle attenuation by Martin 2013 (``MYOSTEATOSIS_HU``); no verdict without muscle HU or BMI.
+
+    ``present`` is True, False or None, with ``reason`` saying why it is None; the threshold used and the
+    BMI it was picked by are part of the answer, so a reader can check it.
+    """
+    out: dict[str, object] = {
+        "present": None,
+        "threshold_hu": None,
+        "bmi": None if bmi_value is None else round(bmi_value, 1),
+        "rule": "mean muscle HU < 41 if BMI < 25, < 33 if BMI >= 25",
+        "citation": "Martin et al., J Clin Oncol 2013",
+        "reason": None,
+    }
+    if muscle_hu is None or not math.isfinite(muscle_hu):
+        out["reason"] = "no muscle measured"
+    elif bmi_value is None or not math.isfinite(bmi_value):
+        out["reason"] = "BMI unknown (height and weight are needed)"
+    else:
+        threshold = MYOSTEATOSIS_HU["bmi_under_25" if bmi_value < 25.0 else "bmi_25_or_more"]
+        out["threshold_hu"], out["present"] = threshold, bool(muscle_hu < threshold)
+    return out
+
+
 @dataclass(frozen=True)
 class CutoffRule:
     """A published SMI threshold: sarcopenic when SMI is strictly below it.

@@ -159,6 +159,12 @@ def _print_table(record: dict, out: Path) -> None:
     table.add_row(
         "Verdict", "unavailable" if verdict is None else ("[red]sarcopenic[/]" if verdict else "not sarcopenic")
     )
+    myo = record.get("myosteatosis") or {}
+    if myo.get("present") is None:
+        table.add_row("Myosteatosis", f"unavailable ({myo.get('reason')})")
+    else:
+        low = "[red]present[/]" if myo["present"] else "absent"
+        table.add_row("Myosteatosis", f"{low} (below {myo['threshold_hu']:g} HU at BMI {myo['bmi']}: Martin 2013)")
     if record.get("image_classifier"):
         table.add_row("Image classifier", f"p(sarcopenic) = {record['image_classifier']['probability']:.2f}")
     table.add_row(

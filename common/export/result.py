@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from common.clinical import MUSCLE_HU_RANGE, CutoffRule
+from common.clinical import MUSCLE_HU_RANGE, CutoffRule, bmi, myosteatosis
 from common.metrics import muscle_hu_mean, sarcopenia_verdict, sma_cm2
 
 
@@ -39,7 +39,8 @@ def measurements(
     weight_kg: float | None,
     cutoff: CutoffRule,
 ) -> dict[str, Any]:
-    """SMA (cm2), SMI (cm2/m2), muscle HU and the verdict of ``cutoff`` for one (H, W) mask on its native grid."""
+    """SMA (cm2), SMI (cm2/m2), muscle HU, the verdict of ``cutoff`` and myosteatosis (Martin 2013) for one
+    (H, W) mask on its native grid."""
     sma = sma_cm2(mask, spacing_mm)
     hu_mean = muscle_hu_mean(hu, mask)
     verdict = sarcopenia_verdict(sma, height_m, sex, cutoff, weight_kg)
@@ -57,6 +58,7 @@ def measurements(
             "threshold_cm2_m2": verdict.threshold,
             "rule": "sarcopenic when SMI < threshold",
         },
+        "myosteatosis": myosteatosis(None if math.isnan(hu_mean) else hu_mean, bmi(weight_kg, height_m)),
         "patient": {"height_m": height_m, "sex": sex, "weight_kg": weight_kg},
     }
 

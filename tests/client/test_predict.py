@@ -113,6 +113,10 @@ def test_cli_writes_all_outputs(inputs, tmp_path):
     assert in_window.min() >= -29 and in_window.max() <= 150  # the written mask is the windowed one
     assert result["muscle_hu_mean"] == pytest.approx(in_window.mean(), abs=0.01)
     assert result["mask_postprocess"]["muscle_hu_range"] == [-29.0, 150.0]
+    body_mass = ct.weight_kg / ct.height_m**2
+    myo = result["myosteatosis"]
+    assert myo["threshold_hu"] == (41.0 if body_mass < 25 else 33.0) and myo["bmi"] == round(body_mass, 1)
+    assert myo["present"] == (result["muscle_hu_mean"] < myo["threshold_hu"]) and "Martin" in myo["citation"]
     assert result["mask_postprocess"]["network_pixels"] >= result["muscle_pixels"] == mask.sum()
     rule = get_cutoff("prado2008")
     threshold = rule.threshold(ct.sex)

@@ -50,3 +50,14 @@ def test_unknown_cutoff_lists_the_known_ones():
 def test_bmi():
     assert bmi(80.0, 2.0) == pytest.approx(20.0)
     assert bmi(None, 1.8) is None
+
+
+def test_myosteatosis_by_martin_2013():
+    from common.clinical import myosteatosis
+
+    assert myosteatosis(40.0, 24.9)["present"] is True and myosteatosis(41.0, 24.9)["present"] is False
+    assert myosteatosis(32.9, 25.0)["present"] is True and myosteatosis(35.0, 25.0)["present"] is False
+    assert myosteatosis(35.0, 30.0)["threshold_hu"] == 33.0 and myosteatosis(35.0, 20.0)["threshold_hu"] == 41.0
+    unknown = myosteatosis(35.0, None)
+    assert unknown["present"] is None and unknown["threshold_hu"] is None and "BMI unknown" in unknown["reason"]
+    assert myosteatosis(None, 22.0)["reason"] == "no muscle measured"
