@@ -75,8 +75,15 @@ class Proxy:
         except (OSError, ssl.SSLError) as error:
             return None, str(error)
 
-    def audit_lines(self) -> list[re.Match]:
-        lines = (self.config.parent / "access.log").read_text().splitlines()
+    def audit_lines(self, at_least: int = 0) -> list[re.Match]:
+        """The access log's lines; nginx writes a request's line after it has answered, so wait (5 s at
+        most) until ``at_least`` are there."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            lines = (self.config.parent / "access.log").read_text().splitlines()
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         matches = [AUDIT_LINE.search(line) for line in lines]
         assert all(matches), f"access-log lines without the certificate fields: {lines}"
         return matches
@@ -119,7 +126,7 @@ def test_access_log_names_the_client_certificate(proxy):
     assert proxy.get(CONTROL)[0] == 403
 
     cert = load_certificate(proxy.pki.coordinator_cert)
-    with_cert, without = [m for m in proxy.audit_lines() if m["path"] == CONTROL]
+    with_cert, without = [m for m in proxy.audit_lines(at_least=2) if m["path"] == CONTROL]
     assert with_cert["status"] == "200" and with_cert["verify"] == "SUCCESS"
     assert with_cert["dn"] == cert.subject.rfc4514_string() == "CN=sarcofed-coordinator,O=SarcoFed consortium"
     assert int(with_cert["serial"], 16) == cert.serial_number
