@@ -60,7 +60,14 @@ from common.data.folder_walk import is_under, walk_files
 from common.data.manifest import MANIFEST_COLUMNS, SPLITS, write_manifest
 from common.data.mask_io import SEG_STORAGE, read_mask, referenced_sop_uids
 from common.data.pseudonym import Pseudonymiser
-from common.data.series import CTSeries, group_key, nifti_volume_header, read_nifti_series, series_from_files
+from common.data.series import (
+    CTSeries,
+    group_key,
+    is_nifti_volume,
+    nifti_volume_header,
+    read_nifti_series,
+    series_from_files,
+)
 from common.errors import InputDataError, SarcoFedError
 
 if TYPE_CHECKING:  # torch loads only when a locator is given
@@ -208,7 +215,7 @@ def ingest(
     chosen = _choose_slices(headers, meta, masks, locator, rejected)
     volumes = {}
     for path in list(nifti_images):
-        if _is_volume(path):
+        if is_nifti_volume(path):
             nifti_images.remove(path)
             extracted = _extract_from_volume(path, input_dir, out_manifest.parent, locator, rejected)
             if extracted is not None:
@@ -399,16 +406,6 @@ def _pick_slice(uid, items, meta, masks, locator) -> tuple[_Header | None, dict,
     path = series.paths[location.slice_k]
     pick = next(h for h in items if h.path == path)
     return pick, {"slice_chosen_by": "located", "l3_confidence": round(location.confidence, 3)}, ""
-
-
-def _is_volume(path: Path) -> bool:
-    import nibabel as nib
-
-    try:
-        shape = nib.load(str(path)).shape  # type: ignore[attr-defined]  # every image nibabel loads has one
-    except Exception:  # the slice reader reports what is wrong with the file
-        return False
-    return len(shape) >= 3 and int(shape[2]) > 1
 
 
 def _extract_from_volume(

@@ -188,6 +188,19 @@ def series_from_files(folder: Path, files: list[Path]) -> CTSeries:
     return _assemble(folder, keys.pop(), members)
 
 
+def is_nifti_volume(path: Path) -> bool:
+    """A NIfTI file whose header declares more than one slice (the header only is read)."""
+    import nibabel as nib
+
+    if not is_nifti(path):
+        return False
+    try:
+        shape = nib.load(str(path)).shape  # type: ignore[attr-defined]  # every image nibabel loads has one
+    except Exception:  # the slice reader reports what is wrong with the file
+        return False
+    return len(shape) >= 3 and int(shape[2]) > 1
+
+
 def nifti_volume_header(path: str | Path):
     """(the nibabel image, its (X, Y, Z) shape) after the header checks, before any voxel is read."""
     import nibabel as nib

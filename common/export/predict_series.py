@@ -25,19 +25,9 @@ from common.export.result import versions, write_result_json
 
 def is_series(path: Path) -> bool:
     """A folder, or a NIfTI file whose header declares more than one slice (read from the header only)."""
-    if path.is_dir():
-        return True
-    from common.data.dicom_io import is_nifti
+    from common.data.series import is_nifti_volume
 
-    if not is_nifti(path):
-        return False
-    import nibabel as nib
-
-    try:
-        shape = nib.load(str(path)).shape  # type: ignore[attr-defined]  # every image nibabel loads has one
-    except Exception:  # the slice reader reports what is wrong with the file
-        return False
-    return len(shape) >= 3 and int(shape[2]) > 1
+    return path.is_dir() or is_nifti_volume(path)
 
 
 def predict_series(

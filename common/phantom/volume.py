@@ -83,7 +83,7 @@ def build_body(rng: np.random.Generator, patient: Patient, spine: Spine, phase: 
     a = 140.0 * s * (patient.bmi / 25.0) ** 0.55 + rng.normal(0.0, 6.0)
     b = a * float(rng.uniform(0.66, 0.8))
     lv = spine.level
-    t10, t12, l1, l2, l3, l4 = (lv(n) for n in ("T10", "T12", "L1", "L2", "L3", "L4"))
+    t10, t12, l1, l2 = (lv(n) for n in ("T10", "T12", "L1", "L2"))
     ca, cb = a - patient.sat_mm - 12.0, b - 0.8 * patient.sat_mm - 12.0  # cavity half-axes
     liver_tip = l2.z_mid + rng.normal(0.0, 12.0) * s
     liver_top = t10.z_hi + 40.0 * s
@@ -102,7 +102,6 @@ def build_body(rng: np.random.Generator, patient: Patient, spine: Spine, phase: 
         kind = str(rng.choice(["gas", "fluid", "stool"], p=[0.3, 0.35, 0.35]))
         organs.append(Ellipsoid(float(rng.uniform(-0.7, 0.7) * ca), float(rng.uniform(-0.8, 0.15) * cb), z, r,
                                 r * float(rng.uniform(0.7, 1.2)), r * float(rng.uniform(1.0, 2.5)), kind))  # fmt: skip
-    del l3, l4
     bone = float(np.clip(260.0 - 1.6 * max(patient.age_years - 30.0, 0.0) + rng.normal(0, 20), 90.0, 320.0))
     return Body(spine, patient, phase, arms_down, float(a), float(b), tuple(organs), bone)
 
@@ -135,10 +134,10 @@ def paint_series(
     labels = np.empty((len(z_positions), grid, grid), np.uint8)
     for k, z in enumerate(z_positions):
         acc = np.zeros((grid, grid), np.float32)
-        for dz in offsets:
+        for j, dz in enumerate(offsets):
             h, lab = paint_slice(body, float(z + dz), X, Y)
             acc += h
-            if abs(dz) < 1e-6 or n_sub % 2 == 0 and dz == offsets[n_sub // 2]:
+            if j == n_sub // 2:  # the centre sub-slice (the one just above the centre when n_sub is even)
                 labels[k] = lab
         img = gaussian_filter(acc / n_sub, blur_mm / px)
         noise = gaussian_filter(rng.normal(0.0, 1.0, (grid, grid)).astype(np.float32), 0.7)
@@ -270,8 +269,8 @@ def paint_slice(body: Body, z: float, X: np.ndarray, Y: np.ndarray) -> tuple[np.
         z_rib = v.z_mid - drop * phi / np.pi
         rib = on_cage & (np.abs(z_rib - z) < 5.5 * s) & (phi > 0.45) & (phi < np.pi * v.rib_reach)
         put(rib, 420.0, A.CORTICAL_BONE)
-        neck = capsule(-vx * 0.8, canal_y - 4 * s, -(vx + 30 * s), canal_y, 4.5 * s)
         if abs(v.z_mid - z) < 5.5 * s:  # the rib's neck beside its transverse process
+            neck = capsule(-vx * 0.8, canal_y - 4 * s, -(vx + 30 * s), canal_y, 4.5 * s)
             put(neck | capsule(vx * 0.8, canal_y - 4 * s, vx + 30 * s, canal_y, 4.5 * s), 420.0, A.CORTICAL_BONE)
 
     # pelvis: iliac wings from the crest sweep in to the sacroiliac joints; gluteal muscles outside them
