@@ -12,10 +12,22 @@ import numpy as np
 
 from common.errors import ConfigError
 
-# Alberta protocol window for skeletal muscle (HU), inclusive.
+# Alberta protocol windows (HU, inclusive): skeletal muscle; subcutaneous and intermuscular fat; visceral fat.
 MUSCLE_HU_RANGE: tuple[float, float] = (-29.0, 150.0)
 FAT_HU_RANGE: tuple[float, float] = (-190.0, -30.0)
 VISCERAL_FAT_HU_RANGE: tuple[float, float] = (-150.0, -50.0)
+
+# Body-composition label map values (uint8), as masks on disk hold them; a muscle-only mask holds 0 and 1.
+BACKGROUND, MUSCLE, IMAT, VAT, SAT = 0, 1, 2, 3, 4
+TISSUES: dict[str, int] = {"muscle": MUSCLE, "imat": IMAT, "vat": VAT, "sat": SAT}
+"""Tissue name -> label value; the names are the prefixes of the measurements (``imat_cm2``, ``vat_hu_mean``)."""
+TISSUE_HU_RANGES: dict[str, tuple[float, float]] = {
+    "muscle": MUSCLE_HU_RANGE,
+    "imat": FAT_HU_RANGE,
+    "vat": VISCERAL_FAT_HU_RANGE,
+    "sat": FAT_HU_RANGE,
+}
+"""The Alberta window of each tissue: IMAT inside the muscle fascia, VAT inside the abdominal wall, SAT outside it."""
 
 
 def area_cm2(mask: np.ndarray, spacing_mm: tuple[float, float]) -> float:

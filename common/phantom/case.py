@@ -4,8 +4,9 @@ Ground-truth convention (Alberta protocol, as in Slice-O-Matic-style annotation)
 every pixel inside a skeletal muscle outline (at least half covered, native resolution) whose final
 HU lies within -29..+150. Intermuscular fat streaks and noise excursions inside an outline fall out of
 the mask exactly as they would for a human annotator using the HU window; every mask pixel is
-therefore inside the window by construction. SAT and VAT masks follow the same rule with their own
-windows (-190..-30 and -150..-50 HU).
+therefore inside the window by construction. IMAT is the rest of the muscle outline that lies in the fat
+window (-190..-30 HU); SAT and VAT masks follow the same rule with their own outlines and windows
+(-190..-30 and -150..-50 HU). ``PhantomCase.tissue_map`` joins the four into one label map (0-4).
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from common.clinical import FAT_HU_RANGE, MUSCLE_HU_RANGE, VISCERAL_FAT_HU_RANGE, area_cm2, get_cutoff, smi
+from common.clinical import (
+    FAT_HU_RANGE,
+    IMAT,
+    MUSCLE,
+    MUSCLE_HU_RANGE,
+    SAT,
+    VAT,
+    VISCERAL_FAT_HU_RANGE,
+    area_cm2,
+    get_cutoff,
+    smi,
+)
 from common.phantom import anatomy
 from common.phantom.anatomy import Textures
 from common.phantom.fields import bandpass_transfer, ct_noise_transfer, field_pair, gaussian_transfer
@@ -31,13 +43,14 @@ HU_MIN, HU_MAX = -1024.0, 3071.0
 class PhantomCase:
     """A synthetic slice in canonical orientation (row -> posterior, column -> patient left).
 
-    ``hu``: (H, W) float32 integer-valued HU (as a DICOM file would hold them); ``muscle``, ``sat``,
-    ``vat``: (H, W) uint8 {0, 1}; ``labels``: (H, W) uint8 tissue map (values in
+    ``hu``: (H, W) float32 integer-valued HU (as a DICOM file would hold them); ``muscle``, ``imat``,
+    ``sat``, ``vat``: (H, W) uint8 {0, 1}, disjoint; ``labels``: (H, W) uint8 tissue map (values in
     ``common.phantom.anatomy``); ``spacing_mm``: (row, column) mm.
     """
 
     hu: np.ndarray
     muscle: np.ndarray
+    imat: np.ndarray
     sat: np.ndarray
     vat: np.ndarray
     labels: np.ndarray
@@ -75,6 +88,18 @@ class PhantomCase:
     @property
     def vat_cm2(self) -> float:
         return area_cm2(self.vat, self.spacing_mm)
+
+    @property
+    def imat_cm2(self) -> float:
+        return area_cm2(self.imat, self.spacing_mm)
+
+    @property
+    def tissue_map(self) -> np.ndarray:
+        """(H, W) uint8 body-composition label map: 0 background, 1 muscle, 2 IMAT, 3 VAT, 4 SAT."""
+        out = np.zeros(self.hu.shape, np.uint8)
+        for mask, value in ((self.muscle, MUSCLE), (self.imat, IMAT), (self.vat, VAT), (self.sat, SAT)):
+            out[mask > 0] = value
+        return out
 
 
 def _rng(rng_or_seed: np.random.Generator | int | np.random.SeedSequence | tuple[int, ...]) -> np.random.Generator:
@@ -137,11 +162,13 @@ def synth_case(
     labels = canvas.label
     in_muscle = np.isin(labels, anatomy.MUSCLE_LABELS)
     muscle = in_muscle & (hu >= MUSCLE_HU_RANGE[0]) & (hu <= MUSCLE_HU_RANGE[1])
+    imat = in_muscle & (hu >= FAT_HU_RANGE[0]) & (hu <= FAT_HU_RANGE[1])
     sat = (labels == anatomy.SAT) & (hu >= FAT_HU_RANGE[0]) & (hu <= FAT_HU_RANGE[1])
     vat = (labels == anatomy.VISCERAL_FAT) & (hu >= VISCERAL_FAT_HU_RANGE[0]) & (hu <= VISCERAL_FAT_HU_RANGE[1])
     return PhantomCase(
         hu=hu,
         muscle=muscle.astype(np.uint8),
+        imat=imat.astype(np.uint8),
         sat=sat.astype(np.uint8),
         vat=vat.astype(np.uint8),
         labels=labels,
