@@ -1,10 +1,26 @@
 """The predicted mask as a DICOM Segmentation that a PACS shows over the very image it came from.
 
-highdicom builds the SEG: one binary segment 'Skeletal muscle' (SCT 127954009, category Tissue
-SCT 85756007, anatomic region Abdomen), produced AUTOMATICALLY by an algorithm identified as
-SarcoFed with the model's preset and SHA-256. The frame must be in the source file's stored pixel
-order, so the canonical mask goes back through ``SliceGeometry.to_stored`` (some scanners store
-rows bottom-up; a SEG in canonical order would then lie upside down on its image).
+highdicom builds the SEG, produced AUTOMATICALLY by an algorithm identified as SarcoFed with the
+model's preset and SHA-256. A muscle-only mask (0/1) gives one binary segment 'Skeletal muscle'; a
+body-composition label map (``common.data.mask_io.is_tissue_map``) gives one segment per tissue, in
+the order muscle, IMAT, VAT, SAT, a fat tissue only where it has pixels, muscle always (an empty
+muscle segment still says "no muscle"). The codes (category, type, anatomic region), all SNOMED CT:
+
+- Skeletal muscle: Tissue 85756007, Skeletal muscle 127954009, Abdomen 818981001 (pydicom's
+  ``codes.SCT.Tissue``, ``SkeletalMuscle``, ``Abdomen``; CID 7150, 7710 and 4).
+- Intermuscular adipose tissue: Tissue, Fat 55603005 (``codes.SCT.AdiposeTissue``, CID 7166), in
+  the region Skeletal muscle 127954009. SNOMED CT has no concept for IMAT itself.
+- Visceral adipose tissue: Tissue, Fat 55603005, in the region Abdominal cavity 52731004
+  (``codes.SCT.AbdominalCavityStructure``). SNOMED CT has no concept for VAT itself; TotalSegmentator
+  codes its torso fat the same way, Fat in the region Trunk.
+- Subcutaneous adipose tissue: Tissue, Subcutaneous fatty tissue 67769002, Abdomen: the code of
+  TotalSegmentator's ``subcutaneous_fat`` (resources/totalsegmentator_snomed_mapping.csv, also in
+  the 3D Slicer extension); pydicom's dictionary lacks it, so it is written as a CodedConcept.
+
+IMAT and VAT share their type and differ by region, so a reader tells them apart by both (or by the
+segment label). The frame must be in the source file's stored pixel order, so the canonical mask
+goes back through ``SliceGeometry.to_stored`` (some scanners store rows bottom-up; a SEG in
+canonical order would then lie upside down on its image).
 
 A SEG copies the source's study and patient and references its series and instance, so those UIDs
 must be there. Anonymised exports often blank some: a blank SOP Class or SOP Instance UID is taken
@@ -22,13 +38,30 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.clinical import IMAT, MUSCLE, SAT, VAT
 from common.data.ctslice import CTSlice
+from common.data.mask_io import is_tissue_map
 from common.errors import SegUnavailableError
 
-if TYPE_CHECKING:  # pydicom is imported lazily; only the type is needed here
+if TYPE_CHECKING:  # pydicom and highdicom are imported lazily; only the types are needed here
+    from highdicom import AlgorithmIdentificationSequence
+    from highdicom.seg import SegmentDescription
+    from highdicom.sr import CodedConcept
     from pydicom import Dataset
 
 SEGMENT_LABEL = "Skeletal muscle"
+
+# SNOMED CT (code value, meaning) of each tissue's segment: label, type, anatomic region; see above.
+_TISSUE = ("85756007", "Tissue")
+_FAT = ("55603005", "Fat")
+_ABDOMEN = ("818981001", "Abdomen")
+TISSUE_SEGMENTS: dict[int, tuple[str, tuple[str, str], tuple[str, str]]] = {
+    MUSCLE: (SEGMENT_LABEL, ("127954009", "Skeletal muscle"), _ABDOMEN),
+    IMAT: ("Intermuscular adipose tissue", _FAT, ("127954009", "Skeletal muscle")),
+    VAT: ("Visceral adipose tissue", _FAT, ("52731004", "Abdominal cavity")),
+    SAT: ("Subcutaneous adipose tissue", ("67769002", "Subcutaneous fatty tissue"), _ABDOMEN),
+}
+"""Label value -> (segment label, type, anatomic region), in the order segments are written."""
 
 # (tag, keyword, name) of source UIDs a SEG copies or references and that nothing else can supply.
 _REQUIRED_UIDS = [
@@ -43,7 +76,7 @@ _FILE_META_UIDS = [
 ]
 
 
-def write_muscle_seg(
+def write_tissue_seg(
     path: str | Path,
     mask: np.ndarray,
     ct: CTSlice,
@@ -56,6 +89,9 @@ def write_muscle_seg(
 
     Parameters
     ----------
+    mask : (H, W) array
+        A body-composition label map (one segment per tissue drawn, muscle always), or a muscle-only
+        mask (nonzero is muscle; one segment 'Skeletal muscle').
     model_name : str
         Shown as the algorithm's name in the segment (for example "SarcoFed tiny seg").
     model_version : str
@@ -79,6 +115,8 @@ def write_muscle_seg(
     mask = np.asarray(mask)
     if mask.shape != ct.shape:
         raise ValueError(f"mask is {mask.shape}, image is {ct.shape}")
+    labels = mask.astype(np.uint8) if is_tissue_map(mask) else (mask > 0).astype(np.uint8)
+    tissues = [value for value in TISSUE_SEGMENTS if value == MUSCLE or np.any(labels == value)]
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name[:64],
         family=codes.DCM.ArtificialIntelligence,
@@ -86,25 +124,18 @@ def write_muscle_seg(
         source="SarcoFed",
         parameters=parameters or None,
     )
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=SEGMENT_LABEL,
-        segmented_property_category=codes.SCT.Tissue,
-        segmented_property_type=codes.SCT.SkeletalMuscle,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm,
-        anatomic_regions=[codes.SCT.Abdomen],
-    )
-    stored = np.ascontiguousarray(ct.geometry.to_stored((mask > 0).astype(np.uint8)))
+    descriptions = [_segment_description(number, value, algorithm) for number, value in enumerate(tissues, 1)]
+    stored = np.stack([ct.geometry.to_stored((labels == value).astype(np.uint8)) for value in tissues], axis=-1)
+    muscle_only = tissues == [MUSCLE]
     with warnings.catch_warnings():
         # highdicom warns about one-component person names; pseudonymised files have exactly that.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
         try:
             seg = hd.seg.Segmentation(
                 source_images=[source],
-                pixel_array=stored[None],
+                pixel_array=np.ascontiguousarray(stored[None]),
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-                segment_descriptions=[description],
+                segment_descriptions=descriptions,
                 series_instance_uid=hd.UID(),
                 series_number=901,
                 sop_instance_uid=hd.UID(),
@@ -113,9 +144,13 @@ def write_muscle_seg(
                 manufacturer_model_name=model_name[:64],
                 software_versions=sarcofed.__version__,
                 device_serial_number="none",
-                series_description="SarcoFed skeletal muscle (research use)",
-                content_label="MUSCLE",
-                content_description="Skeletal muscle at L3, automatic",
+                series_description="SarcoFed skeletal muscle (research use)"
+                if muscle_only
+                else "SarcoFed body composition (research use)",
+                content_label="MUSCLE" if muscle_only else "TISSUES",
+                content_description="Skeletal muscle at L3, automatic"
+                if muscle_only
+                else "Skeletal muscle and adipose tissues at L3, automatic",
                 transfer_syntax_uid=ExplicitVRLittleEndian,
                 omit_empty_frames=False,
             )
@@ -131,6 +166,33 @@ def write_muscle_seg(
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
     return path
+
+
+write_muscle_seg = write_tissue_seg
+"""The same writer under its first name: a 0/1 mask still gives the single 'Skeletal muscle' segment."""
+
+
+def _segment_description(number: int, value: int, algorithm: AlgorithmIdentificationSequence) -> SegmentDescription:
+    """highdicom's description of segment ``number``, holding tissue ``value`` (``TISSUE_SEGMENTS``)."""
+    import highdicom as hd
+
+    label, kind, region = TISSUE_SEGMENTS[value]
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label,
+        segmented_property_category=_sct(_TISSUE),
+        segmented_property_type=_sct(kind),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        anatomic_regions=[_sct(region)],
+    )
+
+
+def _sct(code: tuple[str, str]) -> CodedConcept:
+    import highdicom as hd
+
+    value, meaning = code
+    return hd.sr.CodedConcept(value=value, scheme_designator="SCT", meaning=meaning)
 
 
 def seg_source(ct: CTSlice) -> Dataset:
