@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pytest
 
+from common.clinical import IMAT, MUSCLE, SAT, VAT
 from common.data.ctslice import SliceGeometry
 from common.data.dicom_io import read_ct_slice, write_ct_dicom
 from common.data.mask_io import read_mask, write_mask_nifti
 from common.errors import InputDataError, MaskGeometryError
-from common.export.dicom_seg import write_muscle_seg
+from common.export.dicom_seg import write_muscle_seg, write_tissue_seg
 
 
 @pytest.fixture(params=[False, True], ids=["top-down", "bottom-up"])
@@ -141,6 +144,123 @@ def test_dicom_seg_declaring_too_many_frames_refused_before_decoding(case, tmp_p
     ds.save_as(tmp_path / "many.seg.dcm")
     with pytest.raises(InputDataError, match=r"1048576 frame\(s\) of 48 x 40 x 1 sample\(s\) at 1 bits, 1.9 GiB"):
         read_mask(tmp_path / "many.seg.dcm", ct)
+
+
+def _label_map(mask: np.ndarray) -> np.ndarray:
+    """The phantom's muscle with IMAT inside it, SAT along the image's front and VAT behind that."""
+    labels = mask.astype(np.uint8)
+    rows, cols = np.nonzero(mask)
+    labels[rows[0], cols[0]] = IMAT
+    labels[2:6, 4:30] = SAT
+    labels[8:14, 10:30] = VAT
+    return labels
+
+
+def _highdicom_seg(path, ct, segments: list[tuple[str, object, np.ndarray]]):
+    """A SEG written by highdicom alone: one (label, SNOMED CT type, canonical 0/1 mask) per segment."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=label,
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=kind,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for number, (label, kind, _) in enumerate(segments, 1)
+    ]
+    stored = np.stack([ct.geometry.to_stored(pixels.astype(np.uint8)) for _, _, pixels in segments], axis=-1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
+        seg = _segmentation(hd, ct, stored, descriptions)
+    seg.save_as(path)
+    return path
+
+
+def _segmentation(hd, ct, stored, descriptions):
+    return hd.seg.Segmentation(
+        source_images=[ct.dataset],
+        pixel_array=stored[None],
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="0",
+        omit_empty_frames=False,
+    )
+
+
+def test_dicom_seg_label_map_round_trip(case, tmp_path):
+    ct, mask = case
+    labels = _label_map(mask)
+    write_tissue_seg(tmp_path / "m.seg.dcm", labels, ct, model_name="reference", model_version="test")
+    again = read_mask(tmp_path / "m.seg.dcm", read_ct_slice(ct.path))
+    assert again.dtype == np.uint8 and np.array_equal(again, labels)
+
+
+def test_dicom_seg_tissues_told_by_label_when_codes_are_generic(case, tmp_path):
+    """Body-composition SEGs often code every segment as 'Tissue' and name it only in the label."""
+    from pydicom.sr.codedict import codes
+
+    ct, mask = case
+    labels = _label_map(mask)
+    names = {MUSCLE: "Muscle", IMAT: "IMAT", VAT: "Visceral Adipose Tissue", SAT: "Subcutaneous fat"}
+    segments = [(name, codes.SCT.Tissue, labels == value) for value, name in reversed(names.items())]
+    _highdicom_seg(tmp_path / "m.seg.dcm", ct, segments)
+    assert np.array_equal(read_mask(tmp_path / "m.seg.dcm", ct), labels)
+
+
+def test_dicom_seg_segments_other_than_tissues_ignored(case, tmp_path):
+    from pydicom.sr.codedict import codes
+
+    ct, mask = case
+    liver = np.zeros_like(mask)
+    liver[5:20, 5:25] = 1
+    liver[mask > 0] = 1  # not a tissue: overlapping the muscle is no conflict
+    segments = [("Liver", codes.SCT.Liver, liver), ("Skeletal muscle", codes.SCT.SkeletalMuscle, mask)]
+    _highdicom_seg(tmp_path / "m.seg.dcm", ct, segments)
+    assert np.array_equal(read_mask(tmp_path / "m.seg.dcm", ct), mask)
+
+
+def test_dicom_seg_with_two_muscle_segments_refused(case, tmp_path):
+    from pydicom.sr.codedict import codes
+
+    ct, mask = case
+    left, right = mask.copy(), mask.copy()
+    left[:, 20:], right[:, :20] = 0, 0
+    segments = [("Muscle left", codes.SCT.SkeletalMuscle, left), ("Muscle right", codes.SCT.SkeletalMuscle, right)]
+    _highdicom_seg(tmp_path / "m.seg.dcm", ct, segments)
+    with pytest.raises(InputDataError, match=r"two segments of muscle among \['Muscle left', 'Muscle right'\]") as info:
+        read_mask(tmp_path / "m.seg.dcm", ct)
+    assert info.value.path == tmp_path / "m.seg.dcm"
+
+
+def test_dicom_seg_without_a_muscle_segment_refused(case, tmp_path):
+    from pydicom.sr.codedict import codes
+
+    ct, mask = case
+    segments = [("Liver", codes.SCT.Liver, mask), ("Spleen", codes.SCT.Spleen, 1 - mask)]
+    _highdicom_seg(tmp_path / "m.seg.dcm", ct, segments)
+    with pytest.raises(InputDataError, match=r"\['Liver', 'Spleen'\] and none is skeletal muscle"):
+        read_mask(tmp_path / "m.seg.dcm", ct)
+
+
+def test_dicom_seg_with_overlapping_tissues_refused(case, tmp_path):
+    from pydicom.sr.codedict import codes
+
+    ct, mask = case
+    fat = np.ones_like(mask)  # covers the muscle too
+    segments = [("Skeletal muscle", codes.SCT.SkeletalMuscle, mask), ("Subcutaneous fat", codes.SCT.Tissue, fat)]
+    _highdicom_seg(tmp_path / "m.seg.dcm", ct, segments)
+    with pytest.raises(InputDataError, match=r"overlap.*\['Skeletal muscle', 'Subcutaneous fat'\]"):
+        read_mask(tmp_path / "m.seg.dcm", ct)
 
 
 # A NIfTI CT slice in several index orders, all on one canonical grid: (H, W) = (48, 40), spacing
