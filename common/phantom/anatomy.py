@@ -37,7 +37,30 @@ AIR, TABLE, SKIN, SAT, VISCERAL_FAT = 0, 1, 2, 3, 4
 WALL_MUSCLE, PSOAS, QUADRATUS, ERECTOR, LATISSIMUS = 10, 11, 12, 13, 14
 CORTICAL_BONE, CANCELLOUS_BONE, CANAL = 20, 21, 22
 KIDNEY, BOWEL_WALL, BOWEL_CONTENT, VESSEL, LIVER = 30, 31, 32, 33, 34
+SPLEEN, KIDNEY_MEDULLA = 35, 37
+ARM, CRUS = 16, 17  # muscle outside the L3 protocol: arm muscles, diaphragmatic crura
+ARM_FAT, ARM_BONE, METAL = 5, 24, 25
 MUSCLE_LABELS = (WALL_MUSCLE, PSOAS, QUADRATUS, ERECTOR, LATISSIMUS)
+
+# Mean organ attenuation by contrast phase, HU (low, high) of a uniform draw per patient; sources in
+# docs/phantom.md. Portal = portal venous / nephrographic (70-80 s), arterial = late arterial /
+# corticomedullary (35-40 s).
+ORGAN_HU: dict[str, dict[str, tuple[float, float]]] = {
+    "kidney_cortex": {"none": (30, 40), "arterial": (150, 200), "portal": (150, 180)},
+    "kidney_medulla": {"none": (28, 38), "arterial": (60, 90), "portal": (140, 170)},
+    "liver": {"none": (55, 65), "arterial": (65, 80), "portal": (100, 120)},
+    "spleen": {"none": (45, 50), "arterial": (100, 140), "portal": (110, 130)},
+    "aorta": {"none": (35, 48), "arterial": (250, 400), "portal": (150, 200)},
+    "ivc": {"none": (35, 48), "arterial": (45, 90), "portal": (130, 170)},
+    "mesenteric": {"none": (35, 50), "arterial": (180, 300), "portal": (140, 190)},
+    "bowel_wall": {"none": (30, 50), "arterial": (90, 130), "portal": (80, 110)},
+}
+
+
+def organ_hu(rng: np.random.Generator, organ: str, phase: str) -> float:
+    """One patient's mean attenuation of ``organ`` in ``phase`` (see ORGAN_HU)."""
+    lo, hi = ORGAN_HU[organ][phase]
+    return float(rng.uniform(lo, hi))
 
 
 def _wrap(phi: float) -> float:
@@ -79,6 +102,9 @@ class Anatomy:
     body_width_mm: float
     body_top_mm: float  # most anterior skin point, y
     table_y_mm: float  # table top surface, y
+    arms: tuple[tuple[float, float, float], ...] = ()  # arms beside the trunk: centre x, y and radius, mm
+    metal: tuple[tuple[float, float], ...] = ()  # centres of metal implants, mm
+    dense: tuple[tuple[float, float], ...] = ()  # dense structures whose beam hardening darkens the gap between
 
 
 @dataclass(frozen=True)
@@ -397,19 +423,23 @@ def paint(
         geometry.body_top,
     )
 
-    # ---- canvas -------------------------------------------------------------------------------------
-    canvas = canvas_factory(body_width, ((bx.max() + bx.min()) / 2, (body_top + table_y) / 2 + 15.0))
+    # ---- canvas: the field of view takes in the arms when they lie beside the trunk ------------------
+    arms = _place_arms(rng, p, geometry) if p.arms_down else ()
+    span = max([body_width] + [2.0 * (abs(x) + r) for x, _, r in arms])
+    canvas = canvas_factory(span, ((bx.max() + bx.min()) / 2, (body_top + table_y) / 2 + 15.0))
     tex: Textures = tex_factory(canvas)
     px = canvas.px
 
     def field(value: float, sd: float, t: np.ndarray, box: tuple[slice, slice] | None) -> np.ndarray | float:
         return value if box is None else value + sd * t[box]
 
-    contrast = p.contrast
+    phase = p.phase
     fat_hu = rng.uniform(-112, -92)
 
     # table: rigid, so it uses the undeformed grid
     _paint_table(rng, canvas, table_y, table_k)
+    for arm in arms:
+        _paint_arm(rng, canvas, p, tex, arm, fat_hu)
 
     # body, skin, subcutaneous fat
     full = canvas.box(float(bx.min()), float(bx.max()), body_top, table_y)
@@ -450,31 +480,27 @@ def paint(
         canvas.paint(full, alpha, muscle[full], WALL_MUSCLE)
 
     # ---- cavity contents -----------------------------------------------------------------------
-    _paint_viscera(rng, canvas, p, tex, centre, r_cav, blobs, vw, vd, contrast, fat_hu)
+    _paint_viscera(rng, canvas, p, tex, centre, r_cav, blobs, vw, vd, phase, fat_hu)
+    _paint_kidneys(rng, canvas, p, tex, blobs, fat_hu)
 
-    # kidneys' lower poles (posterior to the colon, lateral to psoas, anterior to quadratus lumborum)
-    kidney_hu = rng.uniform(150, 200) if contrast else rng.uniform(28, 40)
-    for side, ps, ql in zip((-1.0, 1.0), blobs["psoas"], blobs["ql"], strict=True):
-        if rng.random() < (0.75 if side < 0 else 0.55):
-            size = rng.uniform(16, 27) * hs
-            k = Blob(0, 0, superellipse(size * rng.uniform(1.1, 1.4), size, 2.0) * harmonics(rng, 0.05))
-            k.rot = side * np.deg2rad(rng.uniform(20, 50))
-            k.cx = ps.cx + side * (float(ps.r[N_ANGLES * 3 // 4]) + size * 0.9)
-            k.cy = min(ps.cy + rng.uniform(5, 15), ql.cy - size * 0.9)
-            box, a = k.alpha(canvas)
-            canvas.paint(box, a, field(kidney_hu, 6, tex.soft, box), KIDNEY)
-            if contrast:  # corticomedullary pattern: a darker centre
-                inner = k.scaled(0.55)
-                box, a = inner.alpha(canvas)
-                canvas.paint(box, None if a is None else a * 0.6, field(kidney_hu - 50, 6, tex.soft, box), KIDNEY)
+    # diaphragmatic crura: the right one reaches L3 in some patients, the left one rarely
+    for side, reach in ((-1.0, 0.15 + 0.5 * (1.0 - p.level)), (1.0, 0.08 * (1.0 - p.level))):
+        if rng.random() < reach:
+            box, a = capsule_alpha(
+                canvas,
+                (side * vw * rng.uniform(0.05, 0.25), -vd - rng.uniform(2.0, 5.0)),
+                (side * vw * rng.uniform(0.7, 0.95), -vd * rng.uniform(0.3, 0.6)),
+                rng.uniform(3.5, 7.0) * hs,
+                rng.uniform(2.0, 4.0) * hs,
+            )
+            canvas.paint(box, a, field(rng.uniform(40, 60), 5, tex.soft, box), CRUS)
 
     # great vessels in front of the spine
     age_old = max(p.age_years - 50, 0)
     r_ao = rng.uniform(8.0, 10.5) + 0.06 * age_old
     aorta = Blob(rng.uniform(5, 14), -vd - r_ao - rng.uniform(1, 4), superellipse(r_ao, r_ao) * harmonics(rng, 0.02))
-    vessel_hu = rng.uniform(140, 200) if contrast else rng.uniform(35, 48)
     box, a = aorta.alpha(canvas)
-    canvas.paint(box, a, vessel_hu, VESSEL)
+    canvas.paint(box, a, organ_hu(rng, "aorta", phase), VESSEL)
     if rng.random() < 0.02 * age_old:  # calcified plaques on the aortic wall
         for ang in rng.uniform(-np.pi, np.pi, rng.integers(1, 4)):
             plaque = Blob(aorta.cx + r_ao * np.sin(ang), aorta.cy - r_ao * np.cos(ang), superellipse(1.6, 1.2))
@@ -486,7 +512,9 @@ def paint(
         superellipse(rng.uniform(10, 15), rng.uniform(6, 10)) * harmonics(rng, 0.05),
     )
     box, a = ivc.alpha(canvas)
-    canvas.paint(box, a, vessel_hu - (40 if contrast else 0), VESSEL)
+    ivc_hu = organ_hu(rng, "ivc", phase)
+    # arterial phase: enhanced renal-vein blood streams into unenhanced infrarenal blood
+    canvas.paint(box, a, field(ivc_hu, 25 if phase == "arterial" else 4, tex.fat, box), VESSEL)
 
     # psoas, quadratus lumborum, erector spinae
     for name, lab in (("psoas", PSOAS), ("ql", QUADRATUS), ("es", ERECTOR)):
@@ -530,7 +558,115 @@ def paint(
     box, a = inner.alpha(canvas)
     canvas.paint(box, a, field(trab_hu, 35, tex.stool, box), CANCELLOUS_BONE)
 
-    return canvas, Anatomy(body_width_mm=body_width, body_top_mm=body_top, table_y_mm=table_y)
+    metal: list[tuple[float, float]] = []
+    if p.hardware:  # pedicle screws through both pedicles into the body, rods beside the spinous process
+        for side in (-1.0, 1.0):
+            entry = (side * (canal_a + rng.uniform(4.0, 8.0)), tp_y + rng.uniform(2.0, 6.0))
+            tip = (side * vw * rng.uniform(0.1, 0.35), -vd * rng.uniform(0.2, 0.6))
+            box, a = capsule_alpha(canvas, entry, tip, 3.2, 2.6)
+            canvas.paint(box, a, 12000.0, METAL)
+            rod = Blob(
+                side * (canal_a + rng.uniform(3.0, 7.0)), sp_root + rng.uniform(2.0, 8.0), superellipse(3.0, 3.0)
+            )
+            box, a = rod.alpha(canvas)
+            canvas.paint(box, a, 12000.0, METAL)
+            metal += [((entry[0] + tip[0]) / 2, (entry[1] + tip[1]) / 2), (rod.cx, rod.cy)]
+    dense = [(0.0, 0.0)] + [(x, y) for x, y, _ in arms]
+    if phase == "arterial":
+        dense.append((aorta.cx, aorta.cy))
+    return canvas, Anatomy(
+        body_width_mm=body_width,
+        body_top_mm=body_top,
+        table_y_mm=table_y,
+        arms=tuple(arms),
+        metal=tuple(metal),
+        dense=tuple(dense),
+    )
+
+
+def _place_arms(rng: np.random.Generator, p: Patient, g: Geometry) -> tuple[tuple[float, float, float], ...]:
+    """Centres and radii (mm) of the two arms lying on the table beside the trunk."""
+    size = float(np.clip(1.0 + 0.3 * (p.bmi - 25.0) / 10.0, 0.8, 1.5))
+    out = []
+    for side in (-1.0, 1.0):
+        r = rng.uniform(40.0, 52.0) * g.hs * size
+        x = side * (float(np.max(side * g.bx)) + rng.uniform(2.0, 20.0) + r)
+        y = g.table_y - g.table_k * x**2 - r * rng.uniform(1.0, 1.6)  # on the concave table, or on a pad
+        out.append((float(x), float(y), float(r)))
+    return tuple(out)
+
+
+def _paint_arm(
+    rng: np.random.Generator,
+    canvas: Canvas,
+    p: Patient,
+    tex: Textures,
+    arm: tuple[float, float, float],
+    fat_hu: float,
+) -> None:
+    """One arm in cross-section (upper arm or forearm): skin, arm fat, muscle, one or two bones."""
+    x, y, r = arm
+    outline = Blob(x, y, superellipse(r, r * rng.uniform(0.8, 0.95)) * harmonics(rng, 0.05))
+    box, a = outline.alpha(canvas)
+    canvas.paint(box, a, rng.uniform(20, 45), SKIN)
+    fat_t = float(np.clip(0.3 * p.sat_mm, 3.0, 0.45 * r))
+    box, a = outline.shrunk(1.5).alpha(canvas)
+    canvas.paint(box, a, fat_hu + (4 * tex.fat[box] if box is not None else 0.0), ARM_FAT)
+    box, a = outline.shrunk(1.5 + fat_t).alpha(canvas)
+    canvas.paint(box, a, p.muscle_hu + rng.uniform(-4, 4) + (5 * tex.soft[box] if box is not None else 0.0), ARM)
+    bones = (
+        [(0.0, 0.2 * r, rng.uniform(9.0, 12.0))]
+        if rng.random() < 0.5
+        else [
+            (-0.3 * r, 0.1 * r, rng.uniform(5.5, 7.0)),
+            (0.3 * r, 0.25 * r, rng.uniform(5.5, 7.0)),
+        ]
+    )
+    for bx, by, br in bones:
+        bone = Blob(x + bx, y + by, superellipse(br, br * 0.9))
+        box, a = bone.alpha(canvas)
+        canvas.paint(box, a, rng.uniform(1000, 1500), ARM_BONE)
+        box, a = bone.shrunk(br * 0.35).alpha(canvas)
+        canvas.paint(box, a, rng.uniform(-60, 40), ARM_BONE)
+
+
+def _paint_kidneys(
+    rng: np.random.Generator, canvas: Canvas, p: Patient, tex: Textures, blobs: dict[str, list[Blob]], fat_hu: float
+) -> None:
+    """Kidneys beside the psoas: larger, with sinus fat and hilum, toward the upper endplate.
+
+    The cortex-medulla contrast follows the phase: a bright rim around darker pyramids in the
+    arterial (corticomedullary) phase, homogeneous in the portal (nephrographic) phase.
+    """
+    upper = 1.0 - p.level
+    hs = p.height_m / 1.70
+    cortex_hu = organ_hu(rng, "kidney_cortex", p.phase)
+    medulla_hu = min(organ_hu(rng, "kidney_medulla", p.phase), cortex_hu + 5.0)
+    for side, ps, ql in zip((-1.0, 1.0), blobs["psoas"], blobs["ql"], strict=True):
+        if rng.random() >= (0.65 + 0.3 * upper if side < 0 else 0.4 + 0.4 * upper):
+            continue
+        size = rng.uniform(16, 27) * hs * (1.0 + 0.35 * upper)
+        k = Blob(0, 0, superellipse(size * rng.uniform(1.1, 1.4), size, 2.0) * harmonics(rng, 0.05))
+        k.rot = side * np.deg2rad(rng.uniform(20, 50))
+        k.cx = ps.cx + side * (float(ps.r[N_ANGLES * 3 // 4]) + size * 0.9)
+        k.cy = min(ps.cy + rng.uniform(5, 15), ql.cy - size * 0.9)
+        box, a = k.alpha(canvas)
+        canvas.paint(box, a, cortex_hu + (6 * tex.soft[box] if box is not None else 0.0), KIDNEY)
+        hilum = upper > 0.45 and rng.random() < 0.8
+        medial = np.arctan2(-side, 0.3)  # direction toward the psoas in the body frame (phi convention)
+        for ang in np.linspace(-np.pi, np.pi, int(rng.integers(4, 7)), endpoint=False) + rng.uniform(0, 1):
+            if hilum and abs(_wrap(float(ang) - medial)) < 0.7:
+                continue
+            d = 0.55 * size
+            pyr = Blob(k.cx + d * np.sin(ang), k.cy - d * np.cos(ang), superellipse(0.24 * size, 0.18 * size), ang)
+            box, a = pyr.alpha(canvas)
+            canvas.paint(box, a, medulla_hu + (5 * tex.soft[box] if box is not None else 0.0), KIDNEY_MEDULLA)
+        if hilum:  # renal sinus fat opening medially (anteromedially) toward the psoas, with the renal vein
+            end = (k.cx + 1.3 * size * np.sin(medial), k.cy - 1.3 * size * np.cos(medial))
+            box, a = capsule_alpha(canvas, (k.cx, k.cy), end, 0.35 * size, 0.25 * size)
+            canvas.paint(box, a, fat_hu + 10 + (6 * tex.fat[box] if box is not None else 0.0), VISCERAL_FAT)
+            box, a = capsule_alpha(canvas, (k.cx, k.cy), end, 0.1 * size, 0.12 * size)
+            canvas.paint(box, a, organ_hu(rng, "ivc", p.phase), VESSEL)
 
 
 def _muscle_field(p: Patient, tex: Textures, fat_hu: float) -> np.ndarray:
@@ -580,15 +716,16 @@ def _paint_viscera(
     blobs: dict[str, list[Blob]],
     vw: float,
     vd: float,
-    contrast: bool,
+    phase: str,
     fat_hu: float,
 ) -> None:
-    """Colon, small-bowel loops, mesenteric vessels and sometimes the liver tip inside the cavity.
+    """Colon, small-bowel loops, mesenteric vessels, the liver's inferior tip and the spleen's inferior pole.
 
     Loops are packed by rejection sampling; lean patients get them crowded against the abdominal
     wall, obese ones get them spread in visceral fat.
     """
-    wall_hu = rng.uniform(80, 120) if contrast else rng.uniform(30, 50)
+    contrast = phase != "none"
+    wall_hu = organ_hu(rng, "bowel_wall", phase)
     oral = rng.random() < (0.5 if contrast else 0.15)
     placed: list[tuple[float, float, float]] = []
     # keep-out: spine, psoas and the vessels in front of the spine
@@ -663,19 +800,29 @@ def _paint_viscera(
         edge = float(np.interp(phi, ANGLES, r_cav, period=2 * np.pi)) - r - 0.6
         return centre[0] + edge * np.sin(phi), centre[1] - edge * np.cos(phi)
 
-    # liver tip on the patient's right (image left), against the lateral wall
-    if rng.random() < 0.35:
-        r = rng.uniform(22, 38)
-        x, y = wall_point(-rng.uniform(1.5, 2.1), r)
+    # inferior right liver lobe, posterolateral against the wall: bigger and more often toward the
+    # upper endplate, in women (Riedel's lobe) and in tall patients
+    upper = 1.0 - p.level
+    p_liver = 0.15 + 0.45 * upper + (0.12 if p.sex == "F" else 0.0) + 0.8 * (p.height_m - 1.70)
+    if rng.random() < float(np.clip(p_liver, 0.05, 0.9)):
+        r = rng.uniform(22, 38) * (1.0 + 0.5 * upper)
+        x, y = wall_point(-rng.uniform(1.6, 2.4), r)
         b = Blob(x, y, superellipse(r * 0.8, r) * harmonics(rng, 0.08), rng.uniform(-0.5, 0.5))
         box, a = b.alpha(canvas)
-        canvas.paint(
-            box,
-            a,
-            (rng.uniform(95, 120) if contrast else rng.uniform(50, 65)) + (6 * tex.soft[box] if box else 0),
-            LIVER,
-        )
+        liver = organ_hu(rng, "liver", phase)
+        canvas.paint(box, a, liver + (6 * tex.soft[box] if box else 0), LIVER)
         placed.append((x, y, r))
+    # inferior pole of the spleen on the left, in a minority
+    if rng.random() < 0.04 + 0.14 * upper:
+        r = rng.uniform(12, 24)
+        x, y = wall_point(rng.uniform(1.9, 2.5), r)
+        if free(x, y, r, slack=r):
+            b = Blob(x, y, superellipse(r * 0.7, r) * harmonics(rng, 0.08), rng.uniform(-0.5, 0.5))
+            box, a = b.alpha(canvas)
+            mottle = 30.0 if phase == "arterial" else 5.0  # arciform enhancement of the red pulp
+            spleen = organ_hu(rng, "spleen", phase)
+            canvas.paint(box, a, spleen + (mottle * tex.stool[box] if box else 0), SPLEEN)
+            placed.append((x, y, r))
     # ascending (right) and descending (left) colon, touching the lateral wall
     for side, p_present in ((-1.0, 0.95), (1.0, 0.85)):
         if rng.random() < p_present:
@@ -721,7 +868,7 @@ def _paint_viscera(
         placed.append((x, y, r))
         covered += np.pi * r * r
     # mesenteric vessels in the fat between loops
-    vessel = rng.uniform(130, 190) if contrast else rng.uniform(35, 50)
+    vessel = organ_hu(rng, "mesenteric", phase)
     for _ in range(int(rng.integers(4, 12))):
         r = rng.uniform(1.5, 3.5)
         x, y = rng.uniform(-half * 0.6, half * 0.6), rng.uniform(lo[0], -vd - 10)

@@ -4,6 +4,8 @@ The skeletal muscle index is drawn from sex, BMI, age and the site's disease bur
 near 120-200 cm2 in men and 80-140 cm2 in women and the share of sarcopenic patients (Prado 2008)
 differs by site; the anatomy then builds muscles of that total area. Muscle attenuation falls with age
 and BMI (fat infiltration), as do the intermuscular fat streaks.
+The scan itself is drawn here too: contrast phase (arterial or portal venous as the site's protocol
+mixes them), the slice's position along the L3 body, arms down and spinal hardware.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.phantom.profiles import SiteProfile
+
+PHASES = ("none", "arterial", "portal")
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,11 @@ class Patient:
     fat_infiltration: float  # area share of intermuscular fat streaks inside the muscle outline, 0..1
     sat_mm: float  # mean subcutaneous fat thickness, mm
     vat_level: float  # 0 (lean) .. 1 (much visceral fat)
-    contrast: bool
+    contrast: bool  # phase != "none"
+    phase: str = "none"  # contrast phase: "none", "arterial" or "portal"
+    level: float = 0.5  # where along the L3 body the slice lies: 0 upper endplate .. 1 lower endplate
+    arms_down: bool = False  # arms beside the trunk instead of above the head
+    hardware: bool = False  # pedicle screws from a spinal fusion
 
 
 def _truncnorm(rng: np.random.Generator, mean: float, sd: float, low: float, high: float) -> float:
@@ -74,6 +82,9 @@ def sample_patient(rng: np.random.Generator, profile: SiteProfile) -> Patient:
     sat = float(np.clip(sat * rng.lognormal(0.0, 0.2), 3.0, 95.0))
     vat = (0.045 * excess + 0.004 * max(age - 30.0, 0.0)) * (1.0 if male else 0.6) + rng.normal(0.0, 0.08)
     vat = float(np.clip(vat, 0.0, 1.0))
+    phase = "none"
+    if rng.random() < profile.contrast_fraction:
+        phase = "arterial" if rng.random() < profile.arterial_share else "portal"
     return Patient(
         sex=sex,
         age_years=round(age, 1),
@@ -86,5 +97,9 @@ def sample_patient(rng: np.random.Generator, profile: SiteProfile) -> Patient:
         fat_infiltration=infiltration,
         sat_mm=sat,
         vat_level=vat,
-        contrast=bool(rng.random() < profile.contrast_fraction),
+        contrast=phase != "none",
+        phase=phase,
+        level=float(rng.random()),
+        arms_down=bool(rng.random() < profile.arms_down_fraction),
+        hardware=bool(rng.random() < profile.hardware_fraction),
     )

@@ -34,8 +34,8 @@ class SiteProfile:
         Disease effect on the skeletal muscle index, cm2/m2 (negative = cachexia); this is what moves
         the share of sarcopenic patients between sites.
     spacing_mm : (float, float)
-        Range of the scanner's preferred in-plane pixel spacing, mm (a patient wider than the field of
-        view gets a larger spacing, up to 0.98 mm).
+        Range of the scanner's preferred in-plane pixel spacing, mm, within 0.5..3.0 (a patient wider
+        than the field of view gets a larger spacing, up to a 500 mm field of view).
     noise_hu : (float, float)
         Range of image noise SD in water for an average-sized patient, HU (larger patients are noisier).
     noise_grain_mm : float
@@ -45,7 +45,17 @@ class SiteProfile:
     hu_offset : float
         Calibration offset of the scanner, HU (added to every pixel).
     contrast_fraction : float
-        Share of portal-venous contrast-enhanced scans, 0..1.
+        Share of contrast-enhanced scans, 0..1.
+    arterial_share : float (default: 0.2)
+        Share of the contrast scans taken in the arterial (corticomedullary) phase, the rest portal
+        venous, 0..1.
+    arms_down_fraction : float (default: 0.1)
+        Share of patients scanned with the arms beside the trunk (trauma, frail patients), 0..1.
+    hardware_fraction : float (default: 0.03)
+        Share of patients with pedicle screws in L3, 0..1.
+    matrix : int (default: 512)
+        Image matrix (rows = columns) the site exports, 128..1024; 256 with 1.2-1.9 mm pixels is a
+        typical reduced export.
     thickness_mm : float
         Slice thickness written to DICOM, mm.
     rows_bottom_up : bool
@@ -70,6 +80,10 @@ class SiteProfile:
     contrast_fraction: float
     thickness_mm: float = 2.5
     rows_bottom_up: bool = False
+    arterial_share: float = 0.2
+    arms_down_fraction: float = 0.1
+    hardware_fraction: float = 0.03
+    matrix: int = 512
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,19 +91,27 @@ class SiteProfile:
             (18.0 <= self.age_min < self.age_max <= 100.0, "ages must satisfy 18 <= age_min < age_max <= 100"),
             (self.age_sd > 0 and self.bmi_sd > 0, "age_sd and bmi_sd must be positive"),
             (15.0 <= self.bmi_mean <= 50.0, "bmi_mean must be within 15..50 kg/m2"),
-            (0.5 <= self.spacing_mm[0] <= self.spacing_mm[1] <= 1.0, "spacing_mm must be a range within 0.5..1.0 mm"),
+            (0.5 <= self.spacing_mm[0] <= self.spacing_mm[1] <= 3.0, "spacing_mm must be a range within 0.5..3.0 mm"),
             (5.0 <= self.noise_hu[0] <= self.noise_hu[1] <= 40.0, "noise_hu must be a range within 5..40 HU"),
             (0.3 <= self.noise_grain_mm <= 4.0, "noise_grain_mm must be within 0.3..4 mm"),
             (0.0 <= self.blur_mm <= 3.0, "blur_mm must be within 0..3 mm"),
             (abs(self.hu_offset) <= 30.0, "hu_offset must be within -30..30 HU"),
             (0.0 <= self.contrast_fraction <= 1.0, "contrast_fraction must be within 0..1"),
             (0.5 <= self.thickness_mm <= 10.0, "thickness_mm must be within 0.5..10 mm"),
+            (0.0 <= self.arterial_share <= 1.0, "arterial_share must be within 0..1"),
+            (0.0 <= self.arms_down_fraction <= 1.0, "arms_down_fraction must be within 0..1"),
+            (0.0 <= self.hardware_fraction <= 1.0, "hardware_fraction must be within 0..1"),
+            (
+                128 <= int(self.matrix) <= 1024 and int(self.matrix) == self.matrix,
+                "matrix must be an integer 128..1024",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"site profile {self.name!r}: {message}")
         object.__setattr__(self, "spacing_mm", tuple(float(v) for v in self.spacing_mm))
         object.__setattr__(self, "noise_hu", tuple(float(v) for v in self.noise_hu))
+        object.__setattr__(self, "matrix", int(self.matrix))
 
     def with_overrides(self, **changes: object) -> SiteProfile:
         """A copy with some fields changed (config files use this); unknown names raise ConfigError."""
@@ -127,6 +149,9 @@ PROFILES: dict[str, SiteProfile] = {
             hu_offset=3.0,
             contrast_fraction=0.9,
             thickness_mm=2.5,
+            arterial_share=0.15,
+            arms_down_fraction=0.12,
+            hardware_fraction=0.03,
         ),
         SiteProfile(
             name="general-surgery",
@@ -146,6 +171,9 @@ PROFILES: dict[str, SiteProfile] = {
             hu_offset=-2.0,
             contrast_fraction=0.5,
             thickness_mm=3.0,
+            arterial_share=0.2,
+            arms_down_fraction=0.08,
+            hardware_fraction=0.05,
         ),
         SiteProfile(
             name="young-trauma",
@@ -166,6 +194,9 @@ PROFILES: dict[str, SiteProfile] = {
             contrast_fraction=0.7,
             thickness_mm=1.25,
             rows_bottom_up=True,
+            arterial_share=0.45,
+            arms_down_fraction=0.35,
+            hardware_fraction=0.02,
         ),
         SiteProfile(
             name="obesity-clinic",
@@ -185,6 +216,9 @@ PROFILES: dict[str, SiteProfile] = {
             hu_offset=-4.0,
             contrast_fraction=0.2,
             thickness_mm=5.0,
+            arterial_share=0.1,
+            arms_down_fraction=0.05,
+            hardware_fraction=0.02,
         ),
     )
 }

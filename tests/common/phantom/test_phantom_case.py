@@ -141,3 +141,23 @@ def test_fat_areas_plausible(cohort):
     obese = np.mean([c.sat_cm2 for c in cohort["obesity-clinic"]])
     lean = np.mean([c.sat_cm2 for c in cohort["young-trauma"]])
     assert obese > 1.5 * lean
+
+
+def test_coarse_matrix_is_drawn_natively_at_its_spacing():
+    fine = PROFILES["obesity-clinic"]
+    coarse = fine.with_overrides(matrix=256, spacing_mm=[1.2, 1.9])
+    for i in range(3):
+        a, b = synth_case((8, i), fine), synth_case((8, i), coarse)
+        assert b.hu.shape == b.muscle.shape == b.labels.shape == (256, 256)
+        assert 1.2 <= b.spacing_mm[0] == b.spacing_mm[1] <= 1.96
+        assert a.patient == b.patient  # same patient, another scanner
+        assert b.sma_cm2 == pytest.approx(a.sma_cm2, rel=0.15)
+
+
+def test_arms_down_puts_the_arms_in_the_field_of_view():
+    base = PROFILES["general-surgery"].with_overrides(hardware_fraction=0.0)
+    down, up = base.with_overrides(arms_down_fraction=1.0), base.with_overrides(arms_down_fraction=0.0)
+    for i in range(3):
+        a, b = synth_case((6, i), down), synth_case((6, i), up)
+        assert a.spacing_mm[0] >= b.spacing_mm[0] - 0.02  # a wider field of view for the arms
+        assert (a.labels == anatomy.ARM).any() and not (b.labels == anatomy.ARM).any()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from common.errors import ConfigError
 from common.phantom import PROFILES, get_profile
+from common.phantom.patient import sample_patient
 
 
 def test_profiles_are_non_iid():
@@ -31,3 +33,31 @@ def test_unknown_profile_and_bad_values_raise_config_error():
 def test_overrides_accept_lists_for_ranges():
     p = PROFILES["general-surgery"].with_overrides(noise_hu=[12, 14])
     assert p.noise_hu == (12.0, 14.0) and p.name == "general-surgery"
+
+
+def test_new_scanner_fields_are_validated():
+    base = PROFILES["general-surgery"]
+    for bad in ({"arterial_share": 1.5}, {"arms_down_fraction": -0.1}, {"hardware_fraction": 2.0}, {"matrix": 100}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            base.with_overrides(**bad)
+    with pytest.raises(ConfigError, match="spacing_mm"):
+        base.with_overrides(spacing_mm=[1.0, 3.5])
+    coarse = base.with_overrides(matrix=256, spacing_mm=[1.2, 1.9])
+    assert coarse.matrix == 256 and coarse.spacing_mm == (1.2, 1.9)
+    assert PROFILES["young-trauma"].arms_down_fraction > max(
+        p.arms_down_fraction for p in PROFILES.values() if p.name != "young-trauma"
+    )
+
+
+def test_phases_follow_contrast_fraction_and_arterial_share():
+    rng = np.random.default_rng(0)
+    profile = PROFILES["general-surgery"].with_overrides(contrast_fraction=0.6, arterial_share=0.25)
+    patients = [sample_patient(rng, profile) for _ in range(2000)]
+    phases = np.array([p.phase for p in patients])
+    assert all(p.contrast == (p.phase != "none") for p in patients)
+    assert set(phases) == {"none", "arterial", "portal"}
+    assert np.mean(phases != "none") == pytest.approx(0.6, abs=0.04)
+    assert np.mean(phases == "arterial") / np.mean(phases != "none") == pytest.approx(0.25, abs=0.04)
+    levels = np.array([p.level for p in patients])
+    assert 0.0 <= levels.min() and levels.max() <= 1.0 and abs(levels.mean() - 0.5) < 0.05
+    assert np.mean([p.arms_down for p in patients]) == pytest.approx(profile.arms_down_fraction, abs=0.03)
