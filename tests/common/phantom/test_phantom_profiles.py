@@ -61,3 +61,12 @@ def test_phases_follow_contrast_fraction_and_arterial_share():
     levels = np.array([p.level for p in patients])
     assert 0.0 <= levels.min() and levels.max() <= 1.0 and abs(levels.mean() - 0.5) < 0.05
     assert np.mean([p.arms_down for p in patients]) == pytest.approx(profile.arms_down_fraction, abs=0.03)
+
+
+def test_men_have_denser_muscle_than_women_of_the_same_age_and_bmi():
+    rng = np.random.default_rng(1)
+    profile = PROFILES["general-surgery"].with_overrides(age_sd=0.5, bmi_sd=0.3, age_mean=45.0, bmi_mean=23.0)
+    patients = [sample_patient(rng, profile) for _ in range(600)]
+    men = np.mean([p.muscle_hu for p in patients if p.sex == "M"])
+    women = np.mean([p.muscle_hu for p in patients if p.sex == "F"])
+    assert 3.0 <= men - women <= 5.0  # Derstine 2018: about 4 HU
