@@ -24,6 +24,10 @@ Columns of metrics.csv, in order (``COLUMNS``). The holdout columns carry the na
 - ``cls_accuracy``, ``cls_sensitivity``, ``cls_specificity``, ``cls_auroc``: the image classifier
   (probability >= 0.5 is sarcopenic) against the reference verdict, proportions (0-1); filled after
   a cls round.
+- ``imat_abs_pct_err_mean``, ``vat_abs_pct_err_mean``, ``sat_abs_pct_err_mean``: mean |area predicted -
+  reference| / reference of each fat tissue, in percent, over cases whose reference is a full label map.
+- ``myosteatosis_accuracy``: share of cases whose myosteatosis verdict (Martin 2013, from the predicted
+  mask's muscle attenuation and the BMI) agrees with the reference mask's, 0-1.
 - ``suppressed_metrics``: the names, comma-separated, that the site (or the pooling) suppressed for
   resting on fewer than ``common.metrics.MIN_COHORT`` patients.
 - ``n_train``: training slices this round (pooled: their sum); ``loss``: the mean training loss
@@ -70,6 +74,10 @@ HOLDOUT_METRICS: tuple[str, ...] = (
     "cls_sensitivity",
     "cls_specificity",
     "cls_auroc",
+    "imat_abs_pct_err_mean",
+    "vat_abs_pct_err_mean",
+    "sat_abs_pct_err_mean",
+    "myosteatosis_accuracy",
     *LOCATION_METRICS,
 )
 """The site summary's aggregates that metrics.csv keeps, under the summary's own names (the l3 phase's

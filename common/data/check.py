@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.clinical import area_cm2, smi
+from common.clinical import MUSCLE, area_cm2, smi
 from common.data.manifest import SPLITS, load_case, read_manifest
 from common.errors import SarcoFedError
 
@@ -61,7 +61,7 @@ def check_manifest(path: str | Path, sma_tolerance: float = 0.01) -> CheckReport
             mask = None
         if mask is not None:
             stats["with_mask"] += 1
-            area = area_cm2(mask, ct.spacing_mm)
+            area = area_cm2(mask == MUSCLE, ct.spacing_mm)
             areas[row["split"]].append(area)
             reference = row["sma_cm2"]
             if math.isfinite(reference) and abs(reference - area) > sma_tolerance * max(area, 1e-6):

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from common.clinical import area_cm2, bmi, get_cutoff, normalise_sex, smi
+from common.clinical import MUSCLE, area_cm2, bmi, get_cutoff, normalise_sex, smi
 from common.data.ctslice import CTSlice
 from common.data.dicom_io import is_nifti, read_ct_slice, read_dataset
 from common.data.folder_walk import is_under, walk_files
@@ -563,7 +563,7 @@ def _row(ct, rel, path, header, info, mask_path, mask, out_manifest, pz, holdout
         split = "unlabelled" if mask is None else ("holdout" if pz.fraction(identity) < holdout_fraction else "train")
     sma = smi_value = verdict = None
     if mask is not None:
-        sma = area_cm2(mask, ct.spacing_mm)
+        sma = area_cm2(mask == MUSCLE, ct.spacing_mm)
         smi_value = smi(sma, height)
         verdict = rule.is_sarcopenic(smi_value, sex, bmi(weight, height))
     row = {

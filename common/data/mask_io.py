@@ -142,6 +142,8 @@ def as_label_map(values: np.ndarray, path: Path) -> np.ndarray:
         raise InputDataError("mask holds NaN or infinite values", path)
     distinct = np.unique(values)
     nonzero = distinct[distinct != 0]
+    if nonzero.size == 1 and nonzero[0] in (IMAT, VAT, SAT):
+        return values.astype(np.uint8)  # a label map that holds one fat tissue only
     if nonzero.size <= 1 and (nonzero.size == 0 or nonzero[0] > 0):
         return (values > 0).astype(np.uint8)  # muscle only, whatever value marks it (1, 255, ...)
     if np.all(np.mod(distinct, 1) == 0) and distinct.min() >= 0 and distinct.max() <= max(TISSUES.values()):

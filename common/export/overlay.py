@@ -1,4 +1,4 @@
-"""A picture a clinician can check at a glance: the muscle mask over the CT in a soft-tissue window.
+"""A picture a clinician can check at a glance: muscle and fat tissues over the CT in a soft-tissue window.
 
 The CT is shown in canonical orientation (anterior up, patient left on the image right: the
 radiological convention) with the pixel aspect of its spacing; the measurements and the rule that
@@ -20,6 +20,14 @@ SOFT_TISSUE_WINDOW = (400.0, 40.0)
 MASK_RGB, MASK_ALPHA = (255, 38, 25), 0.45
 """Muscle fill: red at 45 % opacity, so the CT texture stays visible under it."""
 
+TISSUE_RGB: dict[int, tuple[str, tuple[int, int, int]]] = {
+    1: ("muscle", MASK_RGB),
+    2: ("IMAT", (0, 229, 255)),
+    3: ("VAT", (64, 220, 64)),
+    4: ("SAT", (40, 110, 255)),
+}
+"""Label value -> (name, fill colour) of a body-composition label map (``common.clinical.TISSUES``)."""
+
 EDGE_RGB = (255, 209, 0)
 """Outline of each muscle's outer border: yellow, opaque."""
 
@@ -38,7 +46,8 @@ def write_overlay_png(
     window: tuple[float, float] = SOFT_TISSUE_WINDOW,
     font_px: int = 14,
 ) -> Path:
-    """Write a PNG of ``hu`` ((H, W) float HU, canonical) with ``mask`` ((H, W) {0, 1}) in red.
+    """Write a PNG of ``hu`` ((H, W) float HU, canonical) with ``mask`` over it: {0, 1} muscle in red, or a
+    0-4 label map with each tissue in its colour (``TISSUE_RGB``) and a key under the image.
 
     ``lines`` is the text printed under the image (for example SMA, SMI, cutoff and verdict).
     Rows are stretched to the (row, col) ``spacing_mm`` aspect. PNG compression level 1: on a 512 x
@@ -56,6 +65,9 @@ def write_overlay_png(
 
     font = _font(font_px)
     line_h = font_px + 6
+    key = [TISSUE_RGB[v] for v in TISSUE_RGB if v > 1] if int(np.asarray(mask).max(initial=0)) > 1 else []
+    if key:
+        lines = [""] + list(lines)
     canvas = Image.new("RGB", (size[0], size[1] + line_h * (len(lines) + 1)), "black")
     canvas.paste(pic, (0, 0))
     draw = ImageDraw.Draw(canvas)
@@ -70,6 +82,12 @@ def write_overlay_png(
     draw.text((size[0] - pad, size[1] // 2), "L", fill="white", font=font, anchor="rm")
     for i, line in enumerate(lines):
         draw.text((2 * pad, size[1] + line_h * (i + 1)), line, fill="white", font=font, anchor="lm")
+    x = 2 * pad
+    for name, colour in [TISSUE_RGB[1], *key] if key else []:
+        y = size[1] + line_h
+        draw.rectangle((x, y - font_px // 2, x + font_px, y + font_px // 2), fill=colour)
+        draw.text((x + font_px + pad, y), name, fill="white", font=font, anchor="lm")
+        x += font_px + 2 * pad + int(draw.textlength(name, font=font)) + 3 * pad
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, format="PNG", compress_level=1)
@@ -77,29 +95,31 @@ def write_overlay_png(
 
 
 def overlay_rgb(hu: np.ndarray, mask: np.ndarray, window: tuple[float, float] = SOFT_TISSUE_WINDOW) -> np.ndarray:
-    """(H, W) HU and {0, 1} mask -> (H, W, 3) uint8: the windowed CT, mask tinted red, outline yellow.
+    """(H, W) HU and {0, 1} mask or 0-4 label map -> (H, W, 3) uint8: the windowed CT, each tissue tinted
+    in its colour, the muscle's outline yellow.
 
-    The outline follows each muscle's outer border (holes filled first): fat streaks and pixels
-    outside the HU window stay visible in the fill without turning into dots. Colours come from a
-    lookup table indexed by (mask, grey level): one gather instead of blending floats per pixel.
+    The outline follows each muscle's outer border, IMAT included (holes filled first): fat streaks
+    and pixels outside the HU window stay visible in the fill without turning into dots. Colours come
+    from a lookup table indexed by (label, grey level): one gather instead of blending floats per pixel.
     """
     hu = np.asarray(hu, dtype=np.float32)
-    mask_b = np.asarray(mask) > 0
-    if hu.shape != mask_b.shape:
-        raise ValueError(f"overlay: image {hu.shape} and mask {mask_b.shape} differ")
+    labels = np.asarray(mask)
+    if hu.shape != labels.shape:
+        raise ValueError(f"overlay: image {hu.shape} and mask {labels.shape} differ")
+    labels = labels.astype(np.uint16) if labels.max(initial=0) <= max(TISSUE_RGB) else (labels > 0).astype(np.uint16)
     width, level = window
     grey = (np.clip((hu - (level - width / 2)) * (255.0 / width), 0.0, 255.0) + 0.5).astype(np.uint16)
-    rgb = np.take(_LUT, (mask_b.astype(np.uint16) << 8) | grey, axis=0)
-    filled = _fill_holes(mask_b)
+    rgb = np.take(_LUT, (labels << 8) | grey, axis=0)
+    filled = _fill_holes((labels == 1) | (labels == 2))
     rgb[filled & ~_erode(filled)] = EDGE_RGB
     return rgb
 
 
 def _tint_lut() -> np.ndarray:
-    """(512, 3) uint8: rows 0-255 grey level g as (g, g, g); rows 256-511 the same under the red tint."""
+    """(256 x 5, 3) uint8: rows 0-255 grey level g as (g, g, g); then 256 rows per tissue, under its tint."""
     g = np.arange(256, dtype=np.float32)[:, None]
-    tinted = g * (1.0 - MASK_ALPHA) + np.asarray(MASK_RGB, np.float32) * MASK_ALPHA
-    return (np.concatenate([np.repeat(g, 3, axis=1), tinted]) + 0.5).astype(np.uint8)
+    tints = [g * (1.0 - MASK_ALPHA) + np.asarray(TISSUE_RGB[v][1], np.float32) * MASK_ALPHA for v in sorted(TISSUE_RGB)]
+    return (np.concatenate([np.repeat(g, 3, axis=1), *tints]) + 0.5).astype(np.uint8)
 
 
 _LUT = _tint_lut()

@@ -1,6 +1,7 @@
 """Everything `sarcofed predict` does for one slice, as a library call: read, segment, measure, write.
 
-Outputs (all in ``out_dir``): ``mask.nii.gz`` on the input's own grid (for a NIfTI input its very
+Outputs (all in ``out_dir``): ``mask.nii.gz``, the body-composition label map (1 muscle, 2 IMAT, 3 VAT,
+4 SAT; 0/1 muscle from a muscle-only model) on the input's own grid (for a NIfTI input its very
 voxel grid: shape, index order and affine; for DICOM an affine from the CT's geometry, so any viewer
 overlays it), ``overlay.png``, ``seg.dcm`` and ``result.json``. ``seg.dcm`` needs a DICOM input whose
 study, series and frame of reference UIDs are there; otherwise ``files.seg`` is null and
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.clinical import MUSCLE_HU_RANGE, CutoffRule
+from common.clinical import MUSCLE, MUSCLE_HU_RANGE, CutoffRule
 from common.export.result import file_sha256, measurements, versions, write_result_json
 from common.metrics import keep_muscle_attenuation
 
@@ -146,17 +147,23 @@ def predict_ct(
     from common.errors import SegUnavailableError
     from common.export.dicom_seg import write_muscle_seg
     from common.export.overlay import write_overlay_png
-    from common.train.infer import classify, segment
+    from common.metrics.composition import FASCIA, tissues_from_compartments
+    from common.train.infer import classify, segment_compartments_batch
 
     assert ct.path is not None  # every reader records the file it read
     input_path = ct.path
     model, info, preset, sha = loaded.model, loaded.info, loaded.preset, loaded.sha256
     with torch.inference_mode():
-        raw = np.asarray(segment(model, ct, preset)).astype(np.uint8)
+        compartments = segment_compartments_batch(model, [ct], preset)[0]
         cls_prob = float(classify(model, ct, preset)) if has_trained_classifier(info) else None
-    if raw.shape != ct.shape:
-        raise ValueError(f"segment returned {raw.shape} for a {ct.shape} image")
+    if compartments.shape != ct.shape:
+        raise ValueError(f"segment returned {compartments.shape} for a {ct.shape} image")
+    raw = (compartments == FASCIA).astype(np.uint8)
     mask = keep_muscle_attenuation(raw, ct.hu) if muscle_hu_range else raw
+    tissue_map = None
+    if model.seg_classes > 2:
+        tissue_map = tissues_from_compartments(compartments, ct.hu)
+        tissue_map[mask > 0] = MUSCLE  # the same as the window's muscle, or the whole fascia without it
 
     height = height_m if height_m is not None else ct.height_m
     patient_sex = sex if sex is not None else ct.sex
@@ -169,6 +176,7 @@ def predict_ct(
         sex=patient_sex,
         weight_kg=weight,
         cutoff=cutoff,
+        tissue_map=tissue_map,
     )
     check = (extra or {}).get("slice_check")
     if check is not None and not check["at_l3"]:
@@ -208,12 +216,13 @@ def predict_ct(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str | None] = {}
-    write_mask_nifti(out_dir / "mask.nii.gz", mask, ct.geometry, source_header=ct.nifti_header)
+    labels = tissue_map if tissue_map is not None else mask
+    write_mask_nifti(out_dir / "mask.nii.gz", labels, ct.geometry, source_header=ct.nifti_header)
     files["mask"] = "mask.nii.gz"
     write_overlay_png(
         out_dir / "overlay.png",
         ct.hu,
-        mask,
+        labels,
         ct.spacing_mm,
         _overlay_lines(record),
         title=f"SarcoFed {preset.name}: {input_path.name}",
@@ -222,7 +231,7 @@ def predict_ct(
     try:
         write_muscle_seg(
             out_dir / "seg.dcm",
-            mask,
+            labels,
             ct,
             model_name=f"SarcoFed {preset.name} {phase or ''}".strip(),
             model_version=f"{_sarcofed_version()} sha256:{sha[:16]}",
@@ -258,10 +267,21 @@ def _overlay_lines(record: dict[str, Any]) -> list[str]:
     threshold = f"SMI < {c['threshold_cm2_m2']}" if c["threshold_cm2_m2"] is not None else "threshold n/a"
     verdict = {True: "SARCOPENIC", False: "not sarcopenic", None: "verdict unavailable"}[record["sarcopenic"]]
     line3 = f"{c['name']} ({threshold}): {verdict}"
-    lines = [line1, line2, line3, "research use only: not for diagnosis"]
+    lines = [line1, line2, line3]
+    if record.get("vat_cm2") is not None:
+        lines.insert(1, _composition_line(record))
+    lines.append("research use only: not for diagnosis")
     if record.get("level_flag"):
         lines.insert(0, f"WARNING: {record['level_flag']}")
     return lines
+
+
+def _composition_line(record: dict[str, Any]) -> str:
+    parts = []
+    for name in ("imat", "vat", "sat"):
+        area, hu = record[f"{name}_cm2"], record[f"{name}_hu_mean"]
+        parts.append(f"{name.upper()} {area:.1f} cm2" + (f" ({hu:.0f} HU)" if hu is not None else ""))
+    return "   ".join(parts)
 
 
 def model_preset(model: Any, info: dict[str, Any]) -> Any:

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from common.clinical import MUSCLE_HU_RANGE, CutoffRule, bmi, myosteatosis
+from common.clinical import MUSCLE_HU_RANGE, TISSUE_HU_RANGES, CutoffRule, bmi, myosteatosis
 from common.metrics import muscle_hu_mean, sarcopenia_verdict, sma_cm2
+from common.metrics.composition import composition
 
 
 def file_sha256(path: str | Path) -> str:
@@ -38,9 +39,11 @@ def measurements(
     sex: str | None,
     weight_kg: float | None,
     cutoff: CutoffRule,
+    tissue_map: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """SMA (cm2), SMI (cm2/m2), muscle HU, the verdict of ``cutoff`` and myosteatosis (Martin 2013) for one
-    (H, W) mask on its native grid."""
+    (H, W) muscle mask on its native grid, and the fat tissues (IMAT, VAT, SAT: area and mean HU) of its
+    ``tissue_map`` (a 0-4 label map; None from a muscle-only model: those values are null with the reason)."""
     sma = sma_cm2(mask, spacing_mm)
     hu_mean = muscle_hu_mean(hu, mask)
     verdict = sarcopenia_verdict(sma, height_m, sex, cutoff, weight_kg)
@@ -58,9 +61,26 @@ def measurements(
             "threshold_cm2_m2": verdict.threshold,
             "rule": "sarcopenic when SMI < threshold",
         },
+        **_fat_tissues(hu, tissue_map, spacing_mm),
         "myosteatosis": myosteatosis(None if math.isnan(hu_mean) else hu_mean, bmi(weight_kg, height_m)),
         "patient": {"height_m": height_m, "sex": sex, "weight_kg": weight_kg},
     }
+
+
+def _fat_tissues(hu: np.ndarray, tissue_map: np.ndarray | None, spacing_mm: tuple[float, float]) -> dict[str, Any]:
+    """``imat_cm2``, ``imat_hu_mean``, ``vat_...``, ``sat_...`` (rounded), their HU windows, and why not measured."""
+    values = composition(tissue_map if tissue_map is not None else np.zeros(hu.shape, np.uint8), hu, spacing_mm)
+    out: dict[str, Any] = {}
+    for name in ("imat", "vat", "sat"):
+        area, mean = values[f"{name}_cm2"], values[f"{name}_hu_mean"]
+        drawn = tissue_map is not None
+        out[f"{name}_cm2"] = round(area, 3) if drawn and area is not None else None
+        out[f"{name}_hu_mean"] = round(mean, 2) if drawn and mean is not None else None
+    out["tissue_hu_ranges"] = {name: list(window) for name, window in TISSUE_HU_RANGES.items()}
+    out["composition_unavailable_reason"] = (
+        None if tissue_map is not None else "the model segments muscle only (trained before body composition)"
+    )
+    return out
 
 
 def versions() -> dict[str, str]:

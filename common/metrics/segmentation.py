@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.clinical import MUSCLE_HU_RANGE, area_cm2
+from common.clinical import MUSCLE, MUSCLE_HU_RANGE, area_cm2
 from common.metrics._values import (
     _binary_pair,
     _finite,
@@ -31,8 +31,12 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 
 def sma_cm2(mask: np.ndarray, spacing_mm: tuple[float, float]) -> float:
-    """Skeletal muscle area (cm2) of an (H, W) mask on its native grid (``spacing_mm`` = row, col in mm)."""
-    return area_cm2(np.asarray(mask) > 0, spacing_mm)
+    """Skeletal muscle area (cm2) of an (H, W) mask on its native grid (``spacing_mm`` = row, col in mm).
+
+    A body-composition label map (values up to 4) counts its muscle label only; any other mask its nonzero pixels.
+    """
+    mask = np.asarray(mask)
+    return area_cm2(mask == MUSCLE if mask.max(initial=0) > MUSCLE else mask > 0, spacing_mm)
 
 
 def keep_muscle_attenuation(

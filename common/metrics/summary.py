@@ -32,8 +32,13 @@ MEANS: tuple[tuple[str, str], ...] = (
     ("sma_ref_mean_cm2", "sma_ref_cm2"),
     ("sma_pred_mean_cm2", "sma_pred_cm2"),
     ("muscle_hu_mean", "muscle_hu_mean"),
+    ("imat_abs_pct_err_mean", "imat_abs_pct_err"),
+    ("vat_abs_pct_err_mean", "vat_abs_pct_err"),
+    ("sat_abs_pct_err_mean", "sat_abs_pct_err"),
+    ("myosteatosis_accuracy", "myosteatosis_correct"),
 )
-"""(summary name, per-patient column) of each plain mean in a site summary."""
+"""(summary name, per-patient column) of each plain mean in a site summary. ``myosteatosis_accuracy`` is
+the mean of 1/0 agreement of the predicted with the reference verdict (Martin 2013), over rows with both."""
 
 BLAND_ALTMAN: tuple[str, ...] = ("sma_bias_cm2", "sma_sd_diff_cm2", "sma_loa_low", "sma_loa_high")
 """The Bland-Altman aggregates of SMA (cm2), all over the same pairs."""

@@ -16,11 +16,13 @@ from pathlib import Path
 import torch
 
 from common.errors import CheckpointError
+from common.metrics.composition import COMPARTMENTS
 from common.models.presets import Preset, check_phase
 from common.models.sarco import SarcoModel
 
 FORMAT = "sarcofed-checkpoint"
 FORMAT_VERSION = 1
+SEG_OUT_KEY = "decoder.out.conv.conv.weight"
 
 
 def save_checkpoint(
@@ -117,8 +119,11 @@ def load_checkpoint(
         )
     try:
         preset = Preset.from_dict(payload["preset"])
-        model = SarcoModel(preset, classifier=payload.get("classifier", "vit"))
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        state = payload["state_dict"]
+        out_weight = state.get(SEG_OUT_KEY)  # a checkpoint from before body composition segments muscle alone
+        seg_classes = int(out_weight.shape[0]) if out_weight is not None else len(COMPARTMENTS)
+        model = SarcoModel(preset, classifier=payload.get("classifier", "vit"), seg_classes=seg_classes)
+        missing, unexpected = model.load_state_dict(state, strict=False)
         # A checkpoint from before the L3 locator existed has everything else: it loads, without a locator.
         if unexpected or any(not k.startswith("locator.") for k in missing):
             raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
@@ -129,6 +134,7 @@ def load_checkpoint(
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     info["preset"] = preset
     info["has_locator"] = not missing
+    info["seg_classes"] = model.seg_classes
     # Files from before this key name only their last phase; the locator (l3) is never assumed trained.
     info["trained_phases"] = sorted(set(payload.get("trained_phases") or []) | ({phase} if phase else set()))
     model.trained_phases = set(info["trained_phases"])

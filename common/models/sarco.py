@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
+from common.metrics.composition import COMPARTMENTS
 from common.models.decoder import UnetrDecoder
 from common.models.encoder import Encoder
 from common.models.locator import L3Locator
@@ -55,9 +56,12 @@ class SarcoModel(nn.Module):
     ----------
     preset : Preset
     classifier : "vit" (head on the encoder, default) or "densenet" (MONAI DenseNet121 baseline)
+    seg_classes : segmentation classes (default: the body-composition compartments,
+        ``common.metrics.composition.COMPARTMENTS``); 2 is a muscle-only model (background, muscle)
+        as checkpoints made before body composition hold
     """
 
-    def __init__(self, preset: Preset, classifier: str = "vit") -> None:
+    def __init__(self, preset: Preset, classifier: str = "vit", seg_classes: int = len(COMPARTMENTS)) -> None:
         super().__init__()
         if classifier not in CLASSIFIERS:
             raise ConfigError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
@@ -71,7 +75,10 @@ class SarcoModel(nn.Module):
         self.teacher_head = copy.deepcopy(self.ssl_head).requires_grad_(False)
         self.register_buffer("center_cls", torch.zeros(1, preset.proto_dim))
         self.register_buffer("center_patch", torch.zeros(1, preset.proto_dim))
-        self.decoder = UnetrDecoder(preset, out_channels=2)
+        if seg_classes not in (2, len(COMPARTMENTS)):
+            raise ConfigError(f"seg_classes must be 2 (muscle only) or {len(COMPARTMENTS)}, got {seg_classes}")
+        self.seg_classes = seg_classes
+        self.decoder = UnetrDecoder(preset, out_channels=seg_classes)
         self.cls_head = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, 2))
         self.locator = L3Locator(preset.locator_width)
         self.trained_phases: set[str] = set()  # what the weights have been trained for (checkpoints keep it)
@@ -81,7 +88,7 @@ class SarcoModel(nn.Module):
             self.densenet = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
 
     def segment_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, S, S) normalised -> (B, 2, S, S) logits (background, muscle)."""
+        """(B, 1, S, S) normalised -> (B, seg_classes, S, S) logits (``COMPARTMENTS``, or background and muscle)."""
         tokens, _, hidden = self.encoder(x)
         return self.decoder(x, tokens, hidden)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.clinical import MUSCLE, SAT, VAT
 from common.errors import InputDataError
 
 WINDOW = (40.0, 400.0)  # soft-tissue window: level, width (HU)
@@ -56,7 +57,9 @@ def write_montage(
         ax.imshow(np.clip(ct.hu, lo, hi), cmap="gray", vmin=lo, vmax=hi, interpolation="bilinear")
         title = f"{row.get('site', '')} {row['sex'] or '?'} {row['age']:.0f}y"
         if mask is not None:
-            ax.contour(mask, levels=[0.5], colors="red", linewidths=0.5)
+            for value, colour in ((MUSCLE, "red"), (VAT, "lime"), (SAT, "dodgerblue")):
+                if (mask == value).any():
+                    ax.contour(mask == value, levels=[0.5], colors=colour, linewidths=0.5)
             title += f"\nSMA {row['sma_cm2']:.0f} cm2 SMI {row['smi_cm2_m2']:.0f}"
         else:
             title += "\n(unlabelled)"

@@ -1,4 +1,4 @@
-"""Write synthetic hospitals to disk: DICOM slices, NIfTI muscle masks and manifest.csv.
+"""Write synthetic hospitals to disk: DICOM slices, NIfTI body-composition label maps and manifest.csv.
 
 A site folder looks exactly like what ``sarcofed ingest`` produces from a real hospital, so every
 later stage (training, evaluation, the federated simulation) reads synthetic and real data the same
@@ -26,7 +26,7 @@ from common.phantom.profiles import SiteProfile, get_profile
 from common.phantom.series_site import write_series_site
 
 # Bump whenever the phantom's output changes for a given seed: cached consortia are then rebuilt.
-GENERATOR_VERSION = "phantom-1"
+GENERATOR_VERSION = "phantom-2"
 SITE_FILE = "site.json"
 SERIES_KEYS = ("series", "series_format", "series_grid")
 CUTOFF = "prado2008"
@@ -59,7 +59,8 @@ def write_site(
 
     Parameters
     ----------
-    out_dir : folder to write (created); holds ``images/*.dcm``, ``masks/*.nii.gz``, ``manifest.csv``
+    out_dir : folder to write (created); holds ``images/*.dcm``, ``masks/*.nii.gz`` (label maps: 1 muscle,
+        2 IMAT, 3 VAT, 4 SAT), ``manifest.csv``
         and ``site.json`` (what made it).
     site : site name, written to the manifest's ``site`` column and into the pseudonyms.
     profile : SiteProfile or profile name (see ``PROFILES``).
@@ -127,7 +128,7 @@ def write_site(
         }
         if split != "unlabelled":
             mask_rel = f"masks/{pid}.nii.gz"
-            write_mask_nifti(out / mask_rel, case.muscle, ct.geometry)
+            write_mask_nifti(out / mask_rel, case.tissue_map, ct.geometry)
             sma = area_cm2(case.muscle, ct.spacing_mm)  # native pixel area of the file as written
             index = smi(sma, case.height_m)
             row.update(

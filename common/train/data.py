@@ -1,7 +1,8 @@
 """From manifest rows to network tensors and back: resampling to the preset grid, caching, CT augmentation.
 
 Every slice is resampled once to the preset's isotropic spacing (image: bilinear with anti-aliasing;
-mask: the same filter on the 0/1 mask, giving the muscle fraction of each network pixel), centre-cropped
+mask: the same filter on each body-composition compartment, giving its fraction of each network
+pixel; ``common.metrics.composition``), centre-cropped
 or padded with air (-1000 HU) to ``image_size``, and kept in memory in HU. Segmentation trains on these
 soft (partial-volume) targets: thin abdominal-wall muscles are 3-5 network pixels wide, and a network
 that predicts fractions lets the bilinear return to the native grid place edges between network
@@ -36,7 +37,9 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
+from common.data.mask_io import is_tissue_map
 from common.errors import InputDataError
+from common.metrics.composition import COMPARTMENTS, compartments_of
 from common.models.presets import Preset, check_phase
 
 AIR_HU = -1000.0
@@ -102,6 +105,18 @@ def mask_to_net(mask: np.ndarray, geom: NetGeometry, soft: bool = False) -> np.n
     if soft:
         return _place(frac, geom, 0.0, to_net=True)
     return _place((frac >= 0.5).astype(np.uint8), geom, 0, to_net=True)
+
+
+def compartments_to_net(mask: np.ndarray, geom: NetGeometry) -> np.ndarray:
+    """(H, W) label map or muscle mask -> (C - 1, S, S) float32 fractions of the compartments after "other".
+
+    A muscle-only mask gives the muscle-fascia fraction and zeros for the fat compartments, which the
+    loss then does not read (``Slices.tissues``).
+    """
+    compartments = compartments_of(mask)
+    return np.stack([mask_to_net(compartments == c, geom, soft=True) for c in range(1, len(COMPARTMENTS))]).astype(
+        np.float32
+    )
 
 
 def to_native(
@@ -173,16 +188,22 @@ def select_rows(df: pd.DataFrame, phase: str, splits: tuple[str, ...] | None = N
     return rows
 
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bump when what ``load_slices`` stores changes: older cache files are then ignored."""
 
 
 @dataclass(frozen=True)
 class Slices:
-    """Manifest rows resampled to the network grid: (N, S, S) HU images, (N, S, S) muscle fractions, labels."""
+    """Manifest rows resampled to the network grid.
+
+    ``images`` (N, S, S) HU; ``masks`` (N, C - 1, S, S) compartment fractions (``compartments_to_net``);
+    ``tissues`` (N,) bool, True where the mask is a full label map (fat compartments drawn);
+    ``labels`` (N,) sarcopenia labels (1, 0, -1 unknown).
+    """
 
     images: torch.Tensor
     masks: torch.Tensor
+    tissues: torch.Tensor
     labels: torch.Tensor
     geometries: list[NetGeometry]
 
@@ -226,21 +247,24 @@ def load_slices(rows: pd.DataFrame, preset: Preset, cache_dir: str | Path | None
                 geometries = [
                     NetGeometry(tuple(g[0]), tuple(g[1]), tuple(g[2]), int(g[3])) for g in stored["geometries"]
                 ]
-                return Slices(stored["images"], stored["masks"], stored["labels"], geometries)
+                return Slices(stored["images"], stored["masks"], stored["tissues"], stored["labels"], geometries)
             except Exception:  # a truncated or foreign file: rebuild it below
                 path.unlink(missing_ok=True)
-    images, masks, labels, geometries = [], [], [], []
+    images, masks, tissues, labels, geometries = [], [], [], [], []
+    empty = np.zeros((len(COMPARTMENTS) - 1, preset.image_size, preset.image_size), np.float32)
     for _, row in rows.iterrows():
         ct, mask = load_case(row)
         geom = net_geometry(ct.shape, ct.spacing_mm, preset)
         geometries.append(geom)
         images.append(image_to_net(ct.hu, geom))
-        masks.append(mask_to_net(mask, geom, soft=True) if mask is not None else np.zeros((geom.size,) * 2, np.float32))
+        masks.append(compartments_to_net(mask, geom) if mask is not None else empty)
+        tissues.append(mask is not None and is_tissue_map(mask))
         label = row.get("sarcopenic")
         labels.append(1 if label is True else 0 if label is False else -1)
     out = Slices(
         torch.from_numpy(np.stack(images)),
         torch.from_numpy(np.stack(masks)),
+        torch.tensor(tissues, dtype=torch.bool),
         torch.tensor(labels, dtype=torch.int64),
         geometries,
     )
@@ -251,6 +275,7 @@ def load_slices(rows: pd.DataFrame, preset: Preset, cache_dir: str | Path | None
             {
                 "images": out.images,
                 "masks": out.masks,
+                "tissues": out.tissues,
                 "labels": out.labels,
                 "geometries": [
                     [list(g.native_shape), list(g.resized_shape), list(g.offset), g.size] for g in geometries
@@ -265,8 +290,9 @@ def load_slices(rows: pd.DataFrame, preset: Preset, cache_dir: str | Path | None
 class SliceDataset(torch.utils.data.Dataset):
     """Manifest rows of one phase, loaded and resampled once, augmented per access.
 
-    Items: {"image": (1, S, S) float32 in 0..1, "mask": (1, S, S) float32 muscle fraction 0..1 (0 when unknown),
-    "label": int64 (1 sarcopenic, 0 not, -1 unknown)} and for ssl a second view "image2".
+    Items: {"image": (1, S, S) float32 in 0..1, "mask": (C - 1, S, S) float32 compartment fractions 0..1
+    (0 when unknown), "tissues": bool (fat compartments drawn), "label": int64 (1 sarcopenic, 0 not,
+    -1 unknown)} and for ssl a second view "image2".
 
     Parameters
     ----------
@@ -301,9 +327,10 @@ class SliceDataset(torch.utils.data.Dataset):
             raise InputDataError(f"no rows for phase {phase!r}: need split {wanted}{need}", self.source)
         self.preset, self.phase, self.augment = preset, phase, augment
         slices = load_slices(self.rows, preset, cache_dir)
-        self.images, self.masks, self.labels, self.geometries = (
+        self.images, self.masks, self.tissues, self.labels, self.geometries = (
             slices.images,
             slices.masks,
+            slices.tissues,
             slices.labels,
             slices.geometries,
         )
@@ -320,7 +347,7 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def _view(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[i][None]
-        mask = self.masks[i][None]
+        mask = self.masks[i]
         if not self.augment:
             return torch.as_tensor(self._norm(image)).float(), mask.float()
         out = self._aug({"image": image.clone(), "mask": mask.clone()})
@@ -328,7 +355,7 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image, mask = self._view(i)
-        item = {"image": image, "mask": mask, "label": self.labels[i]}
+        item = {"image": image, "mask": mask, "tissues": self.tissues[i], "label": self.labels[i]}
         if self.phase == "ssl":
             item["image2"] = self._view(i)[0]
         return item

@@ -5,7 +5,10 @@ baselines, so that every number in a report is computed one way. Everything is m
 image's native grid: the network's mask is resampled back by ``common.train.infer.segment`` and
 areas use the image's own pixel spacing.
 
-The reference verdict is recomputed from the reference mask's SMA with the same cutoff as the
+Reference masks may be body-composition label maps (muscle, IMAT, VAT, SAT): then the fat tissues
+are scored too (areas and their errors); a muscle-only reference leaves those columns empty.
+Myosteatosis (Martin 2013) is judged from the predicted and the reference mask's muscle attenuation
+with the same BMI. The reference verdict is recomputed from the reference mask's SMA with the same cutoff as the
 predicted one; the manifest's ``sarcopenic`` column (which may have been made with another rule) is
 kept beside it as ``sarcopenic_manifest`` but never scored against.
 """
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.clinical import DEFAULT_CUTOFF, MUSCLE_HU_RANGE, CutoffRule, get_cutoff
+from common.clinical import DEFAULT_CUTOFF, MUSCLE, MUSCLE_HU_RANGE, TISSUES, CutoffRule, bmi, get_cutoff, myosteatosis
 from common.errors import InputDataError
 from common.metrics import (
     MIN_COHORT,
@@ -35,6 +38,9 @@ from common.metrics import (
     site_summary,
     sma_cm2,
 )
+from common.metrics.composition import FASCIA, tissues_from_compartments
+
+FAT_TISSUES: tuple[str, ...] = tuple(name for name in TISSUES if name != "muscle")
 
 PER_PATIENT_COLUMNS = [
     "patient_id",
@@ -54,6 +60,10 @@ PER_PATIENT_COLUMNS = [
     "verdict_unavailable",
     "sarcopenic_manifest",
     "cls_prob",
+    *(f"{t}_{kind}" for t in FAT_TISSUES for kind in ("ref_cm2", "pred_cm2", "abs_pct_err")),
+    "myosteatosis_ref",
+    "myosteatosis_pred",
+    "myosteatosis_correct",
 ]
 
 
@@ -117,7 +127,8 @@ def evaluate_cases(
     import torch
 
     from common.data.manifest import load_case
-    from common.train.infer import classify_batch, segment_batch
+    from common.data.mask_io import is_tissue_map
+    from common.train.infer import classify_batch, segment_compartments_batch
 
     rule = get_cutoff(cutoff)
     df = cases if isinstance(cases, pd.DataFrame) else pd.DataFrame(list(cases))
@@ -142,12 +153,16 @@ def evaluate_cases(
             chunk = records[first : first + batch_size]
             cases_ = [load_case(row, base) for row in chunk]
             cts = [ct for ct, _ in cases_]
-            preds = segment_batch(model, cts, preset)
+            compartments = segment_compartments_batch(model, cts, preset)
             probs = classify_batch(model, cts, preset) if with_classifier else [math.nan] * len(cts)
-            for row, (ct, ref), pred, prob in zip(chunk, cases_, preds, probs, strict=True):
-                raw = np.asarray(pred)
+            for row, (ct, ref), comp, prob in zip(chunk, cases_, compartments, probs, strict=True):
+                raw = (comp == FASCIA).astype(np.uint8)
                 final = keep_muscle_attenuation(raw, ct.hu) if muscle_hu_range else raw
-                rows.append(_score(row, ct, np.asarray(ref), final, raw, float(prob), rule))
+                ref = np.asarray(ref)
+                record = _score(row, ct, (ref == MUSCLE).astype(np.uint8), final, raw, float(prob), rule)
+                tissues = tissues_from_compartments(comp, ct.hu)
+                record.update(_score_fat(ct, ref, tissues, is_tissue_map(ref), model.seg_classes > 2))
+                rows.append(record)
     per_patient = pd.DataFrame(rows, columns=PER_PATIENT_COLUMNS)
     summary: dict[str, Any] = site_summary(per_patient, min_cohort=min_cohort)
     summary.update(
@@ -197,6 +212,29 @@ def _score(
         "sarcopenic_manifest": _manifest_verdict(row.get("sarcopenic")),
         "cls_prob": cls_prob,
     }
+
+
+def _score_fat(ct: Any, ref: np.ndarray, pred: np.ndarray, ref_drawn: bool, pred_drawn: bool) -> dict[str, Any]:
+    """IMAT, VAT and SAT areas of both label maps and their errors, and both myosteatosis verdicts.
+
+    A tissue missing from either side (a muscle-only reference, a muscle-only model) stays NaN.
+    """
+    out: dict[str, Any] = {}
+    for name in FAT_TISSUES:
+        value = TISSUES[name]
+        ref_area = sma_cm2(ref == value, ct.spacing_mm) if ref_drawn else math.nan
+        pred_area = sma_cm2(pred == value, ct.spacing_mm) if pred_drawn else math.nan
+        out[f"{name}_ref_cm2"], out[f"{name}_pred_cm2"] = ref_area, pred_area
+        out[f"{name}_abs_pct_err"] = abs_pct_error(pred_area, ref_area)
+    body_mass = bmi(ct.weight_kg, ct.height_m)
+    verdicts = [
+        myosteatosis(muscle_hu_mean(ct.hu, mask) if (mask > 0).any() else None, body_mass)["present"]
+        for mask in ((ref == MUSCLE), (pred == MUSCLE))
+    ]
+    out["myosteatosis_ref"], out["myosteatosis_pred"] = verdicts
+    both = None not in verdicts
+    out["myosteatosis_correct"] = float(verdicts[0] == verdicts[1]) if both else math.nan
+    return out
 
 
 def _has_mask(row: pd.Series) -> bool:

@@ -1,8 +1,9 @@
-"""Inference on native slices: segment (mask on the slice's own grid) and classify (probability of sarcopenia).
+"""Inference on native slices: segment (masks on the slice's own grid) and classify (probability of sarcopenia).
 
-The network runs on the preset grid; the foreground probability is resampled back to the native grid
-(bilinear) and thresholded at 0.5 there, so areas are measured at the image's own spacing.
-C2's evaluation and ``sarcofed predict`` call these.
+The network runs on the preset grid; each compartment's probability is resampled back to the native
+grid (bilinear) and the most probable compartment is taken there, so areas are measured at the
+image's own spacing; ``common.metrics.composition`` turns compartments into tissues by HU window.
+Evaluation and ``sarcofed predict`` call these.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from monai.utils import convert_to_tensor
 
+from common.metrics.composition import FASCIA
 from common.models.presets import Preset
 from common.models.sarco import SarcoModel
 from common.train.data import image_to_net, net_geometry, normaliser, to_native
@@ -39,10 +41,14 @@ def _net_batch(cts: Sequence, preset: Preset) -> tuple[torch.Tensor, list]:
 
 
 @torch.no_grad()
-def segment_prob_batch(
+def compartment_prob_batch(
     model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16
 ) -> list[np.ndarray]:
-    """Muscle probability per slice, each (H, W) float32 in 0..1 on that slice's native grid."""
+    """Class probabilities per slice, each (C, H, W) float32 on that slice's native grid.
+
+    C is ``model.seg_classes``: the compartments of ``common.metrics.composition.COMPARTMENTS``, or
+    (background, muscle) for a muscle-only model; channel 1 is the muscle fascia in both.
+    """
     preset = preset or model.preset
     model.eval()
     dev = _device(model)
@@ -52,20 +58,30 @@ def segment_prob_batch(
         x, geoms = _net_batch(chunk, preset)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             logits = model.segment_logits(x.to(dev))
-        prob = torch.softmax(logits.float(), dim=1)[:, 1].cpu()
-        out.extend(to_native(p, ct, geom=g) for p, ct, g in zip(prob, chunk, geoms, strict=True))
+        prob = torch.softmax(logits.float(), dim=1).cpu()
+        for p, ct, g in zip(prob, chunk, geoms, strict=True):
+            native = np.stack([to_native(channel, ct, geom=g) for channel in p])
+            native[0] += 1.0 - native.sum(axis=0)  # outside the network's view: "other"
+            out.append(native)
     return out
+
+
+def segment_compartments_batch(
+    model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16
+) -> list[np.ndarray]:
+    """The most probable compartment per native pixel, each (H, W) uint8 (indices of ``COMPARTMENTS``)."""
+    return [p.argmax(axis=0).astype(np.uint8) for p in compartment_prob_batch(model, cts, preset, batch_size)]
 
 
 def segment_batch(
     model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16
 ) -> list[np.ndarray]:
-    """Binary muscle masks, each (H, W) uint8 {0, 1} on the slice's native grid."""
-    return [(p >= 0.5).astype(np.uint8) for p in segment_prob_batch(model, cts, preset, batch_size)]
+    """Muscle-fascia masks (muscle before its HU window), each (H, W) uint8 {0, 1} on the slice's native grid."""
+    return [(c == FASCIA).astype(np.uint8) for c in segment_compartments_batch(model, cts, preset, batch_size)]
 
 
 def segment(model: SarcoModel, ct, preset: Preset | None = None) -> np.ndarray:
-    """One slice -> (H, W) uint8 muscle mask on ``ct``'s native grid (``ct.hu`` shape)."""
+    """One slice -> (H, W) uint8 muscle-fascia mask on ``ct``'s native grid (``ct.hu`` shape)."""
     return segment_batch(model, [ct], preset)[0]
 
 

@@ -4,7 +4,7 @@ Shared machinery: seeded shuffling and augmentation, AdamW with linear warm-up t
 bf16 autocast on CUDA (fp32 on CPU), a tqdm progress bar, and an optional FedProx proximal term
 (mu / 2 * ||w - w_start||^2 over the phase's trainable weights, w_start = weights at call start).
 Phase-specific parts are the loss: SMIT (ssl), cross-entropy + weighted Dice on soft (partial-volume)
-muscle targets (seg, ``Preset.seg_dice_weight``), class-weighted CE (cls).
+compartment targets (seg, ``Preset.seg_dice_weight``; :func:`seg_loss`), class-weighted CE (cls).
 """
 
 from __future__ import annotations
@@ -135,8 +135,9 @@ def train_phase(
                         for k, v in parts.items():
                             parts_sum[k] = parts_sum.get(k, 0.0) + v
                     elif phase == "seg":
-                        fg = batch["mask"].to(dev)  # (B, 1, S, S) soft muscle fraction
-                        loss = dice_ce(model.segment_logits(x).float(), torch.cat([1.0 - fg, fg], dim=1))
+                        loss = seg_loss(
+                            dice_ce, model.segment_logits(x).float(), batch["mask"].to(dev), batch["tissues"].to(dev)
+                        )
                     else:
                         loss = torch.nn.functional.cross_entropy(
                             model.classify_logits(x).float(), batch["label"].to(dev), weight=cls_weight
@@ -181,6 +182,33 @@ def train_phase(
     if phase == "ssl" and parts_sum:
         result.update({k: v / n_batches for k, v in parts_sum.items()})
     return result
+
+
+def seg_loss(
+    dice_ce: torch.nn.Module, logits: torch.Tensor, fractions: torch.Tensor, tissues: torch.Tensor
+) -> torch.Tensor:
+    """Dice + CE of (B, C, S, S) logits against (B, C - 1, S, S) soft compartment fractions.
+
+    Rows whose mask is a full label map (``tissues``) score every compartment. A muscle-only mask
+    says nothing about the fat compartments, so its rows score the marginal "muscle fascia versus the
+    rest": the logits of the other classes are merged by logsumexp, whose softmax is the sum of their
+    probabilities (the marginal loss for partially labelled data). A 2-class model scores muscle alone.
+    The two kinds of rows are weighted by their counts.
+    """
+    background = (1.0 - fractions.sum(dim=1, keepdim=True)).clamp(min=0.0)
+    total = logits.new_zeros(())
+    n = logits.shape[0]
+    full = tissues.bool() & (logits.shape[1] == fractions.shape[1] + 1)
+    if full.any():
+        total = total + dice_ce(logits[full], torch.cat([background[full], fractions[full]], dim=1)) * full.sum()
+    partial = ~full
+    if partial.any():
+        lg, muscle = logits[partial], fractions[partial][:, :1]
+        rest = torch.logsumexp(torch.cat([lg[:, :1], lg[:, 2:]], dim=1), dim=1, keepdim=True)
+        total = total + dice_ce(torch.cat([rest, lg[:, 1:2]], dim=1), torch.cat([1.0 - muscle, muscle], dim=1)) * (
+            partial.sum()
+        )
+    return total / n
 
 
 def _class_weights(dataset: SliceDataset) -> torch.Tensor:

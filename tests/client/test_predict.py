@@ -20,6 +20,7 @@ import torch
 
 from common.clinical import get_cutoff
 from common.data.dicom_io import read_ct_slice, write_ct_dicom
+from common.data.mask_io import read_mask
 from common.export.predict import predict_slice
 from common.models.checkpoint import save_checkpoint
 from common.models.presets import get_preset
@@ -104,9 +105,11 @@ def test_cli_writes_all_outputs(inputs, tmp_path):
     assert json.loads(run.stdout) == result
     ct = read_ct_slice(inputs["top"])
     mask_img = nib.load(str(out / "mask.nii.gz"))
-    mask = np.asarray(mask_img.dataobj)[:, :, 0].T  # canonical (H, W)
-    # Numbers: recomputed here from the written mask at the input's native spacing.
-    sma = mask.sum() * ct.spacing_mm[0] * ct.spacing_mm[1] / 100
+    labels = np.asarray(mask_img.dataobj)[:, :, 0].T  # canonical (H, W) label map: 1 muscle ... 4 SAT
+    mask = (labels == 1).astype(np.uint8)
+    # Numbers: recomputed here from the written label map at the input's native spacing.
+    pixel_cm2 = ct.spacing_mm[0] * ct.spacing_mm[1] / 100
+    sma = mask.sum() * pixel_cm2
     assert result["sma_cm2"] == pytest.approx(sma, abs=1e-3)
     assert result["smi_cm2_m2"] == pytest.approx(sma / ct.height_m**2, abs=1e-3)
     in_window = ct.hu[mask > 0]
@@ -118,6 +121,14 @@ def test_cli_writes_all_outputs(inputs, tmp_path):
     assert myo["threshold_hu"] == (41.0 if body_mass < 25 else 33.0) and myo["bmi"] == round(body_mass, 1)
     assert myo["present"] == (result["muscle_hu_mean"] < myo["threshold_hu"]) and "Martin" in myo["citation"]
     assert result["mask_postprocess"]["network_pixels"] >= result["muscle_pixels"] == mask.sum()
+    for name, value in (("imat", 2), ("vat", 3), ("sat", 4)):
+        tissue = labels == value
+        low, high = result["tissue_hu_ranges"][name]
+        assert result[f"{name}_cm2"] == pytest.approx(tissue.sum() * pixel_cm2, abs=1e-3), name
+        if tissue.any():
+            assert low <= ct.hu[tissue].min() and ct.hu[tissue].max() <= high, name
+            assert result[f"{name}_hu_mean"] == pytest.approx(ct.hu[tissue].mean(), abs=0.01), name
+    assert result["tissue_hu_ranges"]["vat"] == [-150.0, -50.0] and result["composition_unavailable_reason"] is None
     rule = get_cutoff("prado2008")
     threshold = rule.threshold(ct.sex)
     assert result["cutoff"]["name"] == "prado2008" and result["cutoff"]["threshold_cm2_m2"] == threshold
@@ -136,6 +147,7 @@ def test_cli_writes_all_outputs(inputs, tmp_path):
     assert seg.SegmentSequence[0].SegmentLabel == "Skeletal muscle"
     frame = seg.get_pixels_by_source_instance([ct.sop_instance_uid], segment_numbers=[1])[0, :, :, 0]
     np.testing.assert_array_equal(frame, ct.geometry.to_stored(mask))
+    assert read_mask(out / "seg.dcm", ct).tolist() == labels.tolist()  # every tissue's segment, read back
 
 
 def test_bottom_up_storage_gives_the_same_answer(inputs, tmp_path):
@@ -153,7 +165,7 @@ def test_bottom_up_storage_gives_the_same_answer(inputs, tmp_path):
     frame = hd.seg.segread(tmp_path / "bottom" / "seg.dcm").get_pixels_by_source_instance(
         [ct.sop_instance_uid], segment_numbers=[1]
     )[0, :, :, 0]
-    canonical = m_bottom[:, :, 0].T
+    canonical = m_bottom[:, :, 0].T == 1
     np.testing.assert_array_equal(frame, canonical[::-1, :])
 
 
@@ -201,7 +213,7 @@ def test_cli_on_ras_nifti_prints_table_and_writes_mask_on_its_grid(inputs, tmp_p
     assert np.array_equal(written.affine, source.affine)
     # Voxel [i, j] of the mask is voxel [i, j] of the image: every mask voxel lies on input HU in the
     # muscle window, and the same mask mirrored (the LPS order) would not.
-    mask, hu = np.asarray(written.dataobj)[:, :, 0], np.asarray(source.dataobj)[:, :, 0]
+    mask, hu = np.asarray(written.dataobj)[:, :, 0] == 1, np.asarray(source.dataobj)[:, :, 0]
     assert mask.sum() == result["muscle_pixels"] > 0
     assert np.all((hu[mask > 0] >= -29) & (hu[mask > 0] <= 150))
     mirrored = mask[::-1, ::-1]

@@ -37,9 +37,9 @@ def test_round_trip_gives_same_hu_and_sma(trauma_site):
         case = synth_case((9, int(index)), PROFILES["young-trauma"])
         assert ct.geometry.flip_rows  # this profile's scanner stores rows bottom-up
         np.testing.assert_array_equal(ct.hu, case.hu)
-        np.testing.assert_array_equal(mask, case.muscle)
+        np.testing.assert_array_equal(mask, case.tissue_map)  # the full label map: muscle, IMAT, VAT, SAT
         assert ct.spacing_mm == pytest.approx(case.spacing_mm)
-        assert area_cm2(mask, ct.spacing_mm) == pytest.approx(row["sma_cm2"], abs=1e-3)
+        assert area_cm2(mask == 1, ct.spacing_mm) == pytest.approx(row["sma_cm2"], abs=1e-3)
         assert ct.sex == case.sex and ct.height_m == pytest.approx(case.height_m)
         assert ct.age_years == pytest.approx(round(case.age_years), abs=0.5)
 

@@ -29,8 +29,12 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     profile = get_profile(next(iter(PROFILES)))
     rows = []
-    for i in range(8):
-        case = synth_case((5, i), profile)
+    drawn = [synth_case((5, i), profile) for i in range(24)]
+    sarcopenic = [c for c in drawn if c.sarcopenic()]
+    others = [c for c in drawn if not c.sarcopenic()]
+    # one sarcopenic patient among the holdout (p4), whatever the phantom draws
+    cases = [*others[:2], others[2], others[3], sarcopenic[0], *others[4:7]]
+    for i, case in enumerate(cases):
         ct = write_ct_dicom(
             root / f"img/p{i}.dcm",
             case.hu,
@@ -175,3 +179,43 @@ def test_n_counts_patients_not_rows(site):
     assert len(df) == 6 and summary["dice_mean_n"] == 6  # p2, p2, p3, p4, p5, p6: values over rows
     assert summary["n"] == 5
     assert summary["n_without_mask"] == 1  # p7; p3 has a labelled slice
+
+
+def test_label_map_references_score_every_tissue_and_myosteatosis(site, tmp_path):
+    """A reference label map adds IMAT, VAT and SAT areas and errors; a muscle-only one leaves them empty."""
+    from common.clinical import bmi, myosteatosis
+    from common.metrics.composition import tissues_from_compartments
+    from common.train.infer import segment_compartments_batch
+
+    manifest, model = site
+    holdout = manifest[manifest["split"] == "holdout"].iloc[:2].copy()
+    full_paths = []
+    for _, row in holdout.iterrows():
+        ct, _ = load_case(row)
+        case = next(
+            c
+            for c in (synth_case((5, i), get_profile(next(iter(PROFILES)))) for i in range(24))
+            if np.array_equal(c.hu, ct.hu)
+        )
+        path = tmp_path / f"{row['patient_id']}-labels.nii.gz"
+        write_mask_nifti(path, case.tissue_map, ct.geometry)
+        full_paths.append((path, case))
+    holdout["mask_abspath"] = [str(p) for p, _ in full_paths]
+
+    df, _ = evaluate_cases(model, model.preset, holdout, split=None, min_cohort=1)
+
+    for (_, got), (_, case), (_, row) in zip(df.iterrows(), full_paths, holdout.iterrows(), strict=True):
+        ct, _ = load_case(row)
+        pred = tissues_from_compartments(segment_compartments_batch(model, [ct])[0], ct.hu)
+        pixel = ct.spacing_mm[0] * ct.spacing_mm[1] / 100
+        assert got["sma_ref_cm2"] == pytest.approx(case.sma_cm2)  # SMA is the muscle label, not the whole map
+        for name, value, ref in (("imat", 2, case.imat_cm2), ("vat", 3, case.vat_cm2), ("sat", 4, case.sat_cm2)):
+            assert got[f"{name}_ref_cm2"] == pytest.approx(ref)
+            assert got[f"{name}_pred_cm2"] == pytest.approx((pred == value).sum() * pixel, abs=1e-3)
+            assert got[f"{name}_abs_pct_err"] == pytest.approx(metrics.abs_pct_error(got[f"{name}_pred_cm2"], ref))
+        reference = myosteatosis(metrics.muscle_hu_mean(ct.hu, case.muscle), bmi(ct.weight_kg, ct.height_m))
+        assert got["myosteatosis_ref"] == reference["present"] is not None
+        assert got["myosteatosis_correct"] == float(got["myosteatosis_ref"] == got["myosteatosis_pred"])
+    muscle_only, _ = evaluate_cases(model, model.preset, manifest, min_cohort=1)
+    assert muscle_only["vat_ref_cm2"].isna().all() and muscle_only["vat_abs_pct_err"].isna().all()
+    assert muscle_only["myosteatosis_correct"].notna().all()  # muscle attenuation needs the muscle mask only
