@@ -99,6 +99,17 @@ _COMPARISON_COLUMNS: tuple[_Column, ...] = (
 )
 
 
+_COMPOSITION = "Body composition: absolute area error, mean"
+_MYO = "Myosteatosis (Martin 2013)"
+_COMPOSITION_COLUMNS: tuple[_Column, ...] = (
+    _SITE,
+    _N,
+    _Column("imat_abs_pct_err_mean", "IMAT", "percent", _COMPOSITION),
+    _Column("vat_abs_pct_err_mean", "VAT", "percent", _COMPOSITION),
+    _Column("sat_abs_pct_err_mean", "SAT", "percent", _COMPOSITION),
+    _Column("myosteatosis_accuracy", "Accuracy", "proportion", _MYO),
+)
+
 _L3 = "L3 locator on the holdout series"
 _L3_TRANSITIONAL = "Transitional spines"
 _L3_COLUMNS: tuple[_Column, ...] = (
@@ -315,7 +326,11 @@ def _holdout_sections(metrics: pd.DataFrame) -> list[_Section]:
         tables = (
             (_Table(_L3_COLUMNS, records),)
             if first["phase"] == "l3"
-            else (_Table(_SEGMENTATION_COLUMNS, records), _Table(_VERDICT_COLUMNS, records))
+            else (
+                _Table(_SEGMENTATION_COLUMNS, records),
+                _Table(_COMPOSITION_COLUMNS, records),
+                _Table(_VERDICT_COLUMNS, records),
+            )
         )
         out.append(_Section(title, f"round-{int(first['global_round'])}", level=3, tables=tables))
     return out

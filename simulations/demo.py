@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     console = Console()
     console.print(table)
+    if not args.baselines:
+        console.print(_composition_table(sites, fed, pooled))
     if summary.get("privacy"):
         spent = ", ".join(f"{site} {eps:.3g}" for site, eps in summary["privacy"]["dp_epsilon_by_site"].items())
         console.print(f"differential privacy at the sites: epsilon spent in this run: {spent}")
@@ -302,6 +305,30 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def _composition_table(sites: Iterable[str], fed: dict, pooled: dict) -> object:
+    """IMAT, VAT and SAT area errors and the myosteatosis verdict per site (empty where masks are muscle only)."""
+    from rich.table import Table
+
+    table = Table(title="Body composition on the holdout: absolute area error per tissue, myosteatosis (Martin 2013)")
+    for col in ("site", "n", "IMAT err", "VAT err", "SAT err", "myosteatosis acc."):
+        table.add_column(col, justify="left" if col == "site" else "right")
+    for site, f in [*((s, fed.get(s, {})) for s in sites), ("pooled", pooled)]:
+        table.add_row(
+            site,
+            str(f.get("n", "-")),
+            *(_fmt_drawn(f, f"{t}_abs_pct_err_mean", True) for t in ("imat", "vat", "sat")),
+            _fmt_drawn(f, "myosteatosis_accuracy"),
+        )
+    return table
+
+
+def _fmt_drawn(row: dict, key: str, pct: bool = False) -> str:
+    """``_fmt``, but "n/a" for a value that is empty without being suppressed (the site's masks are muscle only)."""
+    text = _fmt(row.get(key), pct)
+    hidden = str(row.get("suppressed_metrics") or "").split(",")
+    return "n/a" if text == "supp." and key not in hidden and "suppressed_metrics" in row else text
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ GENERATOR_VERSION = "phantom-2"
 SITE_FILE = "site.json"
 SERIES_KEYS = ("series", "series_format", "series_grid")
 CUTOFF = "prado2008"
+MASK_KINDS = ("tissues", "muscle")
 
 
 def _split(n_labelled: int, holdout_fraction: float, seed: int) -> list[str]:
@@ -54,6 +55,7 @@ def write_site(
     n_unlabelled: int,
     seed: int,
     holdout_fraction: float = 0.3,
+    masks: str = "tissues",
 ) -> Path:
     """Generate one hospital into ``out_dir`` and return the path of its manifest.csv.
 
@@ -70,6 +72,9 @@ def write_site(
     seed : patient i is generated from ``(seed, i)``: same seed, same pixels.
     holdout_fraction : float (default: 0.3)
         Share of labelled patients kept for evaluation.
+    masks : "tissues" (default) or "muscle"
+        What the site's annotators drew: the full label map, or skeletal muscle only (as hospitals with
+        older Slice-O-Matic-style outlines have).
     """
     from pydicom.uid import generate_uid
 
@@ -79,6 +84,8 @@ def write_site(
 
     if isinstance(profile, str):
         profile = get_profile(profile)
+    if masks not in MASK_KINDS:
+        raise ConfigError(f"site {site!r}: masks must be one of {', '.join(MASK_KINDS)}, got {masks!r}")
     if n_patients < 0 or n_unlabelled < 0 or n_patients + n_unlabelled < 1:
         raise ConfigError(
             f"site {site!r}: need at least one patient, got patients={n_patients}, unlabelled={n_unlabelled}"
@@ -128,7 +135,7 @@ def write_site(
         }
         if split != "unlabelled":
             mask_rel = f"masks/{pid}.nii.gz"
-            write_mask_nifti(out / mask_rel, case.tissue_map, ct.geometry)
+            write_mask_nifti(out / mask_rel, case.tissue_map if masks == "tissues" else case.muscle, ct.geometry)
             sma = area_cm2(case.muscle, ct.spacing_mm)  # native pixel area of the file as written
             index = smi(sma, case.height_m)
             row.update(
@@ -170,6 +177,7 @@ def load_consortium(config: str | Path | Mapping) -> dict[str, dict]:
         seed = 11
         holdout_fraction = 0.3            # optional
         overrides = { noise_hu = [15, 22] }   # optional SiteProfile fields
+        masks = "muscle"                  # optional: muscle-only masks (default "tissues": 0-4 label maps)
         series = 16                       # optional: CT series T10-S1 for the l3 phase (series.csv)
         series_format = "nifti"           # optional: dicom (default) | nifti
         series_grid = 128                 # optional: pixels a side of the series (default 256)
@@ -195,7 +203,7 @@ def load_consortium(config: str | Path | Mapping) -> dict[str, dict]:
     for name, spec in sites.items():
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{source}: site {name!r} must be a table")
-        allowed = {"profile", "patients", "unlabelled", "seed", "holdout_fraction", "overrides", *SERIES_KEYS}
+        allowed = {"profile", "patients", "unlabelled", "seed", "holdout_fraction", "overrides", "masks", *SERIES_KEYS}
         unknown = sorted(set(spec) - allowed)
         if unknown:
             raise ConfigError(f"{source}: site {name!r} has unknown key(s) {unknown}")
@@ -210,6 +218,12 @@ def load_consortium(config: str | Path | Mapping) -> dict[str, dict]:
             "seed": int(spec["seed"]),
             "holdout_fraction": float(spec.get("holdout_fraction", 0.3)),
         }
+        if spec.get("masks", "tissues") != "tissues":  # only then: a site with full label maps keeps its fingerprint
+            kind = str(spec["masks"])
+            if kind not in MASK_KINDS:
+                kinds = ", ".join(MASK_KINDS)
+                raise ConfigError(f"{source}: site {name!r}: masks must be one of {kinds}, got {kind!r}")
+            out[str(name)]["masks"] = kind
         if int(spec.get("series", 0)) > 0:  # only then: a site without series keeps its fingerprint
             out[str(name)].update(
                 series=int(spec["series"]),
@@ -291,7 +305,14 @@ def _write_one(out: Path, name: str, spec: dict) -> Path:
     if partial.exists():
         shutil.rmtree(partial)
     write_site(
-        partial, name, spec["profile"], spec["patients"], spec["unlabelled"], spec["seed"], spec["holdout_fraction"]
+        partial,
+        name,
+        spec["profile"],
+        spec["patients"],
+        spec["unlabelled"],
+        spec["seed"],
+        spec["holdout_fraction"],
+        masks=spec.get("masks", "tissues"),
     )
     if spec.get("series"):
         write_series_site(

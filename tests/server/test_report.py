@@ -193,8 +193,9 @@ def test_report_tables_are_readable_for_every_evaluated_round(tmp_path) -> None:
         assert f"title='metrics.csv: {name}'" in text, name  # the heading reads "Dice, mean"; its tooltip the column
         assert name not in _visible_text(page), name
     seg = _by_site(rounds["holdout"])
-    # First table: site, n, Dice, SMA error, bias and limits, training slices and loss; second: n, SMA
-    # verdict (accuracy, sensitivity, specificity), classifier (accuracy, sensitivity, specificity, AUROC).
+    # First table: site, n, Dice, SMA error, bias and limits, training slices and loss; second: n, IMAT, VAT
+    # and SAT errors, myosteatosis accuracy (not in this run's metrics); third: n, SMA verdict (accuracy,
+    # sensitivity, specificity), classifier (accuracy, sensitivity, specificity, AUROC).
     assert seg["a"] == [
         "a",
         "10",
@@ -206,6 +207,11 @@ def test_report_tables_are_readable_for_every_evaluated_round(tmp_path) -> None:
         "40",
         "0.5000",
         "10",
+        "—",
+        "—",
+        "—",
+        "—",
+        "10",
         "90.0%",
         "85.0%",
         "95.0%",
@@ -214,7 +220,7 @@ def test_report_tables_are_readable_for_every_evaluated_round(tmp_path) -> None:
         "—",
         "—",
     ]
-    assert seg["b"][7:9] == ["—", "—"] and seg["b"][11] == "suppressed"
+    assert seg["b"][7:9] == ["—", "—"] and seg["b"][16] == "suppressed"
     assert "Rounds per phase: ssl 1, seg 1, cls 2" in text
 
 

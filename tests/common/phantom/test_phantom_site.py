@@ -14,7 +14,7 @@ from common.data.manifest import MANIFEST_COLUMNS, load_case, read_manifest
 from common.data.mask_io import read_mask
 from common.errors import ConfigError, MaskGeometryError
 from common.phantom import PROFILES, ensure_consortium, synth_case, write_consortium, write_site
-from common.phantom.site import summarise_site
+from common.phantom.site import load_consortium, summarise_site
 
 
 def test_manifest_has_design_columns_splits_and_reference_values(trauma_site):
@@ -138,3 +138,16 @@ def test_mask_written_ignoring_bottom_up_rows_is_refused(trauma_site, tmp_path):
     write_mask_nifti(tmp_path / "naive.nii.gz", mask[::-1], naive)
     with pytest.raises(MaskGeometryError):
         read_mask(tmp_path / "naive.nii.gz", ct)
+
+
+def test_a_muscle_only_site_writes_muscle_masks_and_a_wrong_kind_is_refused(tmp_path):
+    manifest = read_manifest(write_site(tmp_path / "legacy", "legacy", "young-trauma", 2, 0, seed=9, masks="muscle"))
+    for index, row in manifest.iterrows():
+        _, mask = load_case(row)
+        np.testing.assert_array_equal(mask, synth_case((9, int(index)), PROFILES["young-trauma"]).muscle)
+    sites = load_consortium({"sites": {"a": {"profile": "young-trauma", "patients": 2, "seed": 1, "masks": "muscle"}}})
+    assert sites["a"]["masks"] == "muscle"
+    plain = load_consortium({"sites": {"a": {"profile": "young-trauma", "patients": 2, "seed": 1}}})
+    assert "masks" not in plain["a"]  # the default leaves a site's fingerprint as it was
+    with pytest.raises(ConfigError, match="masks must be one of tissues, muscle"):
+        load_consortium({"sites": {"a": {"profile": "young-trauma", "patients": 2, "seed": 1, "masks": "fat"}}})
