@@ -109,6 +109,9 @@ def _print_table(summary: dict, out: Path) -> None:
     if low == low and high == high and low is not None:
         table.add_row("95% limits of agreement", f"{low:.2f} .. {high:.2f} cm2")
     table.add_row("Muscle HU (predicted mask)", fmt("muscle_hu_mean", 1, unit=" HU"))
+    for name in ("IMAT", "VAT", "SAT"):  # over reference label maps only; n/a for muscle-only masks
+        table.add_row(f"{name} area |error|", fmt(f"{name.lower()}_abs_pct_err_mean", 2, unit=" %"))
+    table.add_row("Myosteatosis accuracy (Martin 2013)", fmt("myosteatosis_accuracy"))
     table.add_row(f"Verdict accuracy ({c['name']})", fmt("sarcopenia_accuracy"))
     table.add_row("Sensitivity", fmt("sensitivity"))
     table.add_row("Specificity", fmt("specificity"))

@@ -1,4 +1,4 @@
-"""`sarcofed predict`: one CT slice, or a whole series, in; the muscle mask and the clinical numbers out.
+"""`sarcofed predict`: one CT slice, or a whole series, in; the body-composition masks and the clinical numbers out.
 
 Thin glue: reading is common.data, the network is common.train.infer, the numbers, picture and
 DICOM SEG are common.export. Heavy imports stay inside the function so `sarcofed --help` is fast.
@@ -43,8 +43,9 @@ def predict(
             "--out",
             "-o",
             help=(
-                "Output folder (created): result.json, mask.nii.gz (on the input's grid), overlay.png, seg.dcm "
-                "(DICOM input with study/series UIDs; otherwise result.json says why not)."
+                "Output folder (created): result.json, mask.nii.gz (label map on the input's grid: 1 muscle, 2 IMAT, "
+                "3 VAT, 4 SAT), overlay.png, seg.dcm (one segment per tissue; DICOM input with study/series UIDs; "
+                "otherwise result.json says why not)."
             ),
         ),
     ],
@@ -152,6 +153,12 @@ def _print_table(record: dict, out: Path) -> None:
     table.add_row("SMI", f"{smi:.1f} cm2/m2" if smi is not None else f"unavailable ({record['unavailable_reason']})")
     hu = record["muscle_hu_mean"]
     table.add_row("Muscle HU", f"{hu:.1f} HU" if hu is not None else "n/a (empty mask)")
+    for name in ("imat", "vat", "sat"):
+        area, mean = record.get(f"{name}_cm2"), record.get(f"{name}_hu_mean")
+        if area is None:
+            table.add_row(name.upper(), f"unavailable ({record.get('composition_unavailable_reason')})")
+        else:
+            table.add_row(name.upper(), f"{area:.1f} cm2" + (f", {mean:.0f} HU" if mean is not None else ""))
     c = record["cutoff"]
     threshold = f" (< {c['threshold_cm2_m2']} cm2/m2)" if c["threshold_cm2_m2"] is not None else ""
     table.add_row("Cutoff", f"{c['name']}{threshold}: {c['citation']}")
