@@ -71,7 +71,7 @@ def sample_patient(rng: np.random.Generator, profile: SiteProfile) -> Patient:
     smi = float(np.clip(smi + profile.smi_shift * (1.0 if male else 0.75), 26.0, 85.0))
 
     # Attenuation of lean muscle 35-50 HU, lower with age and BMI (myosteatosis).
-    # Men run ~4 HU above women at the same age and BMI (Derstine 2018).
+    # Men run ~4 HU above women at the same age and BMI (Derstine 2018's L3 cutoffs: 38.5 vs 34.3 HU).
     muscle_hu = 54.0 + (2.0 if male else -2.0) - 0.17 * old - 0.35 * max(bmi - 24.0, 0.0) + rng.normal(0.0, 3.0)
     muscle_hu = float(np.clip(muscle_hu, 32.0, 62.0))
     infiltration = 0.015 + 0.0009 * max(age - 30.0, 0.0) + 0.0025 * max(bmi - 23.0, 0.0) + rng.normal(0.0, 0.008)
