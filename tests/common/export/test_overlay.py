@@ -89,3 +89,27 @@ def test_mismatched_shapes_are_refused(tmp_path):
     hu, mask = _slice()
     with pytest.raises(ValueError, match="differ"):
         write_overlay_png(tmp_path / "o.png", hu, mask[:-1], (1.0, 1.0), LINES)
+
+
+def test_each_tissue_of_a_label_map_has_its_colour_and_the_key_is_drawn(tmp_path):
+    from common.export.overlay import MASK_ALPHA, TISSUE_RGB
+
+    hu = np.zeros((60, 72), np.float32)  # 0 HU: grey 102 in the soft-tissue window
+    labels = np.zeros((60, 72), np.uint8)
+    labels[5:15, 5:15], labels[5:15, 20:30], labels[30:40, 5:15], labels[30:40, 20:30] = 1, 2, 3, 4
+    rgb = overlay_rgb(hu, labels).astype(np.int16)
+    grey = 102
+    for value, (_, colour) in TISSUE_RGB.items():
+        inner = _erode(_erode(labels == value))
+        expected = np.round(grey * (1 - MASK_ALPHA) + np.asarray(colour) * MASK_ALPHA)
+        assert np.abs(rgb[inner] - expected).max() <= 1, value
+    assert (rgb[labels == 0] == grey).all()
+    # muscle and IMAT together are outlined (the fascia); VAT and SAT are not
+    assert (rgb[5, 5:15] == EDGE_RGB).all() and not (rgb[30, 5:15] == EDGE_RGB).all(axis=1).any()
+
+    binary = _read(write_overlay_png(tmp_path / "one.png", hu, labels == 1, (1.0, 1.0), LINES))
+    keyed = _read(write_overlay_png(tmp_path / "all.png", hu, labels, (1.0, 1.0), LINES))
+    assert keyed.shape[0] > binary.shape[0]  # one more text row: the colour key
+    below = keyed[binary.shape[0] - 20 * len(LINES) :]
+    for _, colour in TISSUE_RGB.values():  # every key swatch is drawn in its pure colour
+        assert (np.abs(below - np.asarray(colour)).sum(axis=2) == 0).any(), colour
