@@ -44,14 +44,11 @@ def _slices(spec: str, indices: list[int]) -> list:
 
 def _measure(model, ct) -> tuple[np.ndarray, dict[str, float | None]]:
     from common.metrics import keep_muscle_attenuation
-    from common.metrics.composition import FASCIA, composition, tissues_from_compartments
-    from common.train.infer import segment_compartments_batch
+    from common.metrics.composition import composition
+    from common.train.infer import segment_tissues_batch
 
-    compartments = segment_compartments_batch(model, [ct])[0]
-    if model.seg_classes > 2:
-        labels = tissues_from_compartments(compartments, ct.hu)
-    else:
-        labels = keep_muscle_attenuation(compartments == FASCIA, ct.hu)
+    fascia, tissues = segment_tissues_batch(model, [ct])[0]
+    labels = tissues if model.seg_classes > 2 else keep_muscle_attenuation(fascia, ct.hu)
     values = composition(labels, ct.hu, ct.spacing_mm, tissues=model.seg_classes > 2)
     muscle = labels == 1
     values["muscle_on_organ_pct"] = float((ct.hu[muscle] > ORGAN_HU).mean() * 100) if muscle.any() else None

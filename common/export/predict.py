@@ -147,22 +147,20 @@ def predict_ct(
     from common.errors import SegUnavailableError
     from common.export.dicom_seg import write_muscle_seg
     from common.export.overlay import write_overlay_png
-    from common.metrics.composition import FASCIA, tissues_from_compartments
-    from common.train.infer import classify, segment_compartments_batch
+    from common.train.infer import classify, segment_tissues_batch
 
     assert ct.path is not None  # every reader records the file it read
     input_path = ct.path
     model, info, preset, sha = loaded.model, loaded.info, loaded.preset, loaded.sha256
     with torch.inference_mode():
-        compartments = segment_compartments_batch(model, [ct], preset)[0]
+        raw, tissues = segment_tissues_batch(model, [ct], preset)[0]
         cls_prob = float(classify(model, ct, preset)) if has_trained_classifier(info) else None
-    if compartments.shape != ct.shape:
-        raise ValueError(f"segment returned {compartments.shape} for a {ct.shape} image")
-    raw = (compartments == FASCIA).astype(np.uint8)
+    if raw.shape != ct.shape:
+        raise ValueError(f"segment returned {raw.shape} for a {ct.shape} image")
     mask = keep_muscle_attenuation(raw, ct.hu) if muscle_hu_range else raw
     tissue_map = None
     if model.seg_classes > 2:
-        tissue_map = tissues_from_compartments(compartments, ct.hu)
+        tissue_map = tissues.copy()
         tissue_map[mask > 0] = MUSCLE  # the same as the window's muscle, or the whole fascia without it
 
     height = height_m if height_m is not None else ct.height_m

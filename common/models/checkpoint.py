@@ -16,13 +16,12 @@ from pathlib import Path
 import torch
 
 from common.errors import CheckpointError
-from common.metrics.composition import COMPARTMENTS
+from common.metrics.composition import MUSCLE_ONLY_CHANNELS, SEG_CHANNELS
 from common.models.presets import Preset, check_phase
 from common.models.sarco import SarcoModel
 
 FORMAT = "sarcofed-checkpoint"
 FORMAT_VERSION = 1
-SEG_OUT_KEY = "decoder.out.conv.conv.weight"
 
 
 def save_checkpoint(
@@ -120,8 +119,8 @@ def load_checkpoint(
     try:
         preset = Preset.from_dict(payload["preset"])
         state = payload["state_dict"]
-        out_weight = state.get(SEG_OUT_KEY)  # a checkpoint from before body composition segments muscle alone
-        seg_classes = int(out_weight.shape[0]) if out_weight is not None else len(COMPARTMENTS)
+        # a checkpoint from before body composition has no fat head: it segments muscle alone
+        seg_classes = SEG_CHANNELS if any(k.startswith("fat_head.") for k in state) else MUSCLE_ONLY_CHANNELS
         model = SarcoModel(preset, classifier=payload.get("classifier", "vit"), seg_classes=seg_classes)
         missing, unexpected = model.load_state_dict(state, strict=False)
         # A checkpoint from before the L3 locator existed has everything else: it loads, without a locator.

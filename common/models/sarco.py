@@ -6,7 +6,8 @@ Parts (state_dict prefixes):
 - ``ssl_head.``         DINO/iBOT projection head (ssl)
 - ``pixel_head.``       masked-pixel L1 head (ssl)
 - ``teacher_encoder.``, ``teacher_head.``, ``center_cls``, ``center_patch``: EMA teacher and centres (ssl)
-- ``decoder.``          UNETR-style decoder (seg)
+- ``decoder.``          UNETR-style decoder (seg): the muscle head
+- ``fat_head.``         small U-Net for visceral and subcutaneous fat (seg; common.models.fat)
 - ``cls_head.``         linear head on [global token, mean patch token] (cls, classifier="vit")
 - ``densenet.``         MONAI DenseNet121 from scratch (cls, classifier="densenet")
 - ``locator.``          L3 locator on whole series (l3; common.models.locator), independent of the rest
@@ -30,9 +31,10 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
-from common.metrics.composition import COMPARTMENTS
+from common.metrics.composition import MUSCLE_ONLY_CHANNELS, SEG_CHANNELS
 from common.models.decoder import UnetrDecoder
 from common.models.encoder import Encoder
+from common.models.fat import FatHead
 from common.models.locator import L3Locator
 from common.models.presets import Preset, check_phase
 from common.models.ssl import DistillHead, PixelHead
@@ -41,7 +43,7 @@ CLASSIFIERS: tuple[str, ...] = ("vit", "densenet")
 
 _PHASE_PREFIXES: dict[str, tuple[str, ...]] = {
     "ssl": ("encoder.", "ssl_head.", "pixel_head.", "teacher_encoder.", "teacher_head.", "center_cls", "center_patch"),
-    "seg": ("encoder.", "decoder."),
+    "seg": ("encoder.", "decoder.", "fat_head."),
     # The image classifier is a head on the frozen SSL + segmentation encoder: training it must not
     # change the encoder the segmentation decoder (and so every SMA) depends on.
     "cls": ("cls_head.",),
@@ -56,12 +58,12 @@ class SarcoModel(nn.Module):
     ----------
     preset : Preset
     classifier : "vit" (head on the encoder, default) or "densenet" (MONAI DenseNet121 baseline)
-    seg_classes : segmentation classes (default: the body-composition compartments,
-        ``common.metrics.composition.COMPARTMENTS``); 2 is a muscle-only model (background, muscle)
-        as checkpoints made before body composition hold
+    seg_classes : segmentation output channels (default: the muscle and fat heads of
+        ``common.metrics.composition``, 5); 2 is a muscle-only model (background, muscle) as
+        checkpoints made before body composition hold
     """
 
-    def __init__(self, preset: Preset, classifier: str = "vit", seg_classes: int = len(COMPARTMENTS)) -> None:
+    def __init__(self, preset: Preset, classifier: str = "vit", seg_classes: int = SEG_CHANNELS) -> None:
         super().__init__()
         if classifier not in CLASSIFIERS:
             raise ConfigError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
@@ -75,10 +77,10 @@ class SarcoModel(nn.Module):
         self.teacher_head = copy.deepcopy(self.ssl_head).requires_grad_(False)
         self.register_buffer("center_cls", torch.zeros(1, preset.proto_dim))
         self.register_buffer("center_patch", torch.zeros(1, preset.proto_dim))
-        if seg_classes not in (2, len(COMPARTMENTS)):
-            raise ConfigError(f"seg_classes must be 2 (muscle only) or {len(COMPARTMENTS)}, got {seg_classes}")
+        if seg_classes not in (MUSCLE_ONLY_CHANNELS, SEG_CHANNELS):
+            raise ConfigError(f"seg_classes must be 2 (muscle only) or {SEG_CHANNELS}, got {seg_classes}")
         self.seg_classes = seg_classes
-        self.decoder = UnetrDecoder(preset, out_channels=seg_classes)
+        self.decoder = UnetrDecoder(preset, out_channels=MUSCLE_ONLY_CHANNELS)
         self.cls_head = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, 2))
         self.locator = L3Locator(preset.locator_width)
         self.trained_phases: set[str] = set()  # what the weights have been trained for (checkpoints keep it)
@@ -86,11 +88,16 @@ class SarcoModel(nn.Module):
             from monai.networks.nets import DenseNet121
 
             self.densenet = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
+        if seg_classes == SEG_CHANNELS:  # made last, so every other part starts as a muscle-only model would
+            self.fat_head = FatHead(preset)
 
     def segment_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, S, S) normalised -> (B, seg_classes, S, S) logits (``COMPARTMENTS``, or background and muscle)."""
+        """(B, 1, S, S) normalised -> (B, seg_classes, S, S) logits (muscle head, fat head; or muscle only)."""
         tokens, _, hidden = self.encoder(x)
-        return self.decoder(x, tokens, hidden)
+        muscle = self.decoder(x, tokens, hidden)
+        if self.seg_classes == MUSCLE_ONLY_CHANNELS:
+            return muscle
+        return torch.cat([muscle, self.fat_head(x)], dim=1)
 
     def classify_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) normalised -> (B, 2) logits (not sarcopenic, sarcopenic)."""

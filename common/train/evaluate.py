@@ -38,7 +38,6 @@ from common.metrics import (
     site_summary,
     sma_cm2,
 )
-from common.metrics.composition import FASCIA, tissues_from_compartments
 
 FAT_TISSUES: tuple[str, ...] = tuple(name for name in TISSUES if name != "muscle")
 
@@ -128,7 +127,7 @@ def evaluate_cases(
 
     from common.data.manifest import load_case
     from common.data.mask_io import is_tissue_map
-    from common.train.infer import classify_batch, segment_compartments_batch
+    from common.train.infer import classify_batch, segment_tissues_batch
 
     rule = get_cutoff(cutoff)
     df = cases if isinstance(cases, pd.DataFrame) else pd.DataFrame(list(cases))
@@ -153,14 +152,12 @@ def evaluate_cases(
             chunk = records[first : first + batch_size]
             cases_ = [load_case(row, base) for row in chunk]
             cts = [ct for ct, _ in cases_]
-            compartments = segment_compartments_batch(model, cts, preset)
+            segmented = segment_tissues_batch(model, cts, preset)
             probs = classify_batch(model, cts, preset) if with_classifier else [math.nan] * len(cts)
-            for row, (ct, ref), comp, prob in zip(chunk, cases_, compartments, probs, strict=True):
-                raw = (comp == FASCIA).astype(np.uint8)
+            for row, (ct, ref), (raw, tissues), prob in zip(chunk, cases_, segmented, probs, strict=True):
                 final = keep_muscle_attenuation(raw, ct.hu) if muscle_hu_range else raw
                 ref = np.asarray(ref)
                 record = _score(row, ct, (ref == MUSCLE).astype(np.uint8), final, raw, float(prob), rule)
-                tissues = tissues_from_compartments(comp, ct.hu)
                 record.update(_score_fat(ct, ref, tissues, is_tissue_map(ref), model.seg_classes > 2))
                 rows.append(record)
     per_patient = pd.DataFrame(rows, columns=PER_PATIENT_COLUMNS)

@@ -1,7 +1,7 @@
 """Inference on native slices: segment (masks on the slice's own grid) and classify (probability of sarcopenia).
 
 The network runs on the preset grid; each compartment's probability is resampled back to the native
-grid (bilinear) and the most probable compartment is taken there, so areas are measured at the
+grid (bilinear) and the compartments are read there, so areas are measured at the
 image's own spacing; ``common.metrics.composition`` turns compartments into tissues by HU window.
 Evaluation and ``sarcofed predict`` call these.
 """
@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from monai.utils import convert_to_tensor
 
-from common.metrics.composition import FASCIA
+from common.metrics.composition import (
+    FASCIA,
+    FAT_HEAD,
+    MUSCLE_HEAD,
+    compartments_from_probs,
+    tissues_from_compartments,
+)
 from common.models.presets import Preset
 from common.models.sarco import SarcoModel
 from common.train.data import image_to_net, net_geometry, normaliser, to_native
@@ -44,10 +50,10 @@ def _net_batch(cts: Sequence, preset: Preset) -> tuple[torch.Tensor, list]:
 def compartment_prob_batch(
     model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16
 ) -> list[np.ndarray]:
-    """Class probabilities per slice, each (C, H, W) float32 on that slice's native grid.
+    """Head probabilities per slice, each (C, H, W) float32 on that slice's native grid.
 
-    C is ``model.seg_classes``: the compartments of ``common.metrics.composition.COMPARTMENTS``, or
-    (background, muscle) for a muscle-only model; channel 1 is the muscle fascia in both.
+    C is ``model.seg_classes``: the muscle head then the fat head of ``common.metrics.composition``,
+    or (background, muscle) for a muscle-only model. Outside the network's view each head says "other".
     """
     preset = preset or model.preset
     model.eval()
@@ -57,11 +63,13 @@ def compartment_prob_batch(
         chunk = cts[start : start + batch_size]
         x, geoms = _net_batch(chunk, preset)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits = model.segment_logits(x.to(dev))
-        prob = torch.softmax(logits.float(), dim=1).cpu()
+            logits = model.segment_logits(x.to(dev)).float()
+        heads = [MUSCLE_HEAD] if logits.shape[1] == MUSCLE_HEAD.stop else [MUSCLE_HEAD, FAT_HEAD]
+        prob = torch.cat([torch.softmax(logits[:, head], dim=1) for head in heads], dim=1).cpu()
         for p, ct, g in zip(prob, chunk, geoms, strict=True):
             native = np.stack([to_native(channel, ct, geom=g) for channel in p])
-            native[0] += 1.0 - native.sum(axis=0)  # outside the network's view: "other"
+            for head in heads:
+                native[head.start] += 1.0 - native[head].sum(axis=0)
             out.append(native)
     return out
 
@@ -69,8 +77,24 @@ def compartment_prob_batch(
 def segment_compartments_batch(
     model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16
 ) -> list[np.ndarray]:
-    """The most probable compartment per native pixel, each (H, W) uint8 (indices of ``COMPARTMENTS``)."""
-    return [p.argmax(axis=0).astype(np.uint8) for p in compartment_prob_batch(model, cts, preset, batch_size)]
+    """Compartment map per slice, each (H, W) uint8 (``common.metrics.composition.compartments_from_probs``)."""
+    return [compartments_from_probs(p)[0] for p in compartment_prob_batch(model, cts, preset, batch_size)]
+
+
+def segment_tissues_batch(
+    model: SarcoModel, cts: Sequence, preset: Preset | None = None, batch_size: int = 16
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(muscle fascia {0, 1}, tissue label map 0-4) per slice, each (H, W) uint8 on its native grid.
+
+    The label map is the Alberta windows on the compartments (``tissues_from_compartments``); a
+    muscle-only model's has muscle and IMAT only.
+    """
+    out = []
+    for p, ct in zip(compartment_prob_batch(model, cts, preset, batch_size), cts, strict=True):
+        compartments, fat = compartments_from_probs(p)
+        tissues = tissues_from_compartments(compartments, ct.hu, fat, ct.spacing_mm)
+        out.append(((compartments == FASCIA).astype(np.uint8), tissues))
+    return out
 
 
 def segment_batch(

@@ -4,7 +4,8 @@ Shared machinery: seeded shuffling and augmentation, AdamW with linear warm-up t
 bf16 autocast on CUDA (fp32 on CPU), a tqdm progress bar, and an optional FedProx proximal term
 (mu / 2 * ||w - w_start||^2 over the phase's trainable weights, w_start = weights at call start).
 Phase-specific parts are the loss: SMIT (ssl), cross-entropy + weighted Dice on soft (partial-volume)
-compartment targets (seg, ``Preset.seg_dice_weight``; :func:`seg_loss`), class-weighted CE (cls).
+compartment targets (seg: the muscle head weighted by ``Preset.seg_dice_weight``, the fat head with
+Dice and CE; :func:`seg_loss`), class-weighted CE (cls).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from common.metrics.composition import FAT_HEAD, MUSCLE_HEAD
 from common.models.presets import check_phase
 from common.models.sarco import SarcoModel, trainable_parameters
 from common.models.ssl import ema_update, smit_loss
@@ -99,6 +101,11 @@ def train_phase(
 
     model.to(dev).train()
     params = trainable_parameters(model, phase)
+    # The fat head shares no weight with the muscle decoder; clipped on its own, its gradients never
+    # rescale the muscle's, which then trains exactly as in a muscle-only model.
+    fat_ids = {id(p) for p in model.fat_head.parameters()} if hasattr(model, "fat_head") else set()
+    split = ([p for p in params if id(p) not in fat_ids], [p for p in params if id(p) in fat_ids])
+    clip_groups = [group for group in split if group]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=preset.weight_decay if phase == "ssl" else 1e-4)
     warmup = max(1, min(total // 10, 50))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total, warmup))
@@ -106,6 +113,9 @@ def train_phase(
     dice_ce = DiceCELoss(
         to_onehot_y=False, softmax=True, include_background=False, lambda_dice=preset.seg_dice_weight, lambda_ce=1.0
     )
+    # The fat compartments (a thin SAT ring in lean patients, VAT between bowel loops) get Dice beside CE
+    # whatever the preset's muscle weighting: CE alone leaves them to the large "other" class for long.
+    fat_dice_ce = DiceCELoss(to_onehot_y=False, softmax=True, include_background=False, lambda_dice=1.0, lambda_ce=1.0)
     cls_weight = _class_weights(dataset).to(dev) if phase == "cls" else None
     mask_gen = torch.Generator().manual_seed(seed + 1)
     amp = dev.type == "cuda"
@@ -136,7 +146,11 @@ def train_phase(
                             parts_sum[k] = parts_sum.get(k, 0.0) + v
                     elif phase == "seg":
                         loss = seg_loss(
-                            dice_ce, model.segment_logits(x).float(), batch["mask"].to(dev), batch["tissues"].to(dev)
+                            dice_ce,
+                            fat_dice_ce,
+                            model.segment_logits(x).float(),
+                            batch["mask"].to(dev),
+                            batch["tissues"].to(dev),
                         )
                     else:
                         loss = torch.nn.functional.cross_entropy(
@@ -148,7 +162,8 @@ def train_phase(
                     total_loss = loss + 0.5 * prox_mu * prox
                 opt.zero_grad(set_to_none=True)
                 total_loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 3.0)
+                for group in clip_groups:
+                    torch.nn.utils.clip_grad_norm_(group, 3.0)
                 opt.step()
                 sched.step()
                 if phase == "ssl":
@@ -185,30 +200,28 @@ def train_phase(
 
 
 def seg_loss(
-    dice_ce: torch.nn.Module, logits: torch.Tensor, fractions: torch.Tensor, tissues: torch.Tensor
+    muscle_loss: torch.nn.Module,
+    fat_loss: torch.nn.Module,
+    logits: torch.Tensor,
+    fractions: torch.Tensor,
+    tissues: torch.Tensor,
 ) -> torch.Tensor:
-    """Dice + CE of (B, C, S, S) logits against (B, C - 1, S, S) soft compartment fractions.
+    """Loss of (B, C, S, S) logits against (B, 3, S, S) soft fractions (muscle fascia, visceral, subcutaneous fat).
 
-    Rows whose mask is a full label map (``tissues``) score every compartment. A muscle-only mask
-    says nothing about the fat compartments, so its rows score the marginal "muscle fascia versus the
-    rest": the logits of the other classes are merged by logsumexp, whose softmax is the sum of their
-    probabilities (the marginal loss for partially labelled data). A 2-class model scores muscle alone.
-    The two kinds of rows are weighted by their counts.
+    The muscle head (``common.metrics.composition.MUSCLE_HEAD``) scores every row against its muscle
+    fascia, as a muscle-only network is trained. The fat head scores only the rows whose mask is a
+    full label map (``tissues``): a muscle-only mask says nothing about fat, so those rows leave it
+    alone (the head's loss is weighted by the share of rows it is over). A 2-channel model has no fat head.
     """
-    background = (1.0 - fractions.sum(dim=1, keepdim=True)).clamp(min=0.0)
-    total = logits.new_zeros(())
-    n = logits.shape[0]
-    full = tissues.bool() & (logits.shape[1] == fractions.shape[1] + 1)
-    if full.any():
-        total = total + dice_ce(logits[full], torch.cat([background[full], fractions[full]], dim=1)) * full.sum()
-    partial = ~full
-    if partial.any():
-        lg, muscle = logits[partial], fractions[partial][:, :1]
-        rest = torch.logsumexp(torch.cat([lg[:, :1], lg[:, 2:]], dim=1), dim=1, keepdim=True)
-        total = total + dice_ce(torch.cat([rest, lg[:, 1:2]], dim=1), torch.cat([1.0 - muscle, muscle], dim=1)) * (
-            partial.sum()
-        )
-    return total / n
+    muscle = fractions[:, :1]
+    loss = muscle_loss(logits[:, MUSCLE_HEAD], torch.cat([1.0 - muscle, muscle], dim=1))
+    full = tissues.bool()
+    if logits.shape[1] > MUSCLE_HEAD.stop and full.any():
+        fat = fractions[full][:, 1:]
+        other = (1.0 - fat.sum(dim=1, keepdim=True)).clamp(min=0.0)
+        share = full.float().mean()
+        loss = loss + share * fat_loss(logits[full][:, FAT_HEAD], torch.cat([other, fat], dim=1))
+    return loss
 
 
 def _class_weights(dataset: SliceDataset) -> torch.Tensor:

@@ -67,21 +67,47 @@ def test_label_maps_and_muscle_masks_are_told_apart():
         as_label_map(np.array([[0, 5, 7]]), None)
 
 
-def test_muscle_only_rows_score_the_marginal_muscle_probability():
+def test_muscle_only_rows_train_the_muscle_head_alone():
     torch.manual_seed(0)
-    loss_fn = DiceCELoss(softmax=True, include_background=False)
-    logits = torch.randn(2, 4, 8, 8)
+    muscle_loss = DiceCELoss(softmax=True, include_background=False, lambda_dice=0.0)
+    fat_loss = DiceCELoss(softmax=True, include_background=False)
+    logits = torch.randn(2, 5, 8, 8, requires_grad=True)
     fractions = torch.zeros(2, 3, 8, 8)
-    fractions[:, 0, 2:6, 2:6] = 1.0
-    partial = torch.tensor([False, False])
-    # Moving probability between the non-muscle classes changes nothing for a muscle-only row ...
-    moved = logits.clone()
-    moved[:, 0], moved[:, 2], moved[:, 3] = logits[:, 3], logits[:, 0], logits[:, 2]
-    assert torch.allclose(seg_loss(loss_fn, logits, fractions, partial), seg_loss(loss_fn, moved, fractions, partial))
-    # ... but a full label map scores every class.
-    full = torch.tensor([True, True])
-    assert not torch.allclose(seg_loss(loss_fn, logits, fractions, full), seg_loss(loss_fn, moved, fractions, full))
-    # A two-class (muscle-only) model is scored on muscle alone whatever the rows say.
+    fractions[:, 0, 2:6, 2:6] = 1.0  # muscle fascia
+    fractions[:, 2, :, :2] = 1.0  # subcutaneous fat
+    muscle_only = torch.tensor([False, False])
+    seg_loss(muscle_loss, fat_loss, logits, fractions, muscle_only).backward()
+    assert logits.grad[:, 2:].abs().sum() == 0 and logits.grad[:, :2].abs().sum() > 0  # fat head untouched
+    expected = muscle_loss(logits[:, :2], torch.cat([1 - fractions[:, :1], fractions[:, :1]], dim=1))
+    assert torch.allclose(seg_loss(muscle_loss, fat_loss, logits, fractions, muscle_only), expected)
+    # A full label map trains both heads, the fat head weighted by the share of such rows.
+    one_full = torch.tensor([True, False])
+    fat = fractions[:1, 1:]
+    other = 1 - fat.sum(dim=1, keepdim=True)
+    both = expected + 0.5 * fat_loss(logits[:1, 2:], torch.cat([other, fat], dim=1))
+    assert torch.allclose(seg_loss(muscle_loss, fat_loss, logits, fractions, one_full), both)
+    # A muscle-only (two-channel) model is scored on muscle whatever the rows say.
     two = logits[:, :2]
-    expected = loss_fn(two, torch.cat([1 - fractions[:, :1], fractions[:, :1]], dim=1))
-    assert torch.allclose(seg_loss(loss_fn, two, fractions, full), expected)
+    assert torch.allclose(seg_loss(muscle_loss, fat_loss, two, fractions, torch.tensor([True, True])), expected)
+
+
+def test_the_fat_head_never_changes_what_the_muscle_decoder_learns(tmp_path):
+    """Same seed, same data: a body-composition model's encoder and muscle decoder end bit-identical to a
+    muscle-only model's, so adding fat cannot make muscle worse."""
+    from common.models.presets import get_preset
+    from common.models.sarco import SarcoModel
+    from common.phantom import write_site
+    from common.train.loops import train_phase
+
+    manifest = write_site(tmp_path / "site", "s", "general-surgery", 6, 0, seed=4, holdout_fraction=0.0)
+    preset = get_preset("tiny")
+    trained = []
+    for channels in (2, 5):
+        torch.manual_seed(0)
+        model = SarcoModel(preset, seg_classes=channels)
+        train_phase(model, "seg", manifest, epochs=2, seed=3, progress=False)
+        trained.append(model.state_dict())
+    muscle_only, full = trained
+    assert set(full) - set(muscle_only) == {k for k in full if k.startswith("fat_head.")}
+    for key, value in muscle_only.items():
+        assert torch.equal(value, full[key]), key

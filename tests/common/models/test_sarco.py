@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.errors import ConfigError
-from common.metrics.composition import COMPARTMENTS
+from common.metrics.composition import SEG_CHANNELS
 from common.models.decoder import skip_taps
 from common.models.presets import get_preset
 from common.models.sarco import SarcoModel, exchange_keys, get_weights, set_weights, trainable_parameters
@@ -34,7 +34,7 @@ def test_output_shapes(patch):
     p = dataclasses.replace(TINY, patch_size=patch, image_size=64)
     m = SarcoModel(p)
     x = torch.randn(2, 1, 64, 64)
-    assert m.segment_logits(x).shape == (2, len(COMPARTMENTS), 64, 64)
+    assert m.segment_logits(x).shape == (2, SEG_CHANNELS, 64, 64)
     assert SarcoModel(p, seg_classes=2).segment_logits(x).shape == (2, 2, 64, 64)  # muscle only
     assert m.classify_logits(x).shape == (2, 2)
 
