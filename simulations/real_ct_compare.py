@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             organ = values["muscle_on_organ_pct"]
             print(f"{label} | {name} | {shown} | {'-' if organ is None else f'{organ:.1f}%'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.out)
+    sheet.quantize(colors=256).save(args.out, optimize=True)  # a palette keeps the picture small for docs/
     print(f"picture: {args.out}")
     return 0
 
