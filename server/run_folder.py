@@ -298,10 +298,18 @@ class RunFolder:
         return record
 
     def append_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append rows to metrics.csv (header written once); unknown keys are dropped, missing left empty."""
+        """Append rows to metrics.csv (header written once); unknown keys are dropped, missing left empty.
+
+        A file begun by another SarcoFed version keeps its own header: rows follow its columns, so a
+        resumed run never writes values under the wrong names.
+        """
         new = not self.metrics_csv.exists()
+        fields = list(COLUMNS)
+        if not new:
+            with self.metrics_csv.open(newline="") as handle:
+                fields = next(csv.reader(handle), None) or fields
         with self.metrics_csv.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             for row in rows:

@@ -32,6 +32,10 @@ SUMMARY_NAMES = [
     "cls_sensitivity",
     "cls_specificity",
     "cls_auroc",
+    "imat_abs_pct_err_mean",
+    "vat_abs_pct_err_mean",
+    "sat_abs_pct_err_mean",
+    "myosteatosis_accuracy",
 ]
 
 
@@ -71,6 +75,8 @@ def _holdout(n: int, n_pos: int, seed: int, classifier: bool) -> pd.DataFrame:
     table = pd.DataFrame(
         {
             "dice": rng.uniform(0.85, 0.95, n),
+            "vat_abs_pct_err": rng.uniform(5, 15, n),
+            "myosteatosis_correct": rng.integers(0, 2, n).astype(float),
             "sma_ref_cm2": ref,
             "sma_pred_cm2": pred,
             "sma_abs_pct_err": np.abs(pred - ref) / ref * 100,
@@ -235,3 +241,19 @@ def test_a_reopened_folder_keeps_its_best_round_failures_and_rows(tmp_path, summ
         [{"site": "pooled", "dice_mean": 0.65, "round": 4, "phase": "seg", "global_round": 4, "status": "ok"}]
     )
     assert pd.read_csv(folder.metrics_csv)["global_round"].tolist() == [1, 2, 3, 4]  # one table, one header
+
+
+def test_rows_follow_the_header_of_a_metrics_file_begun_by_another_version(tmp_path):
+    import csv
+
+    folder = RunFolder(tmp_path / "20261202-120000-tiny")
+    old_columns = ["round", "phase", "global_round", "site", "n", "dice_mean", "status"]
+    folder.metrics_csv.parent.mkdir(parents=True, exist_ok=True)
+    folder.metrics_csv.write_text(",".join(old_columns) + "\n1,seg,1,a,10,0.8,ok\n")
+
+    folder.append_rows([{"round": 2, "phase": "seg", "global_round": 2, "site": "a", "n": 10, "dice_mean": 0.9,
+                         "vat_abs_pct_err_mean": 12.0, "status": "ok"}])  # fmt: skip
+
+    with folder.metrics_csv.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == old_columns and rows[2] == ["2", "seg", "2", "a", "10", "0.9", "ok"]
