@@ -56,7 +56,7 @@ def series_inputs(tmp_path_factory) -> dict:
         samples.append(LocatorSample(x, grid, *level_targets(grid, _vertebrae(case))))
     torch.manual_seed(0)
     model = SarcoModel(get_preset("tiny"))
-    train_locator(model.locator, samples, epochs=80, lr=3e-3, seed=0)
+    train_locator(model.locator, samples, epochs=150, lr=3e-3, seed=0)
     model.trained_phases = {"l3"}
     save_checkpoint(root / "tiny-l3.pt", model, phase="seg")
     save_checkpoint(root / "tiny-no-l3.pt", SarcoModel(get_preset("tiny")), phase="seg")

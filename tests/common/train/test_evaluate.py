@@ -184,8 +184,7 @@ def test_n_counts_patients_not_rows(site):
 def test_label_map_references_score_every_tissue_and_myosteatosis(site, tmp_path):
     """A reference label map adds IMAT, VAT and SAT areas and errors; a muscle-only one leaves them empty."""
     from common.clinical import bmi, myosteatosis
-    from common.metrics.composition import tissues_from_compartments
-    from common.train.infer import segment_compartments_batch
+    from common.train.infer import segment_tissues_batch
 
     manifest, model = site
     holdout = manifest[manifest["split"] == "holdout"].iloc[:2].copy()
@@ -206,7 +205,7 @@ def test_label_map_references_score_every_tissue_and_myosteatosis(site, tmp_path
 
     for (_, got), (_, case), (_, row) in zip(df.iterrows(), full_paths, holdout.iterrows(), strict=True):
         ct, _ = load_case(row)
-        pred = tissues_from_compartments(segment_compartments_batch(model, [ct])[0], ct.hu)
+        ((_, pred),) = segment_tissues_batch(model, [ct])
         pixel = ct.spacing_mm[0] * ct.spacing_mm[1] / 100
         assert got["sma_ref_cm2"] == pytest.approx(case.sma_cm2)  # SMA is the muscle label, not the whole map
         for name, value, ref in (("imat", 2, case.imat_cm2), ("vat", 3, case.vat_cm2), ("sat", 4, case.sat_cm2)):

@@ -7,10 +7,11 @@ import torch
 from monai.data import MetaTensor
 
 from common.data.ctslice import CTSlice, SliceGeometry
+from common.metrics.composition import FAT_HEAD, MUSCLE_HEAD, SEG_CHANNELS
 from common.models.presets import get_preset
 from common.models.sarco import SarcoModel
 from common.train.data import image_to_net, net_geometry, normaliser
-from common.train.infer import _net_batch, segment, segment_prob_batch
+from common.train.infer import _net_batch, compartment_prob_batch, segment, segment_tissues_batch
 
 TINY = get_preset("tiny")
 
@@ -35,8 +36,13 @@ def test_segment_returns_native_grid():
     model = SarcoModel(TINY).eval()
     ct = _ct()
     with torch.inference_mode():
-        (prob,) = segment_prob_batch(model, [ct])
+        (prob,) = compartment_prob_batch(model, [ct])
         mask = segment(model, ct)
-    assert prob.shape == mask.shape == ct.shape and prob.dtype == np.float32
-    assert 0.0 <= prob.min() and prob.max() <= 1.0
-    np.testing.assert_array_equal(mask, (prob >= 0.5).astype(np.uint8))
+        ((fascia, tissues),) = segment_tissues_batch(model, [ct])
+    assert prob.shape == (SEG_CHANNELS, *ct.shape) and mask.shape == ct.shape and prob.dtype == np.float32
+    # each head is a distribution on every native pixel, inside the network's view and outside it
+    np.testing.assert_allclose(prob[MUSCLE_HEAD].sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(prob[FAT_HEAD].sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(mask, (prob[1] >= 0.5).astype(np.uint8))  # the muscle head, read as before
+    np.testing.assert_array_equal(fascia, mask)
+    assert set(np.unique(tissues)) <= {0, 1, 2, 3, 4} and not (tissues[mask == 0] == 1).any()
