@@ -307,7 +307,7 @@ class RunFolder:
         fields = list(COLUMNS)
         if not new:
             with self.metrics_csv.open(newline="") as handle:
-                fields = next(csv.reader(handle), None) or fields
+                fields = next(csv.reader(handle), []) or fields
         with self.metrics_csv.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
             if new:
