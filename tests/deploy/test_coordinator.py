@@ -354,6 +354,43 @@ def test_a_running_run_is_stopped(gate, probe):
             coordinator.stop_run(run_id)
 
 
+def test_ctrl_c_leaves_a_followed_log_at_once_while_the_run_goes_on(gate, probe, tmp_path):
+    """The runbook follows a run and presses Ctrl-C: the follower leaves quietly (exit 0) within seconds,
+    even while the stream waits for the next line, and the run is not touched."""
+    with _coordinator(gate) as coordinator:
+        run_id = coordinator.submit_run(probe, ["rounds=1 pause=120"])
+        assert _wait_status(coordinator, run_id, {"running"}, 90) == "running"
+        env = {
+            **gate.env,
+            "SARCOFED_COORDINATOR_ADDRESS": _address(gate),
+            "SARCOFED_PKI": str(gate.pki.root),
+            "SARCOFED_STATE_DIR": str(gate.work / "coordinator"),
+        }
+        log = tmp_path / "follow.log"
+        with log.open("w") as handle:
+            follower = subprocess.Popen(
+                [sys.executable, "-m", "sarcofed.cli", "coordinator", "log", str(run_id), "--follow"],
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=gate.work,
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while "sarcofed [probe 1/1]" not in log.read_text():  # the ServerApp now sleeps: the stream is idle
+                assert follower.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            time.sleep(1.0)
+            follower.send_signal(signal.SIGINT)
+            assert follower.wait(timeout=15) == 0, log.read_text()
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+        (run,) = coordinator.list_runs(run_id)
+        assert run.status == "running"
+        coordinator.stop_run(run_id)
+
+
 def test_flwr_through_the_forwarder(gate, tmp_path):
     """`flwr` without a client certificate, via the loopback forwarder that presents coordinator.crt."""
     port = free_port()
