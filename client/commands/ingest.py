@@ -27,8 +27,8 @@ def ingest(
         typer.Option(
             "--masks",
             help=(
-                "Folder of muscle masks (NIfTI or DICOM SEG). Default: masks are looked for in INPUT_DIR "
-                "(*_mask.nii.gz, SEG)."
+                "Folder of masks (NIfTI or DICOM SEG: muscle only, or label maps 1 muscle, 2 IMAT, 3 VAT, 4 SAT). "
+                "Default: masks are looked for in INPUT_DIR (*_mask.nii.gz, SEG)."
             ),
         ),
     ] = None,

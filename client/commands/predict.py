@@ -88,7 +88,7 @@ def predict(
         ),
     ] = False,
 ) -> None:
-    """Segment skeletal muscle at L3 and report SMA, SMI, muscle HU and the sarcopenia verdict.
+    """Measure skeletal muscle, IMAT, VAT and SAT at L3; report SMA, SMI, HU, sarcopenia and myosteatosis.
 
     A series is first searched for L3 (result.json "l3", series.png); when L3 is not in it, or not
     surely found, nothing is measured and the exit code is 5. Cost: one forward pass for a slice

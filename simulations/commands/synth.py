@@ -89,7 +89,7 @@ def synth(
     ] = 0.3,
     format: Annotated[str, typer.Option("--format", help="Summary format: text | json.")] = "text",
 ) -> None:
-    """Write one synthetic hospital: real DICOM CT, NIfTI muscle masks and manifest.csv."""
+    """Write one synthetic hospital: real DICOM CT, NIfTI body-composition label maps and manifest.csv."""
     from common.phantom.site import write_site
 
     manifest = write_site(out, site, profile, patients, unlabelled, seed, holdout_fraction=holdout)
@@ -125,7 +125,7 @@ def montage(
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("montage.png"),
     n: Annotated[int, typer.Option("-n", help="Number of slices in the grid. Default 12.")] = 12,
 ) -> None:
-    """Draw a PNG grid of slices (soft-tissue window) with their muscle mask outlines."""
+    """Draw a PNG grid of slices (soft-tissue window) with their muscle, VAT and SAT outlines."""
     from common.phantom.montage import write_montage
 
     path = write_montage(manifest, out, n=n)
