@@ -331,52 +331,18 @@ class Coordinator:
         return sorted(nodes, key=lambda pair: pair[1].registered_at or now)
 
     def stream_log(self, run_id: int, follow: bool = False) -> Iterator[str]:
-        """The run's log as it comes: all of it so far, then (FOLLOW) more until the run finishes.
-
-        The stream is read by a daemon thread and handed over through a queue that the caller's thread
-        polls: a Ctrl-C in the caller is then handled at once, whatever the HTTP read is blocked on
-        (under load a follower reading in the main thread was seen to outlast Ctrl-C by minutes), and
-        the process can leave without waiting for the stream.
-        """
-        import queue
-        import threading
-
+        """The run's log as it comes: all of it so far, then (FOLLOW) more until the run finishes."""
         from flwr.proto.control_pb2 import StreamLogsRequest  # pylint: disable=E0611
 
-        replies: queue.Queue[tuple[str, Any]] = queue.Queue()
-        stop = threading.Event()
-
-        def read() -> None:
+        with self._translated():
+            stream = self.client.StreamLogs(StreamLogsRequest(run_id=run_id, after_timestamp=0.0))
             try:
-                with self._translated():
-                    stream = self.client.StreamLogs(StreamLogsRequest(run_id=run_id, after_timestamp=0.0))
-                    try:
-                        for reply in stream:
-                            replies.put(("log", reply.log_output))
-                            if stop.is_set() or not follow:
-                                break
-                    finally:
-                        stream.close()
-            except BaseException as error:  # handed to the caller's thread, which raises it
-                replies.put(("error", error))
-            replies.put(("end", None))
-
-        threading.Thread(target=read, name=f"log-{run_id}", daemon=True).start()
-        try:
-            while True:
-                try:
-                    kind, value = replies.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise value
-                yield value
-                if not follow:
-                    return
-        finally:
-            stop.set()
+                for reply in stream:
+                    yield reply.log_output
+                    if not follow:
+                        break
+            finally:
+                stream.close()
 
     def stop_run(self, run_id: int) -> bool:
         """Ask the SuperLink to stop RUN_ID; True when it accepted."""

@@ -121,6 +121,12 @@ def environment(exports: list[Command], overrides: Mapping[str, str], base: Mapp
     return dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as a coordinator's terminal delivers it. A test run started in the background by
+    a non-interactive shell inherits SIGINT ignored, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Runbook:
     """The trial section, executed step by step in ``env`` (from ``environment``), in the checkout."""
@@ -190,6 +196,7 @@ class Runbook:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 text=True,
+                preexec_fn=default_sigint,
             )
         deadline = time.monotonic() + timeout
         try:
@@ -202,9 +209,7 @@ class Runbook:
                 )
                 time.sleep(0.5)
             popen.send_signal(signal.SIGINT)
-            # Under CI load (three SuperNodes training beside another test worker on 2 cores) the
-            # follower has been seen to take more than 30 s to leave after Ctrl-C.
-            popen.wait(timeout=90)
+            popen.wait(timeout=30)
         finally:
             if popen.poll() is None:
                 popen.kill()

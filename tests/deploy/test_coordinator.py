@@ -32,6 +32,7 @@ from deploy.coordinator import (
 from deploy.launch import FEDERATION, descendants, free_port, https_ok, start, stop_all
 from deploy.pki import add_site, init_pki
 from deploy.proxy import forwarder_config
+from tests.deploy.runbook import default_sigint
 
 SITES = ("onco", "general", "trauma")  # the sites of simulations/consortia/tiny.toml
 NOW = datetime(2026, 12, 2, 10, 0, 0, tzinfo=UTC)
@@ -356,7 +357,7 @@ def test_a_running_run_is_stopped(gate, probe):
 
 def test_ctrl_c_leaves_a_followed_log_at_once_while_the_run_goes_on(gate, probe, tmp_path):
     """The runbook follows a run and presses Ctrl-C: the follower leaves quietly (exit 0) within seconds,
-    even while the stream waits for the next line, and the run is not touched."""
+    while the stream waits for the next line, and the run is not touched."""
     with _coordinator(gate) as coordinator:
         run_id = coordinator.submit_run(probe, ["rounds=1 pause=120"])
         assert _wait_status(coordinator, run_id, {"running"}, 90) == "running"
@@ -374,6 +375,7 @@ def test_ctrl_c_leaves_a_followed_log_at_once_while_the_run_goes_on(gate, probe,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 cwd=gate.work,
+                preexec_fn=default_sigint,
             )
         try:
             deadline = time.monotonic() + 60
